@@ -1,0 +1,23 @@
+# Everything installs itself into .venv from pyproject.toml; only python3 is assumed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test torture bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## demo: start the bundled simulator and run a full, audited sync against it
+demo: $(STAMP)
+	$(BIN)/animal-sync demo
+
+## test: the whole fast suite (unit, integration, end-to-end)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo.db demo.db-wal demo.db-shm
