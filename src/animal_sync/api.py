@@ -1,0 +1,250 @@
+"""The Animals API client: one Session, a urllib3 `Retry` policy per method, and what each outcome means.
+
+The API stalls about 1 request in 100 for 5-15 s *before* handling it, and fails about 1 in 100 with a 5xx
+*without* handling it. So a GET is cut short and re-sent (it is idempotent), while a POST waits out any
+stall and is re-sent only when the API surely did not handle it: a connection that never opened, or a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from .config import Settings
+
+__all__ = [
+    "AnimalsApi",
+    "ApiUnreachable",
+    "Detail",
+    "FetchFailed",
+    "Page",
+    "PostOutcome",
+    "PostResult",
+    "get_retry",
+    "post_retry",
+    "redact_url",
+]
+
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+LIST_PATH = "/animals/v1/animals"
+HOME_PATH = "/animals/v1/home"
+
+
+def get_retry(retries: int, backoff: float) -> Retry:
+    """GETs are idempotent: retry 5xx, refused connections, read timeouts (stalls) and dropped connections."""
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=backoff,
+        backoff_max=2.0,
+        backoff_jitter=backoff,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # hand back the last answer so its status is what gets journaled
+    )
+
+
+def post_retry(retries: int, backoff: float) -> Retry:
+    """POSTs are re-sent only when the API surely did not handle them: a failed connect, or a 5xx answer.
+
+    A read timeout or a connection dropped after sending (`read=0`) is never re-sent: the API may have
+    delivered the batch, so the caller marks it in doubt instead of risking a double delivery.
+    """
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=0,
+        status=retries,
+        other=0,
+        allowed_methods=frozenset({"POST"}),
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=backoff,
+        backoff_max=2.0,
+        backoff_jitter=backoff,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs, the journal and reports."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class FetchFailed(Exception):
+    """A GET whose retry budget is spent, or whose answer is unusable; str() is the journaled reason."""
+
+
+class ApiUnreachable(FetchFailed):
+    """The API refused or dropped connections through a whole retry budget: stop the run, do not fail animals."""
+
+
+@dataclass(frozen=True)
+class Page:
+    page: int
+    total_pages: int
+    ids: list[int]
+    retries: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A detail answer as received: `body` is kept byte for byte for the journal."""
+
+    animal_id: int
+    body: bytes
+    retries: list[str] = field(default_factory=list)
+
+
+class PostOutcome(StrEnum):
+    DELIVERED = "delivered"  # 2xx
+    REFUSED = "refused"  # a final 4xx/5xx answer: the API did not take the batch
+    NOT_SENT = "not_sent"  # no connection could be opened: the API never saw it
+    UNKNOWN = "unknown"  # sent, answer lost (read timeout, dropped connection): maybe delivered
+
+
+@dataclass(frozen=True)
+class PostResult:
+    outcome: PostOutcome
+    status: int | None
+    body: str | None
+    error: str | None
+    retries: list[str] = field(default_factory=list)
+
+
+def _retry_kinds(response: requests.Response) -> list[str]:
+    """Name each retry urllib3 made on the way to this response (its `Retry.history`), for the counters."""
+    retries = getattr(response.raw, "retries", None)
+    kinds = []
+    for attempt in getattr(retries, "history", ()):
+        if attempt.status is not None:
+            kinds.append(f"http_{attempt.status}")
+        else:
+            kinds.append(_error_kind(attempt.error))
+    return kinds
+
+
+def _error_kind(error: BaseException | None) -> str:
+    if isinstance(error, ConnectTimeoutError):  # includes NewConnectionError (refused)
+        return "connect_error"
+    if isinstance(error, ReadTimeoutError):
+        return "read_timeout"
+    if isinstance(error, ProtocolError):
+        return "connection_dropped"
+    return type(error).__name__ if error else "unknown"
+
+
+def _root_cause(exc: BaseException) -> BaseException | None:
+    """The urllib3 error behind a requests exception (MaxRetryError.reason, or the direct cause)."""
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, MaxRetryError):
+            return arg.reason
+        if isinstance(arg, BaseException):
+            return arg
+    return exc.__cause__ or exc.__context__
+
+
+class AnimalsApi:
+    """The upstream API. Thread-safe for concurrent GETs and POSTs; close() when done."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.session = requests.Session()
+        if settings.token:
+            self.session.headers["Authorization"] = f"Bearer {settings.token}"
+        self.session.headers["Accept"] = "application/json"
+        gets = HTTPAdapter(
+            pool_connections=1, pool_maxsize=settings.workers, max_retries=get_retry(settings.retries, settings.backoff)
+        )
+        posts = HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=settings.post_workers,
+            max_retries=post_retry(settings.retries, settings.backoff),
+        )
+        # requests picks the adapter with the longest matching prefix: POSTs to home get their own policy.
+        self.session.mount(self.base_url + "/", gets)
+        self.session.mount(self.base_url + HOME_PATH, posts)
+        self._get_timeout = (settings.connect_timeout, settings.get_timeout)
+        self._post_timeout = (settings.connect_timeout, settings.post_timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes, list[str]]:
+        """GET with the retry policy; the body is read up to the size limit and no further."""
+        url = self.base_url + path
+        try:
+            with self.session.get(url, params=params, timeout=self._get_timeout, stream=True) as response:
+                retries = _retry_kinds(response)
+                declared = response.headers.get("Content-Length")
+                limit = self.settings.max_body_bytes
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise FetchFailed(f"body of {declared} bytes is over the {limit}-byte limit")
+                chunks, size = [], 0
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchFailed(f"body is over the {limit}-byte limit")
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks), retries
+        except requests.RequestException as exc:
+            cause = _root_cause(exc)
+            kind = _error_kind(cause)
+            if kind in ("connect_error", "connection_dropped"):
+                raise ApiUnreachable(f"{kind} after {self.settings.retries} retries: {cause}") from None
+            raise FetchFailed(f"{kind} after {self.settings.retries} retries: {cause}") from None
+
+    def list_page(self, page: int) -> Page:
+        """One page of the listing; a body that is not a listing is a FetchFailed (the page stays unlisted)."""
+        status, body, retries = self._get(LIST_PATH, {"page": page})
+        if status != 200:
+            raise FetchFailed(f"page {page}: HTTP {status} after {len(retries)} retries")
+        try:
+            data = json.loads(body)
+            ids = [int(item["id"]) for item in data["items"]]
+            total = int(data["total_pages"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FetchFailed(f"page {page}: not a listing ({type(exc).__name__}: {exc})") from None
+        return Page(page=page, total_pages=total, ids=ids, retries=retries)
+
+    def fetch_detail(self, animal_id: int) -> Detail:
+        """One animal's detail body as received; a non-200 answer past the retry budget is a FetchFailed."""
+        status, body, retries = self._get(f"{LIST_PATH}/{animal_id}")
+        if status != 200:
+            raise FetchFailed(f"HTTP {status} after {len(retries)} retries: {body[:200].decode('utf-8', 'replace')}")
+        return Detail(animal_id=animal_id, body=body, retries=retries)
+
+    def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:
+        """POST one batch and say what is known of its fate; never raises for a network outcome."""
+        try:
+            response = self.session.post(self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout)
+        except requests.RequestException as exc:
+            cause = _root_cause(exc)
+            kind = _error_kind(cause)
+            outcome = PostOutcome.NOT_SENT if kind == "connect_error" else PostOutcome.UNKNOWN
+            return PostResult(outcome, None, None, f"{kind}: {cause}")
+        retries = _retry_kinds(response)
+        body = response.text[:2000]
+        if 200 <= response.status_code < 300:
+            return PostResult(PostOutcome.DELIVERED, response.status_code, body, None, retries)
+        return PostResult(
+            PostOutcome.REFUSED, response.status_code, body, f"HTTP {response.status_code}: {body[:300]}", retries
+        )

@@ -1,0 +1,535 @@
+"""The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
+
+One process writes a journal at a time (an exclusive lock file beside it); readers such as `status` open
+it read-only and may do so while a run writes, thanks to WAL. All writes of one pipeline step share one
+transaction (`Journal.transaction()`), so the journal costs a commit per step, not one per animal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database, Migrations
+
+from .errors import JournalError
+
+__all__ = [
+    "ANIMAL_TRANSITIONS",
+    "BATCH_TRANSITIONS",
+    "AnimalState",
+    "BatchRow",
+    "BatchState",
+    "IllegalTransition",
+    "Journal",
+    "RunRow",
+    "RunState",
+    "migrations",
+    "now",
+]
+
+MIGRATION_SET = "animal_sync"
+
+
+class AnimalState(StrEnum):
+    DISCOVERED = "discovered"  # listed on a page; detail not fetched yet
+    FETCHED = "fetched"  # detail fetched and transformed; waiting for a batch
+    QUARANTINED = "quarantined"  # detail fetched but malformed; kept with its reason
+    FAILED = "failed"  # detail unobtainable, or its batch was refused with 4xx
+    BATCHED = "batched"  # carried by a batch not (yet) answered 2xx
+    POSTED = "posted"  # carried by a batch answered 2xx
+
+
+class BatchState(StrEnum):
+    PENDING = "pending"  # built, never sent
+    SENDING = "sending"  # journaled before its POST leaves; found at start-up it means "outcome unknown"
+    POSTED = "posted"  # answered 2xx
+    FAILED = "failed"  # answered 4xx (or 5xx past the retry budget): nothing delivered
+    IN_DOUBT = "in_doubt"  # sent, outcome unknown (read timeout, dropped connection, killed mid-POST)
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FINISHED = "finished"
+    ABANDONED = "abandoned"
+
+
+A, B = AnimalState, BatchState
+
+# The only legal transitions. Quarantined and failed animals go back to discovered when a resume retries them.
+ANIMAL_TRANSITIONS: Mapping[AnimalState, frozenset[AnimalState]] = {
+    A.DISCOVERED: frozenset({A.FETCHED, A.QUARANTINED, A.FAILED}),
+    A.FETCHED: frozenset({A.BATCHED}),
+    A.QUARANTINED: frozenset({A.DISCOVERED}),
+    A.FAILED: frozenset({A.DISCOVERED}),
+    A.BATCHED: frozenset({A.POSTED, A.FAILED}),
+    A.POSTED: frozenset(),
+}
+BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
+    B.PENDING: frozenset({B.SENDING}),
+    B.SENDING: frozenset({B.POSTED, B.FAILED, B.IN_DOUBT, B.PENDING}),  # pending: the API was never reached
+    B.IN_DOUBT: frozenset({B.SENDING}),  # a re-send (at-least-once), only when the operator allows it
+    B.POSTED: frozenset(),
+    B.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the state machine forbids: a bug in the caller, never a data problem."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    state: RunState
+    settings: dict[str, Any]
+    base_url: str
+    total_pages: int | None
+    started_at: str
+    resumed_at: str | None
+    attempts: int
+    finished_at: str | None
+    outcome: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    id: int
+    run_id: int
+    state: BatchState
+    ids: list[int]
+    attempts: int
+    response_status: int | None
+    response_body: str | None
+    last_error: str | None
+    in_doubt_at: str | None
+
+
+def now() -> str:
+    """UTC timestamp with milliseconds, the one form every journal column uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _migrations_dir() -> Path:
+    """Inside an installed wheel the schema history ships in the package; in a checkout it is ../../migrations."""
+    packaged = resources.files("animal_sync") / "migrations"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def migrations() -> Migrations:
+    """Register each migrations/NNNN_name.py file's `migrate(db)` on one sqlite-utils migration set, in order."""
+    registry = Migrations(MIGRATION_SET)
+    for path in sorted(_migrations_dir().glob("[0-9]*.py")):
+        spec = importlib.util.spec_from_file_location(f"animal_sync_migration_{path.stem}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        registry(name=path.stem)(module.migrate)
+    return registry
+
+
+def _run_row(row: Mapping[str, Any]) -> RunRow:
+    return RunRow(
+        id=row["id"],
+        state=RunState(row["state"]),
+        settings=json.loads(row["settings"] or "{}"),
+        base_url=row["base_url"],
+        total_pages=row["total_pages"],
+        started_at=row["started_at"],
+        resumed_at=row["resumed_at"],
+        attempts=row["attempts"],
+        finished_at=row["finished_at"],
+        outcome=json.loads(row["outcome"]) if row["outcome"] else None,
+    )
+
+
+def _batch_row(row: Mapping[str, Any]) -> BatchRow:
+    return BatchRow(
+        id=row["id"],
+        run_id=row["run_id"],
+        state=BatchState(row["state"]),
+        ids=json.loads(row["ids"]),
+        attempts=row["attempts"],
+        response_status=row["response_status"],
+        response_body=row["response_body"],
+        last_error=row["last_error"],
+        in_doubt_at=row["in_doubt_at"],
+    )
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    """SQLite caps bound parameters per statement; long id lists go in slices."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Journal:
+    """One journal file. Open with `Journal.open(path)` for writing or `Journal.open(path, readonly=True)`."""
+
+    def __init__(self, db: Database, path: Path, readonly: bool) -> None:
+        self.db = db
+        self.path = path
+        self.readonly = readonly
+        self._lock_file: Any = None
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Journal:
+        """Open (and for writers create and migrate) a journal; every failure is a one-line JournalError."""
+        path = Path(path)
+        if readonly:
+            if not path.is_file():
+                raise JournalError(f"no journal at {path}")
+            if not os.access(path, os.R_OK):
+                raise JournalError(f"journal {path} is not readable")
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            if path.is_dir():
+                raise JournalError(f"journal path {path} is a directory")
+            if not path.parent.is_dir():
+                raise JournalError(f"journal directory {path.parent} does not exist")
+            if path.exists() and not os.access(path, os.W_OK):
+                raise JournalError(f"journal {path} is read-only")
+            if not path.exists() and not os.access(path.parent, os.W_OK):
+                raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
+            conn = sqlite3.connect(path)
+        journal = cls(Database(conn), path, readonly)
+        try:
+            journal._check_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"{path} is not a usable animal-sync journal: {exc}") from None
+        except JournalError:
+            conn.close()
+            raise
+        return journal
+
+    def _check_and_migrate(self) -> None:
+        registry = migrations()
+        known = {m.name for m in registry._migrations}
+        tables = set(self.db.table_names())  # raises DatabaseError for a file that is not SQLite
+        applied = {m.name for m in registry.applied(self.db)} if "_sqlite_migrations" in tables else set()
+        if tables - {"_sqlite_migrations"} and not applied:
+            raise JournalError(f"{self.path} is an SQLite database but not an animal-sync journal")
+        newer = applied - known
+        if newer:
+            raise JournalError(
+                f"{self.path} was written by a newer animal-sync (schema step {max(newer)}); upgrade animal-sync to use it"
+            )
+        if self.readonly:
+            if known - applied:
+                raise JournalError(f"{self.path} needs a schema upgrade; run `animal-sync resume` once to apply it")
+            return
+        self.db.enable_wal()
+        # FULL: a commit is on disk before the next POST leaves, even across a power cut, and WAL keeps it cheap.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        registry.apply(self.db)
+
+    def lock(self) -> None:
+        """Take the journal for this process alone; a second writer is refused with one line, not left to race."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise JournalError(f"journal {self.path} is in use by another animal-sync process (pid {holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def close(self) -> None:
+        self.db.conn.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group every write of one pipeline step into one commit; SQLite errors become a one-line JournalError."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+
+    # -- runs ------------------------------------------------------------------------------------------------
+
+    def start_run(self, settings: Mapping[str, Any], base_url: str) -> RunRow:
+        stamp = now()
+        with self.transaction():
+            cursor = self.db.execute(
+                "INSERT INTO runs (state, settings, base_url, started_at, attempts) VALUES (?, ?, ?, ?, 1)",
+                [RunState.RUNNING, json.dumps(dict(settings), sort_keys=True), base_url, stamp],
+            )
+        return self.run(cursor.lastrowid)
+
+    def run(self, run_id: int | None) -> RunRow:
+        row = next(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]), None)
+        if row is None:
+            raise JournalError(f"journal {self.path} has no run {run_id}")
+        return _run_row(row)
+
+    def last_run(self) -> RunRow | None:
+        row = next(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"), None)
+        return _run_row(row) if row else None
+
+    def resume_run(self, run_id: int) -> RunRow:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET state = ?, resumed_at = ?, attempts = attempts + 1, finished_at = NULL WHERE id = ?",
+                [RunState.RUNNING, now(), run_id],
+            )
+        return self.run(run_id)
+
+    def end_run(self, run_id: int, state: RunState, outcome: Mapping[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET state = ?, finished_at = ?, outcome = ? WHERE id = ?",
+                [state, now(), json.dumps(dict(outcome), sort_keys=True), run_id],
+            )
+
+    def set_total_pages(self, run_id: int, total_pages: int) -> None:
+        """Keep the largest total the API has reported, so a total that grows mid-run widens the listing."""
+        self.db.execute(
+            "UPDATE runs SET total_pages = max(coalesce(total_pages, 0), ?) WHERE id = ?", [total_pages, run_id]
+        )
+
+    # -- pages and discovery ---------------------------------------------------------------------------------
+
+    def record_page(
+        self, run_id: int, page: int, ids: Sequence[int], total_pages: int, max_new: int | None = None
+    ) -> list[int]:
+        """Journal a listed page and its ids; return the ids seen for the first time (an id on two pages counts once).
+
+        `max_new` caps how many new ids are taken (test mode's --limit): the rest are not journaled at all.
+        """
+        stamp = now()
+        new_ids: list[int] = []
+        for animal_id in ids:
+            if max_new is not None and len(new_ids) >= max_new:
+                break
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO animals (run_id, id, page, state, attempts, discovered_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?)",
+                [run_id, animal_id, page, AnimalState.DISCOVERED, stamp, stamp],
+            )
+            if cursor.rowcount:
+                new_ids.append(animal_id)
+        self.db.execute(
+            "INSERT OR REPLACE INTO pages (run_id, page, items, total_pages, listed_at) VALUES (?, ?, ?, ?, ?)",
+            [run_id, page, len(ids), total_pages, stamp],
+        )
+        self.set_total_pages(run_id, total_pages)
+        return new_ids
+
+    def listed_pages(self, run_id: int) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT page FROM pages WHERE run_id = ?", [run_id])}
+
+    # -- animals ---------------------------------------------------------------------------------------------
+
+    def _move_animals(
+        self, run_id: int, ids: Sequence[int], source: AnimalState, target: AnimalState, **columns: Any
+    ) -> None:
+        """The one place an animal changes state: checks the transition is legal and that every row was in `source`."""
+        if target not in ANIMAL_TRANSITIONS[source]:
+            raise IllegalTransition(f"animal {source} -> {target}")
+        assignments = "".join(f", {name} = ?" for name in columns)
+        moved = 0
+        for chunk in _chunks(ids):
+            cursor = self.db.execute(
+                f"UPDATE animals SET state = ?, updated_at = ?{assignments}"
+                f" WHERE run_id = ? AND state = ? AND id IN ({_placeholders(chunk)})",
+                [target, now(), *columns.values(), run_id, source, *chunk],
+            )
+            moved += cursor.rowcount
+        if moved != len(ids):
+            raise IllegalTransition(f"{len(ids) - moved} of {len(ids)} animals were not {source} (-> {target})")
+
+    def record_fetched(self, run_id: int, animal_id: int, raw: str | bytes, transformed: str, attempts: int) -> None:
+        self._move_animals(
+            run_id, [animal_id], A.DISCOVERED, A.FETCHED,
+            raw=raw, transformed=transformed, last_error=None, attempts=attempts,
+        )
+
+    def record_quarantined(self, run_id: int, animal_id: int, raw: str | bytes | None, reason: str, attempts: int) -> None:
+        self._move_animals(
+            run_id, [animal_id], A.DISCOVERED, A.QUARANTINED, raw=raw, last_error=reason, attempts=attempts
+        )
+
+    def record_fetch_failed(self, run_id: int, animal_id: int, reason: str, attempts: int) -> None:
+        self._move_animals(run_id, [animal_id], A.DISCOVERED, A.FAILED, last_error=reason, attempts=attempts)
+
+    def retry_exceptions(self, run_id: int) -> int:
+        """Send quarantined and failed animals back to discovered so this attempt tries them again."""
+        count = 0
+        for state in (A.QUARANTINED, A.FAILED):
+            ids = self.animal_ids(run_id, state)
+            self._move_animals(run_id, ids, state, A.DISCOVERED, batch_id=None)
+            count += len(ids)
+        return count
+
+    def animal_ids(self, run_id: int, state: AnimalState) -> list[int]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM animals WHERE run_id = ? AND state = ? ORDER BY id", [run_id, state]
+            )
+        ]
+
+    def fetched_records(self, run_id: int) -> list[tuple[int, str]]:
+        """Fetched animals not yet in a batch (a resume picks them up): (id, transformed JSON)."""
+        return list(
+            self.db.execute(
+                "SELECT id, transformed FROM animals WHERE run_id = ? AND state = ? ORDER BY id",
+                [run_id, A.FETCHED],
+            )
+        )
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    def create_batch(self, run_id: int, ids: Sequence[int]) -> int:
+        """Build a pending batch from fetched animals and bind them to it, in the caller's transaction."""
+        cursor = self.db.execute(
+            "INSERT INTO batches (run_id, state, ids, size, attempts, created_at) VALUES (?, ?, ?, ?, 0, ?)",
+            [run_id, B.PENDING, json.dumps(list(ids)), len(ids), now()],
+        )
+        batch_id = cursor.lastrowid
+        self._move_animals(run_id, ids, A.FETCHED, A.BATCHED, batch_id=batch_id)
+        return batch_id
+
+    def batch(self, batch_id: int) -> BatchRow:
+        row = next(self.db.query("SELECT * FROM batches WHERE id = ?", [batch_id]), None)
+        if row is None:
+            raise JournalError(f"journal {self.path} has no batch {batch_id}")
+        return _batch_row(row)
+
+    def batches(self, run_id: int, state: BatchState) -> list[BatchRow]:
+        return [
+            _batch_row(row)
+            for row in self.db.query(
+                "SELECT * FROM batches WHERE run_id = ? AND state = ? ORDER BY id", [run_id, state]
+            )
+        ]
+
+    def batch_records(self, batch: BatchRow) -> list[dict[str, Any]]:
+        """The outgoing records of a batch, in the batch's order, from the journal alone."""
+        by_id: dict[int, str] = {}
+        for chunk in _chunks(batch.ids):
+            by_id.update(
+                self.db.execute(
+                    f"SELECT id, transformed FROM animals WHERE run_id = ? AND id IN ({_placeholders(chunk)})",
+                    [batch.run_id, *chunk],
+                ).fetchall()
+            )
+        return [json.loads(by_id[animal_id]) for animal_id in batch.ids]
+
+    def _move_batch(self, batch_id: int, source: BatchState, target: BatchState, **columns: Any) -> None:
+        """The one place a batch changes state."""
+        if target not in BATCH_TRANSITIONS[source]:
+            raise IllegalTransition(f"batch {source} -> {target}")
+        assignments = "".join(f", {name} = ?" for name in columns)
+        cursor = self.db.execute(
+            f"UPDATE batches SET state = ?{assignments} WHERE id = ? AND state = ?",
+            [target, *columns.values(), batch_id, source],
+        )
+        if cursor.rowcount != 1:
+            raise IllegalTransition(f"batch {batch_id} was not {source} (-> {target})")
+
+    def mark_sending(self, batch: BatchRow) -> None:
+        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send."""
+        self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
+        self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
+
+    def mark_posted(self, batch: BatchRow, status: int, body: str) -> None:
+        self._move_batch(batch.id, B.SENDING, B.POSTED, response_status=status, response_body=body, finished_at=now())
+        self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.POSTED)
+
+    def mark_failed(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
+        """The server refused the batch: nothing was delivered, so its animals are failed with the answer kept."""
+        self._move_batch(
+            batch.id, B.SENDING, B.FAILED,
+            response_status=status, response_body=body, last_error=error, finished_at=now(),
+        )
+        self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
+
+    def mark_in_doubt(self, batch: BatchRow, error: str, status: int | None = None, body: str | None = None) -> None:
+        """Outcome unknown: keep its animals bound to it, and remember for good that it was once in doubt."""
+        self._move_batch(
+            batch.id, B.SENDING, B.IN_DOUBT,
+            last_error=error, response_status=status, response_body=body, finished_at=now(),
+        )
+        self.db.execute("UPDATE batches SET in_doubt_at = coalesce(in_doubt_at, ?) WHERE id = ?", [now(), batch.id])
+
+    def unsend(self, batch: BatchRow, error: str) -> None:
+        """The POST never reached the API (no connection): the batch is as good as never sent."""
+        self._move_batch(batch.id, B.SENDING, B.PENDING, last_error=error)
+
+    def sending_to_in_doubt(self, run_id: int) -> list[int]:
+        """At start-up a batch still `sending` was in flight when the last process died: it is in doubt."""
+        stale = self.batches(run_id, B.SENDING)
+        for batch in stale:
+            self.mark_in_doubt(batch, "the process stopped while this batch's POST was in flight")
+        return [batch.id for batch in stale]
+
+    # -- counters --------------------------------------------------------------------------------------------
+
+    def add_counters(self, run_id: int, counts: Mapping[str, int]) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO counters (run_id, name, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (run_id, name) DO UPDATE SET value = value + excluded.value",
+            [(run_id, name, value) for name, value in counts.items() if value],
+        )
+
+    def counters(self, run_id: int) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters WHERE run_id = ? ORDER BY name", [run_id]))
+
+    def count_animals(self, run_id: int) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT state, count(*) FROM animals WHERE run_id = ? GROUP BY state", [run_id])
+        )
+
+    def count_batches(self, run_id: int) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT state, count(*) FROM batches WHERE run_id = ? GROUP BY state", [run_id])
+        )
+
+    def iter_animals(self, run_id: int, columns: Iterable[str] = ("*",), where: str = "", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Stream animal rows in id order, a slice at a time, so reports stay flat in memory at any scale."""
+        last = -1
+        select = ", ".join(columns)
+        while True:
+            rows = list(
+                self.db.query(
+                    f"SELECT {select} FROM animals WHERE run_id = ? AND id > ? {where} ORDER BY id LIMIT 1000",
+                    [run_id, last, *params],
+                )
+            )
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1]["id"]

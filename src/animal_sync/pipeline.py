@@ -1,0 +1,473 @@
+"""list -> fetch -> transform -> batch -> post, overlapped on thread pools, with the journal as the only truth.
+
+One coordinator thread owns the journal; worker threads only talk HTTP and run pure transforms. Each step
+of the coordinator records what finished, schedules what is next, and commits once. A batch is journaled
+`sending` and committed *before* its POST leaves, and its answer is committed as soon as it arrives, so a
+process killed at any instant leaves at most the batches then in flight in doubt, and names them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .api import AnimalsApi, ApiUnreachable, Detail, FetchFailed, Page, PostOutcome, PostResult, redact_url
+from .config import Settings
+from .errors import JournalError
+from .journal import AnimalState, BatchRow, BatchState, Journal, RunRow, RunState
+from .transform import InvalidRecord, canonical_json, check_matches, transform
+
+__all__ = ["Progress", "RunResult", "Sync", "resume_run", "start_run"]
+
+log = structlog.get_logger("animal_sync")
+
+STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once around every POST)
+QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordinator commits
+
+
+@dataclass
+class Progress:
+    """Live figures for progress bars and periodic log lines; updated by the coordinator only."""
+
+    total_pages: int | None = None
+    pages_listed: int = 0
+    discovered: int = 0
+    fetched: int = 0
+    posted: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How an attempt ended, for the CLI's exit code and closing line."""
+
+    run_id: int
+    state: RunState
+    exit_code: int
+    message: str
+    counts: dict[str, int] = field(default_factory=dict)
+    in_doubt: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A worker's verdict on one detail: a transformed record, or the reason it is quarantined."""
+
+    animal_id: int
+    raw: str | bytes
+    transformed: str | None
+    reason: str | None
+    retries: list[str]
+
+
+def _examine(detail: Detail) -> Fetched:
+    """Decode, check and transform one detail body; pure, so it runs on the worker thread."""
+    try:
+        raw: str | bytes = detail.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return Fetched(detail.animal_id, detail.body, None, "body is not UTF-8", detail.retries)
+    try:
+        record = json.loads(raw)
+    except ValueError as exc:
+        return Fetched(detail.animal_id, raw, None, f"body is not JSON: {exc}", detail.retries)
+    try:
+        check_matches(record, detail.animal_id)
+        outgoing = transform(record)
+    except InvalidRecord as exc:
+        return Fetched(detail.animal_id, raw, None, str(exc), detail.retries)
+    return Fetched(detail.animal_id, raw, canonical_json(outgoing), None, detail.retries)
+
+
+def _fetch(api: AnimalsApi, animal_id: int) -> Fetched:
+    return _examine(api.fetch_detail(animal_id))
+
+
+class Sync:
+    """One attempt at one run: drives the pipeline until nothing is left, it is stopped, or the API is gone."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        api: AnimalsApi,
+        run: RunRow,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.api = api
+        self.run = run
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.log = log.bind(run_id=run.id)
+        self.progress = Progress(total_pages=run.total_pages)
+        self.counters: Counter[str] = Counter()
+        self.to_fetch: deque[int] = deque()
+        self.unbatched: list[int] = []
+        self.to_post: deque[BatchRow] = deque()
+        self.failed_pages: set[int] = set()
+        self.listed: set[int] = set()
+        self.next_page = 1
+        self.unreachable: str | None = None
+        self.gets: dict[Future[Any], tuple[str, int]] = {}
+        self.posts: dict[Future[PostResult], BatchRow] = {}
+
+    # -- set-up ----------------------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Rebuild the in-memory queues from the journal alone: a fresh run and a resume take the same path."""
+        run_id = self.run.id
+        with self.journal.transaction():
+            in_doubt = self.journal.sending_to_in_doubt(run_id)
+            retried = self.journal.retry_exceptions(run_id)
+        for batch_id in in_doubt:
+            self.log.warning("batch_in_doubt", batch_id=batch_id, reason="in flight when the last process stopped")
+        if retried:
+            self.log.info("retrying_exceptions", animals=retried)
+        self.listed = self.journal.listed_pages(run_id)
+        self.progress.pages_listed = len(self.listed)
+        self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
+        self.unbatched = [animal_id for animal_id, _ in self.journal.fetched_records(run_id)]
+        self.to_post.extend(self.journal.batches(run_id, BatchState.PENDING))
+        held = self.journal.batches(run_id, BatchState.IN_DOUBT)
+        if self.settings.resend_in_doubt:
+            self.to_post.extend(held)
+            for batch in held:
+                self.log.warning("batch_resending", batch_id=batch.id, animals=len(batch.ids), reason="in doubt: at-least-once")
+        counts = self.journal.count_animals(run_id)
+        self.progress.discovered = sum(counts.values())
+        self.progress.posted = counts.get(AnimalState.POSTED, 0)
+        self.progress.fetched = self.progress.posted + counts.get(AnimalState.BATCHED, 0) + len(self.unbatched)
+
+    # -- scheduling ------------------------------------------------------------------------------------------
+
+    def _within_limit(self) -> bool:
+        return self.settings.limit is None or self.progress.discovered < self.settings.limit
+
+    def _pages_left(self) -> bool:
+        """Pages still to ask for in this attempt (not listed, not in flight, not failed already)."""
+        if not self._within_limit():
+            return False
+        total = self.progress.total_pages
+        if total is None:
+            return 1 not in self.listed and not self._page_in_flight(1) and 1 not in self.failed_pages
+        while self.next_page <= total and (
+            self.next_page in self.listed or self.next_page in self.failed_pages or self._page_in_flight(self.next_page)
+        ):
+            self.next_page += 1
+        return self.next_page <= total
+
+    def _page_in_flight(self, page: int) -> bool:
+        return ("page", page) in self.gets.values()
+
+    def _listing_done(self) -> bool:
+        return not self._pages_left() and not any(kind == "page" for kind, _ in self.gets.values())
+
+    def _schedule_gets(self, pool: ThreadPoolExecutor) -> None:
+        capacity = self.settings.workers * QUEUE_DEPTH
+        low_water = self.settings.workers * 8  # list ahead only while the fetch queue runs low: memory stays flat
+        pages_in_flight = sum(1 for kind, _ in self.gets.values() if kind == "page")
+        page_slots = max(2, self.settings.workers // 4)
+        while (
+            len(self.gets) < capacity
+            and pages_in_flight < page_slots
+            and len(self.to_fetch) < low_water
+            and self._pages_left()
+        ):
+            page = 1 if self.progress.total_pages is None else self.next_page
+            self.gets[pool.submit(self.api.list_page, page)] = ("page", page)
+            pages_in_flight += 1
+            if self.progress.total_pages is None:
+                break  # page 1 tells the total; nothing else can be planned before it answers
+        if len(self.to_post) > 2 * self.settings.post_workers:
+            return  # posting lags behind: stop fetching until it catches up, so batches do not pile up
+        while len(self.gets) < capacity and self.to_fetch:
+            animal_id = self.to_fetch.popleft()
+            self.gets[pool.submit(_fetch, self.api, animal_id)] = ("detail", animal_id)
+
+    def _make_batches(self, final: bool) -> None:
+        if self.settings.dry_run:
+            return  # a dry run keeps its animals fetched: nothing is sent, so nothing is batched
+        size = self.settings.batch_size
+        while len(self.unbatched) >= size or (final and self.unbatched):
+            ids, self.unbatched = self.unbatched[:size], self.unbatched[size:]
+            batch_id = self.journal.create_batch(self.run.id, ids)
+            self.to_post.append(self.journal.batch(batch_id))
+
+    def _due_posts(self) -> list[BatchRow]:
+        """Batches to send now, journaled `sending` in this step's transaction: committed before they leave."""
+        due = []
+        while self.to_post and len(self.posts) + len(due) < self.settings.post_workers:
+            batch = self.to_post.popleft()
+            self.journal.mark_sending(batch)
+            due.append(self.journal.batch(batch.id))
+        return due
+
+    # -- results ---------------------------------------------------------------------------------------------
+
+    def _take_get(self, future: Future[Any], kind: str, key: int) -> None:
+        try:
+            result = future.result()
+        except ApiUnreachable as exc:
+            # Not this animal's fault: it stays discovered, and the run stops for a later resume.
+            self.counters["error_api_unreachable"] += 1
+            self.unreachable = str(exc)
+            return
+        except FetchFailed as exc:
+            self._fetch_failed(kind, key, str(exc))
+            return
+        if kind == "page":
+            self._listed(result)
+        else:
+            self._fetched(result)
+
+    def _fetch_failed(self, kind: str, key: int, reason: str) -> None:
+        self.counters[f"error_{kind}_failed"] += 1
+        if kind == "page":
+            self.failed_pages.add(key)
+            self.log.warning("page_failed", page=key, reason=reason)
+            return
+        self.journal.record_fetch_failed(self.run.id, key, reason, attempts=1)
+        self.progress.failed += 1
+        self.log.warning("retry_budget_exhausted", animal_id=key, reason=reason)
+
+    def _listed(self, page: Page) -> None:
+        self._count_retries(page.retries)
+        room = None if self.settings.limit is None else self.settings.limit - self.progress.discovered
+        new_ids = self.journal.record_page(self.run.id, page.page, page.ids, page.total_pages, max_new=room)
+        self.listed.add(page.page)
+        self.progress.pages_listed += 1
+        self.progress.discovered += len(new_ids)
+        if self.progress.total_pages is None or page.total_pages > self.progress.total_pages:
+            if self.progress.total_pages is not None:
+                self.log.warning("total_pages_changed", before=self.progress.total_pages, after=page.total_pages)
+            self.progress.total_pages = page.total_pages
+        self.to_fetch.extend(new_ids)
+
+    def _fetched(self, fetched: Fetched) -> None:
+        self._count_retries(fetched.retries)
+        if fetched.transformed is None:
+            self.journal.record_quarantined(self.run.id, fetched.animal_id, fetched.raw, fetched.reason or "", attempts=1)
+            self.progress.quarantined += 1
+            self.counters["quarantined"] += 1
+            self.log.warning("record_quarantined", animal_id=fetched.animal_id, reason=fetched.reason)
+            return
+        self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=1)
+        self.unbatched.append(fetched.animal_id)
+        self.progress.fetched += 1
+
+    def _take_post(self, batch: BatchRow, result: PostResult) -> None:
+        self._count_retries(result.retries)
+        was_in_doubt = batch.in_doubt_at is not None
+        blog = self.log.bind(batch_id=batch.id, animals=len(batch.ids))
+        if result.outcome is PostOutcome.DELIVERED:
+            self.journal.mark_posted(batch, result.status or 0, result.body or "")
+            self.progress.posted += len(batch.ids)
+            blog.info("batch_posted", status=result.status, resent=was_in_doubt)
+        elif result.outcome is PostOutcome.NOT_SENT:
+            # The API never saw this send; the run stops, and the batch keeps the state it had before it.
+            self.counters["error_api_unreachable"] += 1
+            self.unreachable = result.error
+            if was_in_doubt:
+                self.journal.mark_in_doubt(batch, f"re-send never reached the API: {result.error}")
+            else:
+                self.journal.unsend(batch, f"never reached the API: {result.error}")
+        elif result.outcome is PostOutcome.UNKNOWN:
+            self.counters["batch_in_doubt"] += 1
+            self.journal.mark_in_doubt(batch, f"outcome unknown: {result.error}")
+            blog.warning("batch_in_doubt", reason=result.error)
+        elif was_in_doubt:
+            # A re-send the API refuses: most likely the first send was delivered (a strict API refuses repeats).
+            self.journal.mark_in_doubt(
+                batch, f"re-send refused by the API ({result.error}); the first send was probably delivered",
+                status=result.status, body=result.body,
+            )
+            self.counters["resend_refused"] += 1
+            blog.warning("batch_resend_refused", status=result.status, body=result.body)
+        else:
+            self.journal.mark_failed(batch, result.status, result.body, result.error or "refused")
+            self.progress.failed += len(batch.ids)
+            self.counters[f"batch_failed_http_{result.status}"] += 1
+            blog.error("batch_failed", status=result.status, body=result.body)
+
+    def _count_retries(self, kinds: list[str]) -> None:
+        for kind in kinds:
+            self.counters[f"retry_{kind}"] += 1
+        self.progress.retries += len(kinds)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        """Run until done, stopped, or the API is unreachable; the journal is consistent whenever this returns."""
+        self._prepare()
+        started = time.monotonic()
+        self.log.info("run_started", attempt=self.run.attempts, base_url=redact_url(self.settings.base_url))
+        get_pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="get")
+        post_pool = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="post")
+        try:
+            self._loop(get_pool, post_pool)
+        finally:
+            for future in self.gets:
+                future.cancel()
+            get_pool.shutdown(wait=True, cancel_futures=True)
+            post_pool.shutdown(wait=True)
+        return self._finish(time.monotonic() - started)
+
+    def _loop(self, get_pool: ThreadPoolExecutor, post_pool: ThreadPoolExecutor) -> None:
+        while True:
+            stopping = self.stop.is_set() or self.unreachable is not None
+            step_started = time.monotonic()
+            with self.journal.transaction():
+                self._collect()
+                if not stopping:
+                    self._schedule_gets(get_pool)
+                listing_done = self._listing_done()
+                fetching_done = listing_done and not self.to_fetch and not self.gets
+                self._make_batches(final=fetching_done and not stopping)
+                due = [] if stopping else self._due_posts()
+                self.journal.add_counters(self.run.id, self.counters)
+                self.counters.clear()
+            for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
+                records = self.journal.batch_records(batch)
+                self.posts[post_pool.submit(self.api.post_batch, records)] = batch
+            if self.on_progress:
+                self.on_progress(self.progress)
+            if stopping and not self.posts:
+                return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
+            if not stopping and fetching_done and not self.posts and not self.to_post:
+                return
+            pending = list(self.gets) + list(self.posts)
+            if pending:
+                wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            time.sleep(max(0.0, STEP_SECONDS - (time.monotonic() - step_started)))
+
+    def _collect(self) -> None:
+        """Record every finished request; POST answers first, so they reach the disk in this very step."""
+        for future in [f for f in self.posts if f.done()]:
+            self._take_post(self.posts.pop(future), future.result())
+        for future in [f for f in self.gets if f.done()]:
+            kind, key = self.gets.pop(future)
+            if future.cancelled():
+                continue
+            self._take_get(future, kind, key)
+
+    def _finish(self, elapsed: float) -> RunResult:
+        run_id = self.run.id
+        counts = self.journal.count_animals(run_id)
+        batches = self.journal.count_batches(run_id)
+        in_doubt = [batch.id for batch in self.journal.batches(run_id, BatchState.IN_DOUBT)]
+        outcome: dict[str, Any] = {
+            "animals": counts, "batches": batches, "elapsed_seconds": round(elapsed, 3),
+            "failed_pages": sorted(self.failed_pages),
+        }
+        if self.unreachable is not None:
+            state, code = RunState.INTERRUPTED, 1
+            message = (
+                f"the Animals API stopped answering ({self.unreachable}); the journal is consistent:"
+                " run `animal-sync resume` when it is back"
+            )
+        elif self.stop.is_set():
+            state, code = RunState.INTERRUPTED, 130
+            message = "stopped; the journal is consistent: run `animal-sync resume` to continue"
+        else:
+            unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
+            if not self.settings.dry_run:
+                unfinished.append(AnimalState.FETCHED)
+            exceptions = sum(counts.get(state, 0) for state in unfinished) + len(in_doubt) + len(self.failed_pages)
+            state = RunState.FINISHED
+            code = 0 if exceptions == 0 else 1
+            message = _summary(counts, in_doubt, self.failed_pages, self.settings.dry_run)
+        outcome["message"] = message
+        self.journal.end_run(run_id, state, outcome)
+        self.log.info("run_finished", state=str(state), exit_code=code, elapsed=round(elapsed, 3), **{
+            f"animals_{k}": v for k, v in counts.items()
+        })
+        return RunResult(run_id, state, code, message, counts, in_doubt)
+
+
+def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int], dry_run: bool) -> str:
+    posted = counts.get(AnimalState.POSTED, 0)
+    parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
+    for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
+        if counts.get(state):
+            parts.append(f"{counts[state]} {state}")
+    if in_doubt:
+        parts.append(f"{len(in_doubt)} batches in doubt ({', '.join(map(str, in_doubt[:10]))})")
+    if failed_pages:
+        parts.append(f"{len(failed_pages)} pages could not be listed")
+    tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"
+    return ", ".join(parts) + tail
+
+
+def start_run(
+    settings: Settings,
+    *,
+    abandon: bool = False,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it."""
+    journal = Journal.open(settings.journal)
+    try:
+        journal.lock()
+        last = journal.last_run()
+        if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
+            if not abandon:
+                raise JournalError(
+                    f"journal {settings.journal} holds unfinished run {last.id} (started {last.started_at});"
+                    " continue it with `animal-sync resume`, or pass --abandon to start over knowingly"
+                )
+            journal.end_run(last.id, RunState.ABANDONED, {"message": "abandoned by a new run"})
+        run = journal.start_run(settings.journaled(), redact_url(settings.base_url))
+        return _execute(journal, run, settings, stop, on_progress)
+    finally:
+        journal.close()
+
+
+def resume_run(
+    journal_path: Any,
+    *,
+    overrides: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Continue the last unfinished run from its journal alone (secrets come back in through `overrides`)."""
+    journal = Journal.open(journal_path)
+    try:
+        journal.lock()
+        last = journal.last_run()
+        if last is None:
+            raise JournalError(f"journal {journal_path} holds no run; start one with `animal-sync run`")
+        if last.state not in (RunState.RUNNING, RunState.INTERRUPTED, RunState.FINISHED):
+            raise JournalError(f"the last run in {journal_path} was {last.state}; start a new one with `animal-sync run`")
+        settings = Settings.from_journal(last.settings, journal=journal_path, **(overrides or {}))
+        run = journal.resume_run(last.id)
+        return _execute(journal, run, settings, stop, on_progress)
+    finally:
+        journal.close()
+
+
+def _execute(
+    journal: Journal,
+    run: RunRow,
+    settings: Settings,
+    stop: threading.Event | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> RunResult:
+    api = AnimalsApi(settings)
+    try:
+        return Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
+    finally:
+        api.close()
