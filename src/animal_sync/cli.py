@@ -1,24 +1,167 @@
-"""The `animal-sync` command line: options in, library calls out, exit codes back. No logic lives here."""
+"""The `animal-sync` command line: options in, library calls out, exit codes back. No logic lives here.
+
+Exit codes: 0 finished and clean; 1 finished (or stopped) with failed, quarantined, in-doubt or missing
+animals; 2 a usage or journal error, always as one line; 130 stopped by Ctrl-C or SIGTERM.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
-from typing import Annotated, Optional
+import threading
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.exceptions import TyperException
 
+from .config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
 from .errors import AnimalSyncError
+from .logs import LogFormat, configure_logging
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Move every animal from the Animals API to its home endpoint, exactly once, with proof.",
 )
 
+JournalOpt = Annotated[Path, typer.Option("--journal", envvar="ANIMAL_SYNC_JOURNAL", help="The SQLite journal file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+RunOpt = Annotated[Optional[int], typer.Option("--run", help="Report on this run id instead of the last one.")]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option("--log-format", envvar="ANIMAL_SYNC_LOG_FORMAT", help="auto: console on a terminal, JSON lines otherwise."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="ANIMAL_SYNC_QUIET", help="Log warnings and errors only.")]
+HoldOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hold-in-doubt",
+        envvar="ANIMAL_SYNC_HOLD_IN_DOUBT",
+        help="Do not re-send batches whose POST outcome is unknown; leave them for a person to decide.",
+    ),
+]
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"animal-sync: {message}", err=True)
-    raise typer.Exit(code)
+
+def _stop_on_signals() -> threading.Event:
+    """First Ctrl-C or SIGTERM: finish in-flight POSTs and stop cleanly. Second: quit at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo("animal-sync: stopping after the POSTs in flight (again to quit at once)", err=True)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _readonly(path: Path) -> closing[Any]:
+    """A journal opened read-only for the length of a report, so reports work beside a running sync."""
+    from .journal import Journal
+
+    return closing(Journal.open(path, readonly=True))
+
+
+def _finish(result: Any) -> None:
+    typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def run(
+    base_url: Annotated[str, typer.Option(envvar="ANIMAL_SYNC_BASE_URL", help="The Animals API.")] = DEFAULT_BASE_URL,
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    workers: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_WORKERS", help="Concurrent GETs.")] = Settings.workers,
+    post_workers: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_POST_WORKERS", help="Concurrent POSTs.")] = Settings.post_workers,
+    batch_size: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_BATCH_SIZE", help="Animals per POST (at most 100).")] = Settings.batch_size,
+    retries: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_RETRIES", help="Retries per request.")] = Settings.retries,
+    get_timeout: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_GET_TIMEOUT", help="GET read timeout, s: a stalled GET is re-sent after it.")] = Settings.get_timeout,
+    post_timeout: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_POST_TIMEOUT", help="POST read timeout, s: keep it above the API's longest stall.")] = Settings.post_timeout,
+    limit: Annotated[Optional[int], typer.Option(envvar="ANIMAL_SYNC_LIMIT", help="Sync only the first N animals listed.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", envvar="ANIMAL_SYNC_DRY_RUN", help="List, fetch, transform and journal; post nothing.")] = False,
+    abandon: Annotated[bool, typer.Option("--abandon", help="Abandon the journal's unfinished run and start a new one.")] = False,
+    hold_in_doubt: HoldOpt = False,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    quiet: QuietOpt = False,
+) -> None:
+    """Start a new sync run (the bearer token, if any, comes from ANIMAL_SYNC_TOKEN)."""
+    import os
+
+    from .pipeline import start_run
+
+    settings = Settings(
+        base_url=base_url, journal=journal, workers=workers, post_workers=post_workers, batch_size=batch_size,
+        retries=retries, get_timeout=get_timeout, post_timeout=post_timeout, limit=limit, dry_run=dry_run,
+        resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
+    )
+    configure_logging(log_format, quiet=quiet)
+    _finish(start_run(settings, abandon=abandon, stop=_stop_on_signals()))
+
+
+@app.command()
+def resume(
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    hold_in_doubt: HoldOpt = False,
+    base_url: Annotated[
+        Optional[str], typer.Option(envvar="ANIMAL_SYNC_BASE_URL", help="Override the journaled URL (e.g. to pass a password again).")
+    ] = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue the last unfinished run from the journal alone; in-doubt batches are re-sent unless held."""
+    import os
+
+    from .pipeline import resume_run
+
+    configure_logging(log_format, quiet=quiet)
+    overrides = {
+        "resend_in_doubt": not hold_in_doubt,
+        "token": os.environ.get("ANIMAL_SYNC_TOKEN") or None,
+        "base_url": base_url,
+    }
+    _finish(resume_run(journal, overrides=overrides, stop=_stop_on_signals()))
+
+
+@app.command()
+def status(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
+    """Report on the current or last run: states, retries, errors, throughput, what is left."""
+    from .report import render_status
+    from .report import status as build_status
+
+    with _readonly(journal) as opened:
+        report = build_status(opened, run_id)
+    typer.echo(json.dumps(report, indent=2) if as_json else render_status(report))
+
+
+@app.command()
+def audit(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
+    """Prove every discovered animal was posted exactly once; exit 0 only when there is no exception."""
+    from .report import audit as build_audit
+    from .report import render_audit
+
+    with _readonly(journal) as opened:
+        report = build_audit(opened, run_id)
+    typer.echo(json.dumps(report, indent=2) if as_json else render_audit(report))
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command()
+def demo(
+    animals: Annotated[Optional[int], typer.Option(help="Animals in the simulator (default: 5,000-6,000).")] = None,
+    chaos: Annotated[float, typer.Option(help="The simulator's chaos, percent.")] = 2.0,
+    journal: Annotated[Path, typer.Option("--journal", help="Journal for the demo run (replaced).")] = Path("demo.db"),
+) -> None:
+    """Start the bundled simulator (strict mode), sync everything into it, audit, and show its verification."""
+    from .demo import run_demo
+
+    configure_logging(LogFormat.AUTO, quiet=True)
+    raise typer.Exit(run_demo(journal, animals=animals, chaos=chaos, echo=typer.echo))
 
 
 @app.command()
@@ -36,20 +179,32 @@ def simulate(
     from .simulator import SimulatorConfig, serve
 
     if stall_max < stall_min:
-        _fail("--stall-max must not be below --stall-min")
-    config = SimulatorConfig(
+        raise typer.BadParameter("--stall-max must not be below --stall-min")
+    serve(SimulatorConfig(
         host=host, port=port, animals=animals, seed=seed, chaos=chaos,
         stall_min=stall_min, stall_max=stall_max, strict=strict,
-    )
+    ))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: every error a person can cause ends as one line and exit code 2."""
     try:
-        serve(config)
+        result = app(args=argv, standalone_mode=False)
+    except TyperException as exc:  # typer's vendored click: bad flags, values and commands
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `animal-sync {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
+        typer.echo(f"animal-sync: {exc.format_message()}{hint}", err=True)
+        return 2
     except AnimalSyncError as exc:
-        _fail(str(exc))
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
+        typer.echo(f"animal-sync: {exc}", err=True)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo(
+            "animal-sync: interrupted at once; batches then in flight will be in doubt: run `animal-sync resume`",
+            err=True,
+        )
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

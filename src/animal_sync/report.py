@@ -1,0 +1,216 @@
+"""`status` and `audit`: what the journal says happened, as plain data first and as text second.
+
+The audit trusts nothing the pipeline kept in memory: it re-derives every claim from the journal's rows,
+and recomputes every posted record from its raw payload with today's transform.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from .journal import AnimalState, BatchState, Journal, RunRow
+from .transform import InvalidRecord, canonical_json, transform
+
+__all__ = ["audit", "render_audit", "render_status", "status"]
+
+EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
+
+
+def _seconds_between(start: str, end: str | None) -> float:
+    finish = datetime.fromisoformat(end) if end else datetime.now(datetime.fromisoformat(start).tzinfo)
+    return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
+
+
+def _select_run(journal: Journal, run_id: int | None) -> RunRow:
+    if run_id is not None:
+        return journal.run(run_id)
+    run = journal.last_run()
+    if run is None:
+        from .errors import JournalError
+
+        raise JournalError(f"journal {journal.path} holds no run yet")
+    return run
+
+
+def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
+    """The report of the current or last run: progress, states, retries and errors, throughput, what is left."""
+    run = _select_run(journal, run_id)
+    animals = {state.value: 0 for state in AnimalState} | journal.count_animals(run.id)
+    batches = {state.value: 0 for state in BatchState} | journal.count_batches(run.id)
+    counters = journal.counters(run.id)
+    listed = len(journal.listed_pages(run.id))
+    elapsed = _seconds_between(run.started_at, run.finished_at if run.state != "running" else None)
+    discovered = sum(animals.values())
+    return {
+        "run_id": run.id,
+        "state": str(run.state),
+        "base_url": run.base_url,
+        "dry_run": bool(run.settings.get("dry_run")),
+        "started_at": run.started_at,
+        "resumed_at": run.resumed_at,
+        "finished_at": run.finished_at,
+        "attempts": run.attempts,
+        "elapsed_seconds": round(elapsed, 3),
+        "pages": {"listed": listed, "total": run.total_pages},
+        "animals": {"discovered": discovered, **animals},
+        "batches": batches,
+        "retries": {name.removeprefix("retry_"): n for name, n in counters.items() if name.startswith("retry_")},
+        "errors": {name: n for name, n in counters.items() if not name.startswith("retry_")},
+        "throughput_per_second": round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
+        "left": {
+            "pages": None if run.total_pages is None else max(0, run.total_pages - listed),
+            "animals": discovered - animals[AnimalState.POSTED],
+        },
+        "message": (run.outcome or {}).get("message"),
+    }
+
+
+def _rows(journal: Journal, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+    yield from journal.db.query(sql, params)
+
+
+def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
+    """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
+
+    Exception kinds: unlisted_page, missing, failed, quarantined, in_doubt, duplicate, orphan, mismatch.
+    """
+    run = _select_run(journal, run_id)
+    dry_run = bool(run.settings.get("dry_run"))
+    found: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, int] = {}
+
+    def exception(kind: str, **detail: Any) -> None:
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] <= EXAMPLES:
+            found.setdefault(kind, []).append(detail)
+
+    listed = journal.listed_pages(run.id)
+    for page in range(1, (run.total_pages or 0) + 1):
+        if page not in listed:
+            exception("unlisted_page", page=page)
+    if run.total_pages is None:
+        exception("unlisted_page", page=1, reason="the listing never started")
+
+    in_doubt = journal.batches(run.id, BatchState.IN_DOUBT)
+    held = {animal_id for batch in in_doubt for animal_id in batch.ids}
+    for batch in in_doubt:
+        exception("in_doubt", batch_id=batch.id, ids=batch.ids, reason=batch.last_error, response_status=batch.response_status)
+
+    unposted = _rows(
+        journal,
+        "SELECT id, state, last_error, batch_id FROM animals WHERE run_id = ? AND state != ? ORDER BY id",
+        [run.id, AnimalState.POSTED],
+    )
+    for row in unposted:
+        if row["id"] in held:
+            continue  # named once, with its batch
+        state = row["state"]
+        if state in (AnimalState.FAILED, AnimalState.QUARANTINED):
+            exception(state, id=row["id"], reason=row["last_error"])
+        elif not (dry_run and state == AnimalState.FETCHED):
+            exception("missing", id=row["id"], state=state, batch_id=row["batch_id"])
+
+    # An id carried by two batches that may have been delivered: the journal itself would allow a double delivery.
+    duplicates = _rows(
+        journal,
+        "SELECT j.value AS id, group_concat(b.id) AS batches FROM batches b, json_each(b.ids) j"
+        " WHERE b.run_id = ? AND b.state IN (?, ?, ?) GROUP BY j.value HAVING count(*) > 1",
+        [run.id, BatchState.POSTED, BatchState.IN_DOUBT, BatchState.SENDING],
+    )
+    for row in duplicates:
+        exception("duplicate", id=row["id"], batches=[int(b) for b in row["batches"].split(",")])
+
+    # A posted animal whose batch was not answered 2xx, or a posted batch whose ids are not all posted by it.
+    orphans = _rows(
+        journal,
+        "SELECT a.id, a.batch_id, b.state AS batch_state FROM animals a LEFT JOIN batches b ON b.id = a.batch_id"
+        " WHERE a.run_id = ? AND a.state = ? AND (b.state IS NULL OR b.state != ?)"
+        " UNION ALL "
+        "SELECT j.value, b.id, b.state FROM batches b, json_each(b.ids) j"
+        " LEFT JOIN animals a ON a.run_id = b.run_id AND a.id = j.value"
+        " WHERE b.run_id = ? AND b.state = ? AND (a.batch_id IS NOT b.id OR a.state IS NOT ?)",
+        [run.id, AnimalState.POSTED, BatchState.POSTED, run.id, BatchState.POSTED, AnimalState.POSTED],
+    )
+    for row in orphans:
+        exception("orphan", id=row["id"], batch_id=row["batch_id"], batch_state=row["batch_state"])
+
+    checked = 0
+    posted = journal.iter_animals(run.id, ("id", "raw", "transformed"), "AND state = ?", [AnimalState.POSTED])
+    for row in posted:
+        checked += 1
+        try:
+            expected = canonical_json(transform(json.loads(row["raw"])))
+        except (InvalidRecord, ValueError, TypeError) as exc:
+            exception("mismatch", id=row["id"], reason=f"raw payload no longer transforms: {exc}")
+            continue
+        if expected != row["transformed"]:
+            exception("mismatch", id=row["id"], posted=row["transformed"], expected=expected)
+
+    animals = journal.count_animals(run.id)
+    resent = [
+        row["id"]
+        for row in _rows(
+            journal,
+            "SELECT id FROM batches WHERE run_id = ? AND state = ? AND in_doubt_at IS NOT NULL ORDER BY id",
+            [run.id, BatchState.POSTED],
+        )
+    ]
+    return {
+        "run_id": run.id,
+        "run_state": str(run.state),
+        "dry_run": dry_run,
+        "ok": not counts and run.state == "finished",
+        "discovered": sum(animals.values()),
+        "posted": animals.get(AnimalState.POSTED, 0),
+        "records_rechecked": checked,
+        "batches_posted": journal.count_batches(run.id).get(BatchState.POSTED, 0),
+        "resent_after_doubt": resent,
+        "exception_counts": counts,
+        "exceptions": found,
+    }
+
+
+def render_status(report: dict[str, Any]) -> str:
+    animals, batches = report["animals"], report["batches"]
+    pages = report["pages"]
+    lines = [
+        f"run {report['run_id']}: {report['state']}" + (" (dry run)" if report["dry_run"] else ""),
+        f"  API            {report['base_url']}",
+        f"  started        {report['started_at']}  (attempts: {report['attempts']}, elapsed {report['elapsed_seconds']:.1f} s)",
+        f"  pages listed   {pages['listed']} of {pages['total'] if pages['total'] is not None else '?'}",
+        "  animals        " + ", ".join(f"{name} {animals[name]}" for name in ("discovered", *[s.value for s in AnimalState])),
+        "  batches        " + ", ".join(f"{name} {count}" for name, count in batches.items()),
+        "  retries        " + (", ".join(f"{k} {v}" for k, v in report["retries"].items()) or "none"),
+        "  errors         " + (", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"),
+        f"  throughput     {report['throughput_per_second'] or 0:.1f} animals/s",
+        f"  left           {report['left']['animals']} animals"
+        + (f", {report['left']['pages']} pages" if report["left"]["pages"] else ""),
+    ]
+    if report.get("message"):
+        lines.append(f"  last outcome   {report['message']}")
+    return "\n".join(lines)
+
+
+def render_audit(report: dict[str, Any], shown: int = 20) -> str:
+    head = (
+        f"audit of run {report['run_id']} ({report['run_state']}): {report['posted']} of {report['discovered']} animals"
+        f" posted in {report['batches_posted']} batches; {report['records_rechecked']} posted records re-checked"
+    )
+    lines = [head]
+    if report["dry_run"]:
+        lines.append("dry run: nothing was meant to be posted; fetched animals are not counted as missing")
+    if report["resent_after_doubt"]:
+        lines.append(f"re-sent after being in doubt, then answered 2xx: batches {report['resent_after_doubt']}")
+    if report["run_state"] != "finished":
+        lines.append(f"the run is {report['run_state']}, not finished: run `animal-sync resume`")
+    for kind, count in report["exception_counts"].items():
+        lines.append(f"{kind}: {count}")
+        for item in report["exceptions"][kind][:shown]:
+            lines.append("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+        if count > shown:
+            lines.append(f"  ... and {count - shown} more (see --json)")
+    lines.append("OK: every discovered animal was posted exactly once" if report["ok"] else "NOT OK")
+    return "\n".join(lines)
