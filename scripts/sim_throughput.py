@@ -1,0 +1,138 @@
+"""Measure the simulator's requests/second with keep-alive clients in other processes.
+
+The server runs in its own process (as `animal-sync simulate` would), so the client's work does
+not share its GIL. Usage: .venv/bin/python scripts/sim_throughput.py [--threads 4] [--processes 2]
+[--seconds 5] [--wrk]. --wrk also runs wrk (apt-get install -y wrk) against the same server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+__all__ = ["main"]
+
+_SERVER_CODE = (
+    "from animal_sync.simulator import SimulatorConfig, serve; "
+    "serve(SimulatorConfig(port=0, chaos=0, seed={seed}))"
+)
+_WRK_SCRIPT = """
+request = function()
+  return wrk.format(nil, "/animals/v1/animals/" .. math.random(1, {total}))
+end
+"""
+
+
+def start_server(seed: int) -> tuple[subprocess.Popen[str], str, int]:
+    """Start the simulator in a child process; return it, its URL and its animal count."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_CODE.format(seed=seed)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()  # "Animals API simulator on http://...: N animals, ..."
+    if not line:
+        raise SystemExit("simulator did not start")
+    url = line.split(" on ", 1)[1].split(": ", 1)[0]
+    total = int(line.rsplit(": ", 1)[1].split(" animals", 1)[0])
+    return child, url, total
+
+
+def _client_thread(url: str, total: int, deadline: float, counts: list[int], errors: list[int]) -> None:
+    rng = random.Random()
+    done = failed = 0
+    with requests.Session() as session:
+        while time.perf_counter() < deadline:
+            response = session.get(f"{url}/animals/v1/animals/{rng.randint(1, total)}", timeout=5)
+            if response.status_code == 200:
+                done += 1
+            else:
+                failed += 1
+    counts.append(done)
+    errors.append(failed)
+
+
+def _client_process(url: str, total: int, threads: int, seconds: float, out: multiprocessing.Queue) -> None:
+    deadline = time.perf_counter() + seconds
+    counts: list[int] = []
+    errors: list[int] = []
+    workers = [threading.Thread(target=_client_thread, args=(url, total, deadline, counts, errors)) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out.put((sum(counts), sum(errors)))
+
+
+def measure_python(url: str, total: int, processes: int, threads: int, seconds: float) -> tuple[float, int]:
+    """Requests/second of `processes` x `threads` keep-alive requests.Sessions, and the non-200 count."""
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    started = time.perf_counter()
+    children = [
+        multiprocessing.Process(target=_client_process, args=(url, total, threads, seconds, out))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    results = [out.get() for _ in children]
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.join()
+    # Elapsed includes process start-up, so this slightly understates the server.
+    return sum(r[0] for r in results) / elapsed, sum(r[1] for r in results)
+
+
+def measure_wrk(url: str, total: int, seconds: float, connections: int) -> str:
+    """wrk's summary line (Requests/sec), or why it could not run."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "wrk not installed (apt-get install -y wrk)"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT.format(total=total))
+        script.flush()
+        result = subprocess.run(
+            [wrk, "-t2", f"-c{connections}", f"-d{int(seconds)}s", "-s", script.name, url],
+            capture_output=True, text=True, check=False,
+        )
+    lines = [line.strip() for line in result.stdout.splitlines() if "Requests/sec" in line or "Non-2xx" in line]
+    return "; ".join(lines) or result.stdout + result.stderr
+
+
+def main() -> None:
+    """Start a simulator, load it, print requests/second, stop it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=4, help="client threads per process")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="client processes (one requests process tops out near 750/s)"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--wrk", action="store_true", help="also measure with wrk")
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    args = parser.parse_args()
+
+    server, url, total = start_server(args.seed)
+    try:
+        rate, failures = measure_python(url, total, args.processes, args.threads, args.seconds)
+        print(
+            f"python requests: {rate:,.0f} requests/s "
+            f"({args.processes} process(es) x {args.threads} keep-alive sessions, {args.seconds:g}s, "
+            f"{failures} non-200)"
+        )
+        if args.wrk:
+            print(f"wrk ({args.wrk_connections} connections): {measure_wrk(url, total, args.seconds, args.wrk_connections)}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The bundled Animals API simulator, exercised over real HTTP on 127.0.0.1 the way clients meet it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import requests
+
+from animal_sync.errors import SimulatorError
+from animal_sync.simulator import (
+    ANIMAL_NAMES,
+    BORN_MAX_MS,
+    BORN_MIN_MS,
+    Chaos,
+    Simulator,
+    SimulatorConfig,
+    default_total_animals,
+    expected_home_record,
+    generate_animal,
+    serve,
+)
+
+LIST = "/animals/v1/animals"
+HOME = "/animals/v1/home"
+
+
+def get(sim: Simulator, path: str, **kwargs: Any) -> requests.Response:
+    return requests.get(sim.url + path, timeout=kwargs.pop("timeout", 5), **kwargs)
+
+
+def post(sim: Simulator, payload: Any, **kwargs: Any) -> requests.Response:
+    return requests.post(sim.url + HOME, json=payload, timeout=kwargs.pop("timeout", 5), **kwargs)
+
+
+def records(sim: Simulator, ids: range | list[int]) -> list[dict[str, Any]]:
+    return [sim.expected_record(i) for i in ids]
+
+
+def first_id(seed: int, total: int, test: Any) -> int:
+    return next(i for i in range(1, total + 1) if test(generate_animal(seed, i)))
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_root_says_hello_as_json_over_keep_alive(simulator):
+    sim = simulator(animals=20)
+    connection = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]), timeout=5)
+    sockets = []
+    for _ in range(3):
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert (response.status, response.version) == (200, 11)
+        assert response.getheader("Content-Type") == "application/json"
+        assert json.loads(response.read()) == "Hello!"
+        sockets.append(connection.sock)
+    connection.close()
+    assert sockets[0] is not None and sockets.count(sockets[0]) == 3, "connection was not kept alive"
+
+
+def test_list_page_shape_and_order(simulator):
+    sim = simulator(animals=250)
+    body = get(sim, f"{LIST}?page=2").json()
+    assert body["page"] == 2 and body["total_pages"] == 25
+    assert [item["id"] for item in body["items"]] == list(range(11, 21))
+    assert all(set(item) == {"id", "name", "born_at"} for item in body["items"])
+    assert get(sim, LIST).json()["items"][0]["id"] == 1  # page defaults to 1
+
+
+@pytest.mark.parametrize("page", ["abc", "1.5", "0", "-1"])
+def test_list_rejects_a_bad_page_with_400(simulator, page):
+    response = get(simulator(animals=20), f"{LIST}?page={page}")
+    assert response.status_code == 400
+    assert "page" in response.json()["detail"]
+
+
+def test_page_past_the_end_is_empty_and_last_page_partial(simulator):
+    sim = simulator(animals=25)
+    last = get(sim, f"{LIST}?page=3").json()
+    assert last["total_pages"] == 3 == sim.total_pages
+    assert [item["id"] for item in last["items"]] == [21, 22, 23, 24, 25]
+    past = get(sim, f"{LIST}?page=4")
+    assert past.status_code == 200
+    assert past.json() == {"page": 4, "total_pages": 3, "items": []}
+
+
+def test_detail_shape_agrees_with_list_item(simulator):
+    sim = simulator(animals=100, seed=7)
+    for item in get(sim, f"{LIST}?page=5").json()["items"]:
+        detail = get(sim, f"{LIST}/{item['id']}").json()
+        assert set(detail) == {"id", "name", "born_at", "friends"}
+        assert (detail["id"], detail["name"], detail["born_at"]) == (item["id"], item["name"], item["born_at"])
+        assert isinstance(detail["friends"], str)
+        assert detail == generate_animal(7, item["id"])
+
+
+def test_unknown_id_answers_500_every_time(simulator):
+    sim = simulator(animals=30)
+    for raw in ["0", "31", "abc", "-1", "1.0"]:
+        assert [get(sim, f"{LIST}/{raw}").status_code for _ in range(3)] == [500, 500, 500], raw
+    assert get(sim, f"{LIST}/30").status_code == 200
+
+
+def test_home_accepts_a_batch(simulator):
+    sim = simulator(animals=250)
+    response = post(sim, records(sim, range(1, 101)))
+    assert response.status_code == 200
+    assert response.json() == {"message": "Helped 100 find home"}
+    report = get(sim, "/_verify").json()
+    assert report == sim.verify()
+    assert (report["delivered"], report["missing"], report["posts"], report["content_mismatches"]) == (100, 150, 1, 0)
+
+
+@pytest.mark.parametrize("payload", [{"id": 1}, "x", None], ids=["object", "string", "null"])
+def test_home_rejects_a_non_array_with_400(simulator, payload):
+    sim = simulator(animals=20)
+    response = post(sim, payload)
+    assert response.status_code == 400 and response.json()["detail"]
+    assert sim.verify()["posts_rejected"] == 1
+
+
+def test_home_rejects_101_items_with_400_and_delivers_nothing(simulator):
+    sim = simulator(animals=250)
+    response = post(sim, records(sim, range(1, 102)))
+    assert response.status_code == 400 and "100" in response.json()["detail"]
+    assert sim.verify()["delivered"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda r: r.pop("name"), "name"),
+        (lambda r: r.update(born_at="yesterday"), "born_at"),
+        (lambda r: r.update(born_at=1444102907778), "born_at"),
+        (lambda r: r.update(friends="Wildcat,Dog"), "friends"),
+        (lambda r: r.update(friends=["Dog", 3]), "friends"),
+        (lambda r: r.update(id="5"), "id"),
+        (lambda r: r.update(id=True), "id"),
+        (lambda r: r.update(id=0), "id 0"),
+        (lambda r: r.update(id=21), "id 21"),
+    ],
+    ids=["no-name", "bad-born", "int-born", "friends-str", "friends-int", "id-str", "id-bool", "id-0", "id-past-end"],
+)
+def test_malformed_item_is_422_naming_it_and_delivers_nothing(simulator, change, words):
+    sim = simulator(animals=20)
+    batch = records(sim, range(1, 6))
+    change(batch[3])
+    response = post(sim, batch)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("item 3") and words in detail
+    report = sim.verify()
+    assert (report["delivered"], report["posts"], report["posts_rejected"]) == (0, 0, 1)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_same_seed_same_animals_other_seed_different():
+    assert [generate_animal(3, i) for i in range(1, 50)] == [generate_animal(3, i) for i in range(1, 50)]
+    assert [generate_animal(3, i) for i in range(1, 50)] != [generate_animal(4, i) for i in range(1, 50)]
+    assert Simulator(SimulatorConfig(seed=3)).total_animals == default_total_animals(3)
+
+
+def test_same_seed_serves_same_data_over_http(simulator):
+    one, two, other = simulator(seed=5), simulator(seed=5), simulator(seed=6)
+    assert one.total_animals == two.total_animals
+    assert get(one, f"{LIST}?page=7").json() == get(two, f"{LIST}?page=7").json()
+    assert get(one, f"{LIST}/42").json() == get(two, f"{LIST}/42").json()
+    assert get(one, f"{LIST}?page=7").json()["items"] != get(other, f"{LIST}?page=7").json()["items"]
+
+
+def test_default_total_is_500_to_600_full_pages():
+    totals = {default_total_animals(seed) for seed in range(40)}
+    assert all(5_000 <= t <= 6_000 and t % 10 == 0 for t in totals)
+    assert len(totals) > 10, "the seed should move the total"
+    sim = Simulator(SimulatorConfig(seed=9))
+    assert sim.total_pages * 10 == sim.total_animals == default_total_animals(9)
+
+
+def test_data_distribution_looks_like_upstream():
+    animals = [generate_animal(1, i) for i in range(1, 3001)]
+    born = [a["born_at"] for a in animals if a["born_at"] is not None]
+    assert 0.13 < len(born) / len(animals) < 0.21  # upstream dates about 1 animal in 6
+    assert all(isinstance(b, int) and BORN_MIN_MS <= b < BORN_MAX_MS for b in born)
+    assert max(born) - min(born) > 30 * 365 * 86_400_000, "birth dates should spread over the range"
+    friend_counts = Counter(len(a["friends"].split(",")) if a["friends"] else 0 for a in animals)
+    assert set(friend_counts) == {0, 1, 2, 3, 4, 5}
+    assert 0.12 < friend_counts[0] / len(animals) < 0.22
+    for animal in animals:
+        assert animal["name"] in ANIMAL_NAMES
+        friends = animal["friends"].split(",") if animal["friends"] else []
+        assert len(set(friends)) == len(friends) and set(friends) <= set(ANIMAL_NAMES)
+    assert len({a["name"] for a in animals}) > 150
+
+
+def test_expected_home_record_transforms_the_detail():
+    dated = first_id(1, 5000, lambda a: a["born_at"] is not None and a["friends"])
+    record = expected_home_record(1, dated)
+    raw = generate_animal(1, dated)
+    assert record["friends"] == raw["friends"].split(",")
+    assert record["born_at"].endswith("+00:00")
+    assert round(datetime.fromisoformat(record["born_at"]).timestamp() * 1000) == raw["born_at"]
+    undated = first_id(1, 5000, lambda a: a["born_at"] is None and a["friends"] == "")
+    assert expected_home_record(1, undated)["born_at"] is None
+    assert expected_home_record(1, undated)["friends"] == []
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_strict_refuses_a_repeat_atomically(simulator):
+    sim = simulator(animals=250, strict=True)
+    assert post(sim, records(sim, range(1, 11))).status_code == 200
+    again = post(sim, records(sim, [11, 12, 5]))
+    assert again.status_code == 500
+    assert again.json() == {"detail": "duplicate ids: [5]"}
+    twice = post(sim, records(sim, [20, 21, 20]))
+    assert twice.status_code == 500 and "[20]" in twice.json()["detail"]
+    report = get(sim, "/_verify").json()
+    assert report["delivered"] == 10, "ids 11, 12, 20, 21 rode in refused batches"
+    assert (report["duplicates_rejected"], report["duplicate_ids"]) == (2, [5, 20])
+    assert (report["posts"], report["posts_rejected"], report["duplicates_delivered"]) == (1, 2, 0)
+    assert report["strict"] is True
+
+
+def test_lenient_accepts_a_repeat_and_counts_it(simulator):
+    sim = simulator(animals=30)
+    assert post(sim, records(sim, range(1, 11))).status_code == 200
+    assert post(sim, records(sim, [3, 11])).status_code == 200
+    report = sim.verify()
+    assert (report["delivered"], report["duplicates_delivered"], report["duplicate_ids"]) == (11, 1, [3])
+    assert report["duplicates_rejected"] == 0 and report["strict"] is False
+    sim.reset_verification()
+    assert sim.verify()["delivered"] == 0
+
+
+def test_content_mismatches_are_caught_to_the_millisecond(simulator):
+    sim = simulator(animals=500, seed=2)
+    dated = first_id(2, 500, lambda a: a["born_at"] is not None)
+    friendless = first_id(2, 500, lambda a: a["friends"] == "")
+    late = sim.expected_record(dated)
+    instant = datetime.fromisoformat(late["born_at"]) + timedelta(milliseconds=1)
+    late["born_at"] = instant.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    hollow = sim.expected_record(friendless) | {"friends": [""]}
+    assert post(sim, [late, hollow]).status_code == 200
+    report = sim.verify()
+    assert report["content_mismatches"] == 2
+    examples = {(e["id"], e["field"]): e for e in report["mismatch_examples"]}
+    assert examples[(dated, "born_at")]["got"] == late["born_at"]
+    assert examples[(friendless, "friends")] == {"id": friendless, "field": "friends", "expected": [], "got": [""]}
+
+
+def test_equal_instants_in_other_notations_are_not_mismatches(simulator):
+    sim = simulator(animals=500, seed=2)
+    dated = first_id(2, 500, lambda a: a["born_at"] is not None)
+    instant = datetime.fromisoformat(sim.expected_record(dated)["born_at"])
+    as_z = instant.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+    in_tokyo = instant.astimezone(timezone(timedelta(hours=9))).isoformat()
+    assert post(sim, [sim.expected_record(dated) | {"born_at": as_z}]).status_code == 200
+    assert post(sim, [sim.expected_record(dated) | {"born_at": in_tokyo}]).status_code == 200
+    assert sim.verify()["content_mismatches"] == 0
+
+
+def test_null_born_at_must_stay_null(simulator):
+    sim = simulator(animals=500, seed=2)
+    undated = first_id(2, 500, lambda a: a["born_at"] is None)
+    wrong = sim.expected_record(undated) | {"born_at": "1970-01-01T00:00:00Z"}
+    assert post(sim, [wrong]).status_code == 200
+    assert sim.verify()["mismatch_examples"] == [
+        {"id": undated, "field": "born_at", "expected": None, "got": "1970-01-01T00:00:00Z"}
+    ]
+
+
+# --------------------------------------------------------------------------- chaos
+
+
+def test_chaos_rates_at_40_percent(simulator):
+    sim = simulator(animals=1000, chaos=40, stall_min=0.2, stall_max=0.3, seed=11)
+
+    def one(batch: range) -> list[tuple[int, float, Any]]:
+        out = []
+        with requests.Session() as session:
+            for animal_id in batch:
+                started = time.perf_counter()
+                response = session.get(f"{sim.url}{LIST}/{animal_id}", timeout=5)
+                out.append((response.status_code, time.perf_counter() - started, response.json()))
+        return out
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [r for part in pool.map(one, [range(k, 1001, 16) for k in range(1, 17)]) for r in part]
+    failed = [r for r in results if r[0] != 200]
+    stalled = [r for r in results if r[0] == 200 and r[1] > 0.15]
+    print(f"{len(failed)} failed, {len(stalled)} stalled of {len(results)}")
+    assert 150 <= len(failed) <= 250, len(failed)
+    assert 150 <= len(stalled) <= 250, len(stalled)
+    assert {status for status, _, _ in failed} == {500, 502, 503, 504}
+    assert all(body == {"detail": "chaos"} for _, _, body in failed)
+    assert all(0.2 <= seconds < 0.6 for _, seconds, _ in stalled)
+
+
+def test_chaos_spares_root_and_verify(simulator):
+    sim = simulator(animals=10, chaos=100, stall_min=1, stall_max=1)
+    started = time.perf_counter()
+    assert all(get(sim, path).status_code == 200 for path in ["/", "/_verify"] * 20)
+    assert time.perf_counter() - started < 1
+
+
+def test_a_chaos_failure_delivers_nothing(simulator):
+    sim = simulator(animals=20)
+    sim.queue_chaos(Chaos.FAIL)
+    response = post(sim, records(sim, range(1, 4)))
+    assert response.status_code in (500, 502, 503, 504) and response.json() == {"detail": "chaos"}
+    report = sim.verify()
+    assert (report["delivered"], report["posts"], report["posts_rejected"]) == (0, 0, 0)
+
+
+def test_a_stall_does_not_hold_up_other_requests(simulator):
+    sim = simulator(animals=20, stall_min=1.2, stall_max=1.2)
+    sim.queue_chaos(Chaos.STALL)
+    slow: dict[str, Any] = {}
+
+    def stalled_get() -> None:
+        started = time.perf_counter()
+        slow["status"] = get(sim, f"{LIST}/1").status_code
+        slow["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=stalled_get)
+    thread.start()
+    deadline = time.perf_counter() + 2
+    while sim.stalled_requests == 0 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert sim.stalled_requests == 1
+    started = time.perf_counter()
+    assert get(sim, f"{LIST}/2").status_code == 200
+    assert time.perf_counter() - started < 1
+    assert sim.stalled_requests == 1, "the first request should still be stalled"
+    thread.join(5)
+    assert slow["status"] == 200 and slow["seconds"] >= 1.2
+
+
+def test_a_stalled_post_is_delivered_after_its_client_gave_up(simulator):
+    sim = simulator(animals=20, stall_min=0.3, stall_max=0.3)
+    sim.queue_chaos(Chaos.STALL)
+    with pytest.raises(requests.ReadTimeout):
+        post(sim, records(sim, [7]), timeout=(1, 0.05))
+    assert sim.verify()["delivered"] == 0, "delivered before the stall ended"
+    deadline = time.perf_counter() + 3
+    while sim.verify()["delivered"] == 0 and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    report = sim.verify()
+    assert (report["delivered"], report["posts"], report["missing"]) == (1, 1, 19)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_busy_port_is_one_readable_line(simulator):
+    port = int(simulator(animals=10).url.rsplit(":", 1)[1])
+    with pytest.raises(SimulatorError) as caught:
+        Simulator(SimulatorConfig(port=port, animals=10)).start()
+    assert str(caught.value) == f"port {port} on 127.0.0.1 is already in use"
+    with pytest.raises(SimulatorError, match="already in use"):
+        serve(SimulatorConfig(port=port, animals=10))
+
+
+def test_stop_is_idempotent_and_frees_the_port():
+    sim = Simulator(SimulatorConfig(port=0, animals=10, chaos=0)).start()
+    url = sim.url
+    assert requests.get(url + "/", timeout=5).status_code == 200
+    sim.stop()
+    sim.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/", timeout=2)
+    port = int(url.rsplit(":", 1)[1])
+    with Simulator(SimulatorConfig(port=port, animals=10, chaos=0)) as again:
+        assert requests.get(again.url + "/", timeout=5).json() == "Hello!"
+
+
+def test_serve_prints_one_line_and_stops_cleanly_on_ctrl_c():
+    code = "from animal_sync.simulator import SimulatorConfig, serve; serve(SimulatorConfig(port=0, animals=30, chaos=0))"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline().rstrip("\n")
+        match = re.fullmatch(r"Animals API simulator on (http://127\.0\.0\.1:\d+): 30 animals, chaos 0%, strict off", line)
+        assert match, line
+        assert requests.get(match.group(1) + "/", timeout=5).json() == "Hello!"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 0 and err == ""
+
+
+def test_bad_config_is_refused_in_one_line():
+    with pytest.raises(SimulatorError, match="unknown fault 'gremlins'"):
+        Simulator(SimulatorConfig(animals=10, faults={3: "gremlins"}))
+    with pytest.raises(SimulatorError, match="ids run 1..10"):
+        Simulator(SimulatorConfig(animals=10, faults={11: "html"}))
+    with pytest.raises(SimulatorError, match="stall"):
+        Simulator(SimulatorConfig(stall_min=3, stall_max=1))
