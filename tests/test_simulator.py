@@ -411,3 +411,119 @@ def test_bad_config_is_refused_in_one_line():
         Simulator(SimulatorConfig(animals=10, faults={11: "html"}))
     with pytest.raises(SimulatorError, match="stall"):
         Simulator(SimulatorConfig(stall_min=3, stall_max=1))
+
+
+# --------------------------------------------------------------------------- hostile data (faults)
+
+FAULTS = {
+    3: "bad_born_at", 4: "friends_type", 5: "missing_name", 6: "wrong_id", 7: "html", 8: "truncated",
+    9: "extra_fields", 10: "unicode_name", 11: "long_name", 12: "huge_body", 13: "duplicate_listing",
+    24: "total_pages_change",
+}
+UNDELIVERABLE = [3, 4, 5, 6, 7, 8, 12]
+
+
+@pytest.fixture
+def hostile(simulator):
+    return simulator(animals=45, seed=4, faults=FAULTS)
+
+
+def detail(sim: Simulator, animal_id: int) -> requests.Response:
+    return get(sim, f"{LIST}/{animal_id}")
+
+
+@pytest.mark.parametrize(
+    ("animal_id", "field", "value"),
+    [(3, "born_at", "yesterday"), (4, "friends", 42), (6, "id", 1_000_006), (10, "name", "Ñandú 🐦 Straße")],
+)
+def test_fault_replaces_one_field(hostile, animal_id, field, value):
+    body = detail(hostile, animal_id).json()
+    clean = generate_animal(4, animal_id)
+    assert body == clean | {field: value}
+
+
+def test_fault_missing_name_drops_the_key(hostile):
+    body = detail(hostile, 5).json()
+    assert "name" not in body and body["id"] == 5 and set(body) == {"id", "born_at", "friends"}
+
+
+def test_fault_html_is_a_200_web_page(hostile):
+    response = detail(hostile, 7)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.text == "<html>oops</html>"
+
+
+def test_fault_truncated_is_half_a_json_document(hostile):
+    response = detail(hostile, 8)
+    full = json.dumps(generate_animal(4, 8), ensure_ascii=False, separators=(",", ":")).encode()
+    assert response.status_code == 200 and response.content == full[: len(full) // 2]
+    with pytest.raises(ValueError):
+        response.json()
+
+
+def test_fault_extra_fields_is_still_a_valid_animal(hostile):
+    assert detail(hostile, 9).json() == generate_animal(4, 9) | {"colour": "red", "legs": 4}
+    assert hostile.expected_record(9) == expected_home_record(4, 9)
+
+
+def test_fault_long_name_is_5000_characters(hostile):
+    name = detail(hostile, 11).json()["name"]
+    assert len(name) == 5000 and name.startswith(generate_animal(4, 11)["name"])
+    assert hostile.expected_record(11)["name"] == name == expected_home_record(4, 11, FAULTS)["name"]
+    listed = get(hostile, f"{LIST}?page=2").json()["items"]
+    assert listed[0] == {"id": 11, "name": generate_animal(4, 11)["name"], "born_at": generate_animal(4, 11)["born_at"]}
+
+
+def test_fault_huge_body_streams_20_mb_of_valid_json(hostile):
+    with requests.get(f"{hostile.url}{LIST}/12", stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        assert int(response.headers["Content-Length"]) == 20 * 1024 * 1024
+        body = b"".join(response.iter_content(1 << 20))
+    assert len(body) == 20 * 1024 * 1024
+    animal = json.loads(body)
+    assert {k: animal[k] for k in ("id", "name", "born_at", "friends")} == generate_animal(4, 12)
+    assert detail(hostile, 1).status_code == 200, "the connection pool and server survive it"
+
+
+def test_fault_duplicate_listing_repeats_the_id_on_the_next_page(hostile):
+    ids = {n: [item["id"] for item in get(hostile, f"{LIST}?page={n}").json()["items"]] for n in (2, 3)}
+    assert ids[2] == list(range(11, 21)), "its own page is unchanged"
+    assert ids[3] == [13] + list(range(21, 31)), "and it shows up again, as an 11th item, on the next"
+
+    assert detail(hostile, 13).json() == generate_animal(4, 13)
+
+
+def test_fault_total_pages_change_grows_only_its_page(hostile):
+    pages = {n: get(hostile, f"{LIST}?page={n}").json() for n in range(1, 7)}
+    assert [pages[n]["total_pages"] for n in range(1, 7)] == [5, 5, 6, 5, 5, 5]
+    assert pages[6]["items"] == [] and [i["id"] for i in pages[5]["items"]] == list(range(41, 46))
+
+
+def test_faults_are_never_in_the_list_items(hostile):
+    items = [i for n in range(1, 6) for i in get(hostile, f"{LIST}?page={n}").json()["items"]]
+    assert all(item == {"id": item["id"], "name": generate_animal(4, item["id"])["name"],
+                        "born_at": generate_animal(4, item["id"])["born_at"]} for item in items)
+
+
+def test_verify_excludes_undeliverable_faults_from_missing(hostile):
+    report = hostile.verify()
+    assert report["faulted_ids"] == UNDELIVERABLE
+    assert report["missing"] == 45 - len(UNDELIVERABLE)
+    assert report["missing_ids"] == [i for i in range(1, 46) if i not in UNDELIVERABLE]
+    good = [i for i in range(1, 46) if i not in UNDELIVERABLE]
+    for start in range(0, len(good), 20):
+        assert post(hostile, records(hostile, good[start:start + 20])).status_code == 200
+    report = hostile.verify()
+    assert (report["missing"], report["missing_ids"], report["content_mismatches"]) == (0, [], 0)
+    assert report["delivered"] == len(good) and report["faulted_delivered"] == []
+
+
+def test_verify_flags_delivered_faulted_ids_and_clean_names_for_renamed_animals(hostile):
+    plain_name = expected_home_record(4, 10)  # the list's name, not the detail's unicode one
+    assert post(hostile, [expected_home_record(4, 3), plain_name]).status_code == 200
+    report = hostile.verify()
+    assert report["faulted_delivered"] == [3]
+    assert report["content_mismatches"] == 1
+    assert report["mismatch_examples"][0]["field"] == "name" and report["mismatch_examples"][0]["id"] == 10
+    assert report["missing"] == 45 - len(UNDELIVERABLE) - 1

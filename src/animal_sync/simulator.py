@@ -98,7 +98,14 @@ class Chaos(Enum):
 
 
 class Fault(str, Enum):
-    """Hostile data an animal's detail response can show (the reliability suite's upstream)."""
+    """Hostile data an animal's detail response can show (the reliability suite's upstream).
+
+    The list item stays clean except for the two listing kinds. duplicate_listing: the id is also
+    the first item of the next page (even when that page is past the end). total_pages_change: the
+    page holding the id reports total_pages + 1; that extra page answers `items: []` as usual.
+    Undeliverable kinds (a correct client quarantines them) are the invalid ones plus huge_body,
+    which a client should refuse by size; `/_verify` lists them as faulted_ids, not missing.
+    """
 
     BAD_BORN_AT = "bad_born_at"
     FRIENDS_TYPE = "friends_type"
