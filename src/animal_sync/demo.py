@@ -40,7 +40,7 @@ class SimulatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> SimulatorProcess:
-        command = [sys.executable, "-c", "from animal_sync.cli import main; raise SystemExit(main())", "simulate"]
+        command = [sys.executable, "-m", "animal_sync", "simulate"]
         self.process = subprocess.Popen([*command, *self.args], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -26,6 +26,8 @@ def configure_logging(fmt: LogFormat = LogFormat.AUTO, *, quiet: bool = False) -
         if fmt is LogFormat.JSON
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # urllib3 logs every retry as a stdlib warning; retries are counted in the journal and shown by `status`.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -55,7 +55,7 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "attempts": run.attempts,
         "elapsed_seconds": round(elapsed, 3),
         "pages": {"listed": listed, "total": run.total_pages},
-        "animals": {"discovered": discovered, **animals},
+        "animals": {"total": discovered, **animals},
         "batches": batches,
         "retries": {name.removeprefix("retry_"): n for name, n in counters.items() if name.startswith("retry_")},
         "errors": {name: n for name, n in counters.items() if not name.startswith("retry_")},
@@ -87,10 +87,12 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         if counts[kind] <= EXAMPLES:
             found.setdefault(kind, []).append(detail)
 
+    limit = run.settings.get("limit")
     listed = journal.listed_pages(run.id)
-    for page in range(1, (run.total_pages or 0) + 1):
-        if page not in listed:
-            exception("unlisted_page", page=page)
+    if limit is None:  # a --limit run stops listing on purpose once it has its animals
+        for page in range(1, (run.total_pages or 0) + 1):
+            if page not in listed:
+                exception("unlisted_page", page=page)
     if run.total_pages is None:
         exception("unlisted_page", page=1, reason="the listing never started")
 
@@ -162,6 +164,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "run_id": run.id,
         "run_state": str(run.state),
         "dry_run": dry_run,
+        "limit": limit,
         "ok": not counts and run.state == "finished",
         "discovered": sum(animals.values()),
         "posted": animals.get(AnimalState.POSTED, 0),
@@ -181,7 +184,8 @@ def render_status(report: dict[str, Any]) -> str:
         f"  API            {report['base_url']}",
         f"  started        {report['started_at']}  (attempts: {report['attempts']}, elapsed {report['elapsed_seconds']:.1f} s)",
         f"  pages listed   {pages['listed']} of {pages['total'] if pages['total'] is not None else '?'}",
-        "  animals        " + ", ".join(f"{name} {animals[name]}" for name in ("discovered", *[s.value for s in AnimalState])),
+        f"  animals        {animals['total']} listed: "
+        + ", ".join(f"{state.value} {animals[state.value]}" for state in AnimalState),
         "  batches        " + ", ".join(f"{name} {count}" for name, count in batches.items()),
         "  retries        " + (", ".join(f"{k} {v}" for k, v in report["retries"].items()) or "none"),
         "  errors         " + (", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"),
@@ -202,6 +206,8 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
     lines = [head]
     if report["dry_run"]:
         lines.append("dry run: nothing was meant to be posted; fetched animals are not counted as missing")
+    if report["limit"] is not None:
+        lines.append(f"test mode: the run was limited to the first {report['limit']} animals listed")
     if report["resent_after_doubt"]:
         lines.append(f"re-sent after being in doubt, then answered 2xx: batches {report['resent_after_doubt']}")
     if report["run_state"] != "finished":

@@ -1,0 +1,166 @@
+"""Integration: the whole pipeline against a live simulator on 127.0.0.1, with a real journal file."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from animal_sync.config import Settings
+from animal_sync.errors import JournalError
+from animal_sync.journal import BatchState, Journal, RunState
+from animal_sync.pipeline import Progress, resume_run, start_run
+from animal_sync.report import audit, status
+from animal_sync.simulator import Simulator, SimulatorConfig
+
+FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
+
+
+def settings(url: str, journal: Path, **overrides: object) -> Settings:
+    return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
+
+
+def audited(journal: Path) -> dict:
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        return audit(opened)
+
+
+def assert_exactly_once(sim: Simulator) -> None:
+    verdict = sim.verify()
+    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
+    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0
+    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
+    assert verdict["delivered"] == sim.total_animals
+
+
+def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=1_234, chaos=20, stall_min=0.2, stall_max=0.4, strict=True)
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(sim.url, journal))
+
+    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), audited(journal)["exceptions"]
+    assert_exactly_once(sim)
+    report = audited(journal)
+    assert report["ok"] and report["posted"] == 1_234 and report["records_rechecked"] == 1_234
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        figures = status(opened)
+    assert figures["retries"].get("read_timeout", 0) > 0  # stalls were cut short, not waited on
+    assert sum(v for k, v in figures["retries"].items() if k.startswith("http_5")) > 0
+    assert figures["batches"]["posted"] == 13 and figures["pages"] == {"listed": 124, "total": 124}
+
+
+def test_partial_last_batch_and_small_batch_size(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=95, strict=True)
+    result = start_run(settings(sim.url, tmp_path / "j.db", batch_size=7))
+    assert result.exit_code == 0
+    assert_exactly_once(sim)
+    assert sim.verify()["posts"] == 14  # 13 full batches of 7 and one of 4
+
+
+def _stop_when(posted_at_least: int, stop: threading.Event):
+    def on_progress(progress: Progress) -> None:
+        if progress.posted >= posted_at_least:
+            stop.set()
+
+    return on_progress
+
+
+def test_stopped_run_refuses_a_new_run_and_resumes_exactly_once(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=2_000, chaos=5, stall_min=0.1, stall_max=0.2, strict=True)
+    journal = tmp_path / "j.db"
+    stop = threading.Event()
+
+    first = start_run(settings(sim.url, journal), stop=stop, on_progress=_stop_when(300, stop))
+
+    assert (first.state, first.exit_code) == (RunState.INTERRUPTED, 130)
+    assert 300 <= sim.verify()["delivered"] < 2_000
+    with pytest.raises(JournalError, match="resume"):
+        start_run(settings(sim.url, journal))
+    second = resume_run(journal)
+    assert (second.state, second.exit_code) == (RunState.FINISHED, 0), second.message
+    assert_exactly_once(sim)
+    report = audited(journal)
+    assert report["ok"] and report["resent_after_doubt"] == []
+
+
+def test_abandon_starts_a_new_run_knowingly(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=300)
+    journal = tmp_path / "j.db"
+    stop = threading.Event()
+    start_run(settings(sim.url, journal), stop=stop, on_progress=_stop_when(100, stop))
+
+    second = start_run(settings(sim.url, journal), abandon=True)
+
+    assert second.run_id == 2 and second.exit_code == 0
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        assert opened.run(1).state is RunState.ABANDONED
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_api_stops_the_run_and_resume_finishes_when_it_is_back(tmp_path: Path) -> None:
+    port = _free_port()
+    journal = tmp_path / "j.db"
+
+    gone = start_run(settings(f"http://127.0.0.1:{port}", journal, retries=2))
+
+    assert (gone.state, gone.exit_code) == (RunState.INTERRUPTED, 1)
+    assert "stopped answering" in gone.message and "resume" in gone.message
+    with Simulator(SimulatorConfig(port=port, animals=250, chaos=0, strict=True)) as sim:
+        back = resume_run(journal)
+        assert back.exit_code == 0, back.message
+        assert_exactly_once(sim)
+    assert audited(journal)["ok"]
+
+
+def test_limit_syncs_only_the_first_animals(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=500, strict=True)
+    result = start_run(settings(sim.url, tmp_path / "j.db", limit=25))
+    assert result.exit_code == 0 and result.counts == {"posted": 25}
+    assert sim.verify()["delivered"] == 25
+    report = audited(tmp_path / "j.db")
+    assert report["ok"] and report["discovered"] == 25
+
+
+def test_dry_run_posts_nothing_and_audit_says_so(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=120, strict=True)
+    result = start_run(settings(sim.url, tmp_path / "j.db", dry_run=True))
+    assert result.exit_code == 0 and "dry run" in result.message
+    assert sim.verify()["delivered"] == 0 and sim.verify()["posts"] == 0
+    report = audited(tmp_path / "j.db")
+    assert report["ok"] and report["dry_run"] and report["posted"] == 0
+
+
+def test_a_malformed_detail_is_quarantined_with_its_reason_and_the_rest_goes_on(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=40, strict=True, faults={13: "wrong_id"})
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, retries=2))
+    assert result.exit_code == 1
+    report = audited(journal)
+    assert report["exception_counts"] == {"quarantined": 1}
+    assert "id mismatch" in report["exceptions"]["quarantined"][0]["reason"]
+    assert sim.verify()["delivered"] == 39
+
+
+def test_a_batch_refused_with_422_is_failed_with_the_answer_kept(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=30, strict=True)
+    journal = tmp_path / "j.db"
+    start_run(settings(sim.url, journal, dry_run=True))
+    # Corrupt one stored record so the API refuses its batch: the run must keep the 422 answer, not retry blindly.
+    with closing(Journal.open(journal)) as opened, opened.transaction():
+        opened.db.execute("UPDATE animals SET transformed = replace(transformed, '\"friends\":', '\"friends\":7,\"x\":') WHERE id = 5")
+        opened.db.execute("UPDATE runs SET settings = json_set(settings, '$.dry_run', json('false'))")
+    result = resume_run(journal)
+    assert result.exit_code == 1
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        [failed] = opened.batches(1, BatchState.FAILED)
+        assert failed.response_status == 422 and failed.attempts == 1
+    assert sim.verify()["posts_rejected"] == 1
