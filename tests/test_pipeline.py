@@ -150,17 +150,26 @@ def test_a_malformed_detail_is_quarantined_with_its_reason_and_the_rest_goes_on(
     assert sim.verify()["delivered"] == 39
 
 
-def test_a_batch_refused_with_422_is_failed_with_the_answer_kept(simulator, tmp_path: Path) -> None:
+def test_a_poisoned_batch_is_split_until_only_the_rejected_record_fails(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=30, strict=True)
     journal = tmp_path / "j.db"
     start_run(settings(sim.url, journal, dry_run=True))
-    # Corrupt one stored record so the API refuses its batch: the run must keep the 422 answer, not retry blindly.
+    # Corrupt one stored record so the API refuses any batch holding it with 422.
     with closing(Journal.open(journal)) as opened, opened.transaction():
         opened.db.execute("UPDATE animals SET transformed = replace(transformed, '\"friends\":', '\"friends\":7,\"x\":') WHERE id = 5")
         opened.db.execute("UPDATE runs SET settings = json_set(settings, '$.dry_run', json('false'))")
+
     result = resume_run(journal)
-    assert result.exit_code == 1
+
+    assert result.exit_code == 1 and result.counts == {"posted": 29, "failed": 1}
+    verdict = sim.verify()
+    assert verdict["delivered"] == 29 and verdict["missing_ids"] == [5] and verdict["duplicates_rejected"] == 0
+    report = audited(journal)
+    assert report["exception_counts"] == {"failed": 1}
+    [failed] = report["exceptions"]["failed"]
+    assert failed["id"] == 5 and "422" in failed["reason"]
     with closing(Journal.open(journal, readonly=True)) as opened:
-        [failed] = opened.batches(1, BatchState.FAILED)
-        assert failed.response_status == 422 and failed.attempts == 1
-    assert sim.verify()["posts_rejected"] == 1
+        refused = opened.batches(1, BatchState.FAILED)
+    # ids 1-30 -> 1-15 -> 1-7 -> 4-7 -> 5-6 -> 5: each refused batch kept its answer and was sent once (no blind retry).
+    assert [len(b.ids) for b in refused] == [30, 15, 7, 4, 2, 1]
+    assert all(b.response_status == 422 and b.attempts == 1 and "detail" in b.response_body for b in refused)

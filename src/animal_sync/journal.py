@@ -74,7 +74,7 @@ ANIMAL_TRANSITIONS: Mapping[AnimalState, frozenset[AnimalState]] = {
     A.FETCHED: frozenset({A.BATCHED}),
     A.QUARANTINED: frozenset({A.DISCOVERED}),
     A.FAILED: frozenset({A.DISCOVERED}),
-    A.BATCHED: frozenset({A.POSTED, A.FAILED}),
+    A.BATCHED: frozenset({A.POSTED, A.FAILED, A.FETCHED}),  # fetched: re-batched after a refused batch is split
     A.POSTED: frozenset(),
 }
 BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
@@ -476,6 +476,15 @@ class Journal:
             response_status=status, response_body=body, last_error=error, finished_at=now(),
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
+
+    def mark_refused_for_split(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
+        """The API refused the whole batch for a record it holds: nothing was delivered, so the animals go back
+        to fetched (with the refusal noted) to be re-sent in smaller batches that isolate the bad record."""
+        self._move_batch(
+            batch.id, B.SENDING, B.FAILED,
+            response_status=status, response_body=body, last_error=f"{error} (split to isolate it)", finished_at=now(),
+        )
+        self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FETCHED, batch_id=None)
 
     def mark_in_doubt(self, batch: BatchRow, error: str, status: int | None = None, body: str | None = None) -> None:
         """Outcome unknown: keep its animals bound to it, and remember for good that it was once in doubt."""

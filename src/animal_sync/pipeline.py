@@ -31,6 +31,7 @@ log = structlog.get_logger("animal_sync")
 
 STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once around every POST)
 QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordinator commits
+SPLIT_ON = frozenset({400, 422})  # answers that refuse a batch for its content: bisect it to find the culprit
 
 
 @dataclass
@@ -296,11 +297,22 @@ class Sync:
             )
             self.counters["resend_refused"] += 1
             blog.warning("batch_resend_refused", status=result.status, body=result.body)
+        elif result.status in SPLIT_ON and len(batch.ids) > 1:
+            self._split(batch, result)
         else:
             self.journal.mark_failed(batch, result.status, result.body, result.error or "refused")
             self.progress.failed += len(batch.ids)
             self.counters[f"batch_failed_http_{result.status}"] += 1
             blog.error("batch_failed", status=result.status, body=result.body)
+
+    def _split(self, batch: BatchRow, result: PostResult) -> None:
+        """A batch refused for a malformed record: re-send it in halves, so only the bad record(s) end up failed."""
+        self.journal.mark_refused_for_split(batch, result.status, result.body, result.error or "refused")
+        middle = len(batch.ids) // 2
+        halves = [self.journal.create_batch(self.run.id, part) for part in (batch.ids[:middle], batch.ids[middle:])]
+        self.to_post.extendleft(self.journal.batch(batch_id) for batch_id in reversed(halves))
+        self.counters[f"batch_split_http_{result.status}"] += 1
+        self.log.warning("batch_split", batch_id=batch.id, status=result.status, into=halves, body=result.body)
 
     def _count_retries(self, kinds: list[str]) -> None:
         for kind in kinds:
