@@ -19,5 +19,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## torture: the long reliability suite (20 SIGKILLs, chaos, outage); prints one line of figures
+torture: $(STAMP)
+	$(BIN)/python scripts/torture.py
+
+## bench: the benchmark table (floor, journal overhead, real conditions, scale); medians of 3
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache demo.db demo.db-wal demo.db-shm

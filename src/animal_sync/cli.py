@@ -174,15 +174,25 @@ def simulate(
     stall_min: Annotated[float, typer.Option(min=0.0, help="Shortest stall, seconds.")] = 5.0,
     stall_max: Annotated[float, typer.Option(min=0.0, help="Longest stall, seconds.")] = 15.0,
     strict: Annotated[bool, typer.Option(help="Answer 500 to a batch that repeats an already delivered id.")] = False,
+    fault: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Hostile data for one animal, ID=KIND (repeatable), e.g. 7=bad_born_at; kinds: see the docs."),
+    ] = None,
 ) -> None:
     """Serve the bundled Animals API simulator until Ctrl-C."""
     from .simulator import SimulatorConfig, serve
 
     if stall_max < stall_min:
         raise typer.BadParameter("--stall-max must not be below --stall-min")
+    faults: dict[int, str] = {}
+    for item in fault or []:
+        animal_id, _, kind = item.partition("=")
+        if not animal_id.strip().isdigit() or not kind:
+            raise typer.BadParameter(f"--fault takes ID=KIND, not {item!r}")
+        faults[int(animal_id)] = kind.strip()
     serve(SimulatorConfig(
         host=host, port=port, animals=animals, seed=seed, chaos=chaos,
-        stall_min=stall_min, stall_max=stall_max, strict=strict,
+        stall_min=stall_min, stall_max=stall_max, strict=strict, faults=faults,
     ))
 
 

@@ -412,20 +412,21 @@ class _AnimalsApi:
                 self._grown_pages.add(page)
         self._chaos_lock = threading.Lock()
         self._chaos_rng = random.Random(f"{config.seed}:chaos")
-        self._forced: deque[Chaos] = deque()
+        self._forced: dict[str | None, deque[Chaos]] = {None: deque(), "GET": deque(), "POST": deque()}
         self.stalled = 0
 
     # chaos ------------------------------------------------------------------
 
-    def draw_chaos(self) -> _Draw:
+    def draw_chaos(self, method: str = "GET") -> _Draw:
         """Decide one request's fate; all draws under one lock so a seed fixes the sequence of fates."""
         chaos = self.config.chaos
-        if chaos <= 0 and not self._forced:
+        forced = self._forced.get(method) or self._forced[None]
+        if chaos <= 0 and not forced:
             return _Draw(Chaos.NONE)
         with self._chaos_lock:
             rng = self._chaos_rng
-            if self._forced:
-                kind = self._forced.popleft()
+            if forced:
+                kind = forced.popleft()
             else:
                 roll = rng.random() * 100
                 kind = Chaos.STALL if roll < chaos / 2 else Chaos.FAIL if roll < chaos else Chaos.NONE
@@ -435,10 +436,10 @@ class _AnimalsApi:
                 return _Draw(kind, status=rng.choice(FAILURE_STATUSES))
             return _Draw(kind)
 
-    def force(self, outcomes: Iterable[Chaos]) -> None:
-        """Queue fates for the next chaos-eligible requests, ahead of the random ones."""
+    def force(self, outcomes: Iterable[Chaos], method: str | None = None) -> None:
+        """Queue fates for the next chaos-eligible requests (of one method, if given), ahead of the random ones."""
         with self._chaos_lock:
-            self._forced.extend(Chaos(o) for o in outcomes)
+            self._forced[method].extend(Chaos(o) for o in outcomes)
 
     def note_stall(self, delta: int) -> None:
         """Track how many requests are stalled right now (tests wait on it)."""
@@ -599,7 +600,7 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         path, _, query = self.path.partition("?")
         if path not in _CALM_PATHS:
-            draw = api.draw_chaos()
+            draw = api.draw_chaos(self.command)
             if draw.kind is Chaos.FAIL:
                 self._send(_detail(draw.status, "chaos"))
                 return
@@ -764,9 +765,12 @@ class Simulator:
         """Forget all deliveries, so one simulator can serve several test cases."""
         self._api.ledger.reset()
 
-    def queue_chaos(self, *outcomes: Chaos) -> None:
-        """Force the fates of the next chaos-eligible requests (in arrival order), whatever the chaos rate."""
-        self._api.force(outcomes)
+    def queue_chaos(self, *outcomes: Chaos, method: str | None = None) -> None:
+        """Force the fates of the next chaos-eligible requests (in arrival order), whatever the chaos rate.
+
+        With `method="POST"` only POSTs draw from this queue: a test can stall exactly the next batch.
+        """
+        self._api.force(outcomes, method)
 
     def expected_record(self, animal_id: int) -> dict[str, Any]:
         """What a correct client posts for this id in this run (faults included)."""
