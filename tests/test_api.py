@@ -272,7 +272,7 @@ def test_redact_url_hides_a_password(url, redacted):
     assert redact_url(url) == redacted
 
 
-@pytest.mark.xfail(strict=True, reason="api.py redact_url rebuilds the netloc from .hostname, which drops IPv6 brackets")
+
 def test_redact_url_keeps_an_ipv6_host_a_url():
     assert redact_url("http://u:pw@[::1]:3123/v1") == "http://u:***@[::1]:3123/v1"
 

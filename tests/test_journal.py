@@ -421,11 +421,6 @@ def test_mark_sending_from_a_stale_row_is_illegal(journal, run_id):
     assert journal.batch(stale.id).attempts == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py create_batch/mark_sending write before the transition check and do not open their own "
-    "transaction: outside journal.transaction() an illegal step leaves an orphan batch / an attempts bump",
-)
 @pytest.mark.parametrize("step", ["create_batch", "mark_sending"])
 def test_an_illegal_step_outside_a_transaction_changes_nothing(journal, run_id, step):
     batch = batch_in(journal, run_id, B.POSTED)
@@ -804,11 +799,6 @@ def test_add_counters_accumulates_per_run_and_skips_zeros(journal, run_id, path)
         reopened.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py add_counters calls conn.executemany directly: outside a transaction it opens an implicit "
-    "transaction nobody commits, so its counters and every later write are lost at close",
-)
 def test_add_counters_outside_a_transaction_is_committed(journal, run_id, path):
     journal.add_counters(run_id, {"pages": 1})
     journal.record_page(run_id, 1, [1], total_pages=1)
@@ -849,10 +839,6 @@ def test_iter_animals_with_a_filter_pages_past_a_thousand(journal, many):
     assert set(rows[0]) == {"id", "state"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.py iter_animals pages on rows[-1]['id']: columns without 'id' raise KeyError after the first slice",
-)
 def test_iter_animals_without_the_id_column(journal, many):
     states = [row["state"] for row in journal.iter_animals(many, ("state",))]
     assert len(states) == 2500

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+RETRY_AFTER_MAX = 30  # seconds: honour Retry-After, but never let one answer park a worker for hours
 LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
 
@@ -53,6 +54,7 @@ def get_retry(retries: int, backoff: float) -> Retry:
         backoff_max=2.0,
         backoff_jitter=backoff,
         respect_retry_after_header=True,
+        retry_after_max=RETRY_AFTER_MAX,
         raise_on_status=False,  # hand back the last answer so its status is what gets journaled
     )
 
@@ -75,6 +77,7 @@ def post_retry(retries: int, backoff: float) -> Retry:
         backoff_max=2.0,
         backoff_jitter=backoff,
         respect_retry_after_header=True,
+        retry_after_max=RETRY_AFTER_MAX,
         raise_on_status=False,
     )
 
@@ -84,8 +87,8 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets and the port as written
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class FetchFailed(Exception):

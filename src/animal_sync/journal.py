@@ -8,18 +8,19 @@ transaction (`Journal.transaction()`), so the journal costs a commit per step, n
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database, Migrations
 
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 MIGRATION_SET = "animal_sync"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class AnimalState(StrEnum):
@@ -169,6 +172,19 @@ def _batch_row(row: Mapping[str, Any]) -> BatchRow:
         last_error=row["last_error"],
         in_doubt_at=row["in_doubt_at"],
     )
+
+
+def _atomic(method: Callable[P, T]) -> Callable[P, T]:
+    """A write method is all or nothing on its own; inside a caller's transaction it nests as a savepoint."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        journal = args[0]
+        assert isinstance(journal, Journal)
+        with journal.transaction():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _placeholders(values: Sequence[Any]) -> str:
@@ -313,6 +329,7 @@ class Journal:
                 [state, now(), json.dumps(dict(outcome), sort_keys=True), run_id],
             )
 
+    @_atomic
     def set_total_pages(self, run_id: int, total_pages: int) -> None:
         """Keep the largest total the API has reported, so a total that grows mid-run widens the listing."""
         self.db.execute(
@@ -321,6 +338,7 @@ class Journal:
 
     # -- pages and discovery ---------------------------------------------------------------------------------
 
+    @_atomic
     def record_page(
         self, run_id: int, page: int, ids: Sequence[int], total_pages: int, max_new: int | None = None
     ) -> list[int]:
@@ -370,20 +388,24 @@ class Journal:
         if moved != len(ids):
             raise IllegalTransition(f"{len(ids) - moved} of {len(ids)} animals were not {source} (-> {target})")
 
+    @_atomic
     def record_fetched(self, run_id: int, animal_id: int, raw: str | bytes, transformed: str, attempts: int) -> None:
         self._move_animals(
             run_id, [animal_id], A.DISCOVERED, A.FETCHED,
             raw=raw, transformed=transformed, last_error=None, attempts=attempts,
         )
 
+    @_atomic
     def record_quarantined(self, run_id: int, animal_id: int, raw: str | bytes | None, reason: str, attempts: int) -> None:
         self._move_animals(
             run_id, [animal_id], A.DISCOVERED, A.QUARANTINED, raw=raw, last_error=reason, attempts=attempts
         )
 
+    @_atomic
     def record_fetch_failed(self, run_id: int, animal_id: int, reason: str, attempts: int) -> None:
         self._move_animals(run_id, [animal_id], A.DISCOVERED, A.FAILED, last_error=reason, attempts=attempts)
 
+    @_atomic
     def retry_exceptions(self, run_id: int) -> int:
         """Send quarantined and failed animals back to discovered so this attempt tries them again."""
         count = 0
@@ -412,6 +434,7 @@ class Journal:
 
     # -- batches ---------------------------------------------------------------------------------------------
 
+    @_atomic
     def create_batch(self, run_id: int, ids: Sequence[int]) -> int:
         """Build a pending batch from fetched animals and bind them to it, in the caller's transaction."""
         cursor = self.db.execute(
@@ -460,15 +483,18 @@ class Journal:
         if cursor.rowcount != 1:
             raise IllegalTransition(f"batch {batch_id} was not {source} (-> {target})")
 
+    @_atomic
     def mark_sending(self, batch: BatchRow) -> None:
         """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send."""
-        self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
         self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
+        self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
 
+    @_atomic
     def mark_posted(self, batch: BatchRow, status: int, body: str) -> None:
         self._move_batch(batch.id, B.SENDING, B.POSTED, response_status=status, response_body=body, finished_at=now())
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.POSTED)
 
+    @_atomic
     def mark_failed(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
         """The server refused the batch: nothing was delivered, so its animals are failed with the answer kept."""
         self._move_batch(
@@ -477,6 +503,7 @@ class Journal:
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
 
+    @_atomic
     def mark_refused_for_split(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
         """The API refused the whole batch for a record it holds: nothing was delivered, so the animals go back
         to fetched (with the refusal noted) to be re-sent in smaller batches that isolate the bad record."""
@@ -486,6 +513,7 @@ class Journal:
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FETCHED, batch_id=None)
 
+    @_atomic
     def mark_in_doubt(self, batch: BatchRow, error: str, status: int | None = None, body: str | None = None) -> None:
         """Outcome unknown: keep its animals bound to it, and remember for good that it was once in doubt."""
         self._move_batch(
@@ -494,10 +522,12 @@ class Journal:
         )
         self.db.execute("UPDATE batches SET in_doubt_at = coalesce(in_doubt_at, ?) WHERE id = ?", [now(), batch.id])
 
+    @_atomic
     def unsend(self, batch: BatchRow, error: str) -> None:
         """The POST never reached the API (no connection): the batch is as good as never sent."""
         self._move_batch(batch.id, B.SENDING, B.PENDING, last_error=error)
 
+    @_atomic
     def sending_to_in_doubt(self, run_id: int) -> list[int]:
         """At start-up a batch still `sending` was in flight when the last process died: it is in doubt."""
         stale = self.batches(run_id, B.SENDING)
@@ -507,6 +537,7 @@ class Journal:
 
     # -- counters --------------------------------------------------------------------------------------------
 
+    @_atomic
     def add_counters(self, run_id: int, counts: Mapping[str, int]) -> None:
         self.db.conn.executemany(
             "INSERT INTO counters (run_id, name, value) VALUES (?, ?, ?)"
@@ -530,7 +561,7 @@ class Journal:
     def iter_animals(self, run_id: int, columns: Iterable[str] = ("*",), where: str = "", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
         """Stream animal rows in id order, a slice at a time, so reports stay flat in memory at any scale."""
         last = -1
-        select = ", ".join(columns)
+        select = ", ".join(["id", *(c for c in columns if c != "id")])  # paging needs the id
         while True:
             rows = list(
                 self.db.query(
