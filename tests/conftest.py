@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from animal_sync.simulator import Simulator, SimulatorConfig
 
@@ -27,3 +28,10 @@ def simulator() -> Iterator[Callable[..., Simulator]]:
     yield start
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A CLI test configures structlog with the stderr of its own capture; later tests must not inherit it."""
+    yield
+    structlog.reset_defaults()
