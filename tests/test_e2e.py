@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from animal_sync.simulator import Chaos
+
 KILLS = 3
 
 
@@ -81,3 +83,48 @@ def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_on
     assert set(report["exception_counts"]) <= {"in_doubt"}, report["exception_counts"]
     assert audit.returncode == (0 if not report["exception_counts"] else 1)
     assert final.returncode == audit.returncode
+
+
+def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journaled(simulator, tmp_path: Path) -> None:
+    """The one window no client can close: the batch must come back in doubt, be named, and be handled as asked."""
+    sim = simulator(animals=300, strict=True, stall_min=1.0, stall_max=1.0)
+    sim.queue_chaos(Chaos.STALL, method="POST")  # the first POST is held 1 s before the API handles it
+    journal = tmp_path / "journal.db"
+    common = ["--journal", str(journal), "--log-format", "json", "--quiet"]
+    process = subprocess.Popen(cli("run", "--base-url", sim.url, *common), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (sim.stalled_requests and batches_in(journal, "sending")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    while sim.stalled_requests:  # the API wakes up and delivers the batch nobody is waiting for
+        time.sleep(0.01)
+    [(batch_id, ids)] = batches_in(journal, "sending")
+    assert set(json.loads(ids)) <= set(range(1, 301)) and sim.verify()["delivered"] >= len(json.loads(ids))
+
+    held = subprocess.run(cli("resume", "--hold-in-doubt", *common), capture_output=True, text=True, timeout=120)
+    assert held.returncode == 1 and f"batches in doubt ({batch_id})" in held.stderr
+    assert sim.verify()["missing"] == 0 and sim.verify()["duplicates_rejected"] == 0
+    audit = subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True)
+    report = json.loads(audit.stdout)
+    assert audit.returncode == 1 and report["exception_counts"] == {"in_doubt": 1}
+    assert report["exceptions"]["in_doubt"][0]["batch_id"] == batch_id
+    assert "stopped while this batch's POST was in flight" in report["exceptions"]["in_doubt"][0]["reason"]
+
+    resent = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=120)
+    assert resent.returncode == 1  # the strict API refuses the repeat: reported, not counted as lost
+    verdict = sim.verify()
+    assert verdict["missing"] == 0 and set(verdict["duplicate_ids"]) == set(json.loads(ids))
+    report = json.loads(subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True).stdout)
+    assert "re-send refused" in report["exceptions"]["in_doubt"][0]["reason"]
+
+
+def batches_in(journal: Path, state: str) -> list[tuple[int, str]]:
+    if not journal.exists():
+        return []
+    try:
+        with sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True) as db:
+            return db.execute("SELECT id, ids FROM batches WHERE state = ?", [state]).fetchall()
+    except sqlite3.OperationalError:
+        return []

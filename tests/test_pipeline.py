@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
 from animal_sync.report import audit, status
-from animal_sync.simulator import Simulator, SimulatorConfig
+from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 
@@ -173,3 +174,56 @@ def test_a_poisoned_batch_is_split_until_only_the_rejected_record_fails(simulato
     # ids 1-30 -> 1-15 -> 1-7 -> 4-7 -> 5-6 -> 5: each refused batch kept its answer and was sent once (no blind retry).
     assert [len(b.ids) for b in refused] == [30, 15, 7, 4, 2, 1]
     assert all(b.response_status == 422 and b.attempts == 1 and "detail" in b.response_body for b in refused)
+
+
+def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is_named(simulator, tmp_path: Path) -> None:
+    """The API stalls the first POST past the client's read timeout, then delivers it anyway."""
+    sim = simulator(animals=250, strict=True, stall_min=0.6, stall_max=0.6)
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    journal = tmp_path / "j.db"
+
+    first = start_run(settings(sim.url, journal, post_timeout=0.2, retries=2))
+
+    assert first.exit_code == 1 and first.in_doubt == [1] and first.counts["posted"] == 150
+    _wait_until(lambda: sim.verify()["delivered"] == 250)  # the stalled POST was handled after all
+    held = resume_run(journal, overrides={"resend_in_doubt": False})
+    assert held.exit_code == 1 and held.in_doubt == [1]
+    assert sim.verify()["posts"] == 3 and sim.verify()["duplicates_rejected"] == 0  # held: not re-sent
+
+    resent = resume_run(journal)  # at-least-once: re-send; the strict API refuses the repeat
+
+    assert resent.exit_code == 1 and resent.in_doubt == [1]
+    verdict = sim.verify()
+    assert verdict["missing"] == 0 and verdict["duplicates_delivered"] == 0
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        [batch] = opened.batches(1, BatchState.IN_DOUBT)
+    assert set(verdict["duplicate_ids"]) == set(batch.ids)  # every repeat the API saw belongs to the named batch
+    report = audited(journal)
+    assert report["exception_counts"] == {"in_doubt": 1}
+    [named] = report["exceptions"]["in_doubt"]
+    assert named["batch_id"] == 1 and "re-send refused" in named["reason"] and named["response_status"] == 500
+
+
+def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted(simulator, tmp_path: Path) -> None:
+    """As if the API had lost the stalled POST: the re-send is the only delivery, posted and noted as re-sent."""
+    sim = simulator(animals=100, strict=True, stall_min=0.5, stall_max=0.5)
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    journal = tmp_path / "j.db"
+    first = start_run(settings(sim.url, journal, post_timeout=0.1, retries=2))
+    assert first.in_doubt == [1]
+    _wait_until(lambda: sim.stalled_requests == 0)
+    sim.reset_verification()  # forget the stalled delivery: as if the API had dropped it
+
+    again = resume_run(journal)
+
+    assert again.exit_code == 0 and again.in_doubt == []
+    assert_exactly_once(sim)
+    report = audited(journal)
+    assert report["ok"] and report["resent_after_doubt"] == [1]
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
