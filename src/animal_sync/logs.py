@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from enum import StrEnum
+from typing import Any
 
 import structlog
 
-__all__ = ["LogFormat", "configure_logging"]
+__all__ = ["LogFormat", "StderrLogger", "configure_logging", "resolve_format"]
 
 
 class LogFormat(StrEnum):
@@ -17,10 +19,39 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class StderrLogger:
+    """Writes each rendered line, whole, to whatever `sys.stderr` is at that moment.
+
+    Looking stderr up per line (not once at set-up) is what lets live progress bars take it over: Rich's
+    Live swaps `sys.stderr` for a proxy that prints above the bars, so lines and bars never garble each
+    other. It also keeps a logger configured under one captured stream from writing to a closed one later.
+    """
+
+    _lock = threading.Lock()  # one line at a time, whichever thread logs
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            stream = sys.stderr
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+def _stderr_logger(*args: Any) -> StderrLogger:
+    return StderrLogger()
+
+
+def resolve_format(fmt: LogFormat) -> LogFormat:
+    """AUTO becomes CONSOLE on a terminal and JSON anywhere else (cron, CI, a pipe, Kubernetes)."""
+    if fmt is LogFormat.AUTO:
+        return LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON
+    return fmt
+
+
 def configure_logging(fmt: LogFormat = LogFormat.AUTO, *, quiet: bool = False) -> None:
     """Configure once per process; `quiet` keeps warnings and errors only."""
-    if fmt is LogFormat.AUTO:
-        fmt = LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON
+    fmt = resolve_format(fmt)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt is LogFormat.JSON
@@ -36,6 +67,6 @@ def configure_logging(fmt: LogFormat = LogFormat.AUTO, *, quiet: bool = False) -
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING if quiet else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
