@@ -91,7 +91,8 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     sim.queue_chaos(Chaos.STALL, method="POST")  # the first POST is held 1 s before the API handles it
     journal = tmp_path / "journal.db"
     common = ["--journal", str(journal), "--log-format", "json", "--quiet"]
-    process = subprocess.Popen(cli("run", "--base-url", sim.url, *common), stderr=subprocess.DEVNULL)
+    run = cli("run", "--base-url", sim.url, "--retries", "2", *common)  # resumes inherit it: a refusal costs less
+    process = subprocess.Popen(run, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (sim.stalled_requests and batches_in(journal, "sending")):
         assert process.poll() is None and time.monotonic() < deadline
