@@ -179,3 +179,154 @@ def test_the_api_going_away_mid_run_ends_it_with_exit_1_and_resume_finishes_when
     for sim in (first, back):
         verdict = sim.verify()
         assert verdict["duplicates_rejected"] == verdict["duplicates_delivered"] == verdict["content_mismatches"] == 0
+
+
+# --------------------------------------------------------------------------- 3. hostile upstream data
+
+HOSTILE = {  # id -> fault; ids spread over pages 1-13 of 20
+    3: Fault.BAD_BORN_AT, 14: Fault.FRIENDS_TYPE, 25: Fault.MISSING_NAME, 36: Fault.WRONG_ID, 47: Fault.HTML,
+    58: Fault.TRUNCATED, 69: Fault.EXTRA_FIELDS, 80: Fault.UNICODE_NAME, 91: Fault.LONG_NAME, 102: Fault.HUGE_BODY,
+    113: Fault.DUPLICATE_LISTING, 124: Fault.TOTAL_PAGES_CHANGE,
+}
+QUARANTINE_REASONS = {  # what the journal must say about each undeliverable kind
+    3: "born_at is not epoch milliseconds, an ISO-8601 string or null: 'yesterday'",
+    14: "friends is neither a comma-joined string nor a list: 42",
+    25: "missing name",
+    36: "id mismatch: asked for 36, got 1000036",
+    47: "body is not JSON",
+    58: "body is not JSON",
+}
+
+
+@pytest.fixture
+def hostile_run(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
+    sim = simulator(animals=200, strict=True, faults={i: f.value for i, f in HOSTILE.items()})
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, retries=2))
+    assert (result.state, result.exit_code) == (RunState.FINISHED, 1), result.message  # 1: some were bad
+    return sim, journal
+
+
+def test_each_bad_record_is_set_aside_with_its_reason_and_the_rest_is_delivered_once(hostile_run) -> None:
+    sim, journal = hostile_run
+    rows = dict(query(journal, "SELECT id, last_error FROM animals WHERE state = 'quarantined'"))
+    assert set(rows) == set(QUARANTINE_REASONS)
+    for animal_id, reason in QUARANTINE_REASONS.items():
+        assert reason in rows[animal_id], (animal_id, rows[animal_id])
+    verdict = sim.verify()
+    undeliverable = set(QUARANTINE_REASONS) | {102}
+    assert set(verdict["faulted_ids"]) == undeliverable and verdict["faulted_delivered"] == []
+    assert verdict["missing"] == 0 and verdict["delivered"] == 200 - len(undeliverable)
+    assert verdict["duplicates_rejected"] == verdict["duplicates_delivered"] == verdict["content_mismatches"] == 0
+    report = audited(journal)
+    assert set(report["exception_counts"]) <= {"quarantined", "failed"}
+    assert report["exception_counts"]["quarantined"] + report["exception_counts"].get("failed", 0) == 7
+
+
+def test_unknown_fields_are_kept_raw_and_dropped_from_the_post(hostile_run) -> None:
+    _, journal = hostile_run
+    [(state, raw, transformed)] = query(journal, "SELECT state, raw, transformed FROM animals WHERE id = 69")
+    assert state == "posted"
+    assert json.loads(raw)["colour"] == "red" and json.loads(raw)["legs"] == 4  # byte for byte as received
+    assert set(json.loads(transformed)) == {"id", "name", "born_at", "friends"}
+
+
+def test_non_ascii_and_very_long_names_are_delivered_intact(hostile_run) -> None:
+    sim, journal = hostile_run
+    names = dict(query(journal, "SELECT id, json_extract(transformed, '$.name') FROM animals WHERE id IN (80, 91)"))
+    assert names[80] == UNICODE_NAME and len(names[91]) == 5_000
+    assert sim.verify()["content_mismatches"] == 0  # the simulator judged both names against its own
+
+
+def test_a_huge_body_is_refused_by_size_and_never_stored(hostile_run) -> None:
+    _, journal = hostile_run
+    [(state, raw, reason)] = query(journal, "SELECT state, raw, last_error FROM animals WHERE id = 102")
+    assert state in ("quarantined", "failed") and raw is None
+    assert reason == f"body of {HUGE_BODY_BYTES} bytes is over the 1000000-byte limit"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs, in pipeline.py Sync._take_get, a body refused for its size recorded with record_quarantined "
+    "(raw None, the size reason) instead of record_fetch_failed: it is bad data, not an unreachable detail "
+    "(e.g. api.py raises `BodyTooLarge(FetchFailed)` and _take_get catches it first)",
+)
+def test_a_huge_body_is_quarantined_like_any_other_bad_record(hostile_run) -> None:
+    _, journal = hostile_run
+    assert query(journal, "SELECT state FROM animals WHERE id = 102") == [("quarantined",)]
+
+
+def test_a_huge_body_never_enters_the_clients_memory(simulator) -> None:
+    sim = simulator(animals=20, faults={7: Fault.HUGE_BODY.value})
+    api = AnimalsApi(Settings(base_url=sim.url, retries=0))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchFailed, match="over the 1000000-byte limit"):
+            api.fetch_detail(7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        api.close()
+    assert peak < 2_000_000, f"peak {peak} bytes for a {HUGE_BODY_BYTES}-byte body"
+
+
+def test_a_huge_body_without_content_length_is_cut_off_at_the_limit() -> None:
+    """A server that streams without announcing a length: the client stops reading at the limit."""
+    sent = []
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the body ends when the connection closes
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(HUGE_BODY_BYTES // 65_536):
+                    self.wfile.write(b"x" * 65_536)
+                    sent.append(65_536)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = AnimalsApi(Settings(base_url=f"http://127.0.0.1:{server.server_port}", retries=0))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchFailed, match="body is over the 1000000-byte limit"):
+            api.fetch_detail(7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        api.close()
+        server.shutdown()
+        server.server_close()
+    assert peak < 4_000_000, f"peak {peak} bytes"
+    assert sum(sent) < HUGE_BODY_BYTES  # the client hung up long before the end
+
+
+def test_an_id_listed_on_two_pages_is_posted_once(hostile_run) -> None:
+    sim, journal = hostile_run
+    assert query(journal, "SELECT count(*), max(state) FROM animals WHERE id = 113") == [(1, "posted")]
+    assert query(journal, "SELECT count(*) FROM batches, json_each(batches.ids) WHERE json_each.value = 113") == [(1,)]
+    assert 113 not in sim.verify()["duplicate_ids"]
+
+
+def test_total_pages_growing_mid_listing_is_followed(hostile_run) -> None:
+    _, journal = hostile_run
+    assert query(journal, "SELECT total_pages FROM runs") == [(21,)]  # page 13 said 21, the others 20
+    assert query(journal, "SELECT count(*), max(page) FROM pages") == [(21, 21)]
+    assert query(journal, "SELECT items FROM pages WHERE page = 21") == [(0,)]
+
+
+def test_deliverable_oddities_alone_finish_clean(simulator, tmp_path: Path) -> None:
+    deliverable = {i: f.value for i, f in HOSTILE.items() if f.deliverable}
+    sim = simulator(animals=200, strict=True, faults=deliverable)
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal))
+    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert_exactly_once(sim)
+    assert sim.verify()["delivered"] == 200 and audited(journal)["ok"]
