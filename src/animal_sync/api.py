@@ -193,27 +193,30 @@ class AnimalsApi:
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes, list[str]]:
         """GET with the retry policy; the body is read up to the size limit and no further."""
-        url = self.base_url + path
         try:
-            with self.session.get(url, params=params, timeout=self._get_timeout, stream=True) as response:
-                retries = _retry_kinds(response)
-                declared = response.headers.get("Content-Length")
-                limit = self.settings.max_body_bytes
-                if declared and declared.isdigit() and int(declared) > limit:
-                    raise FetchFailed(f"body of {declared} bytes is over the {limit}-byte limit")
-                chunks, size = [], 0
-                for chunk in response.iter_content(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise FetchFailed(f"body is over the {limit}-byte limit")
-                    chunks.append(chunk)
-                return response.status_code, b"".join(chunks), retries
+            response = self.session.get(self.base_url + path, params=params, timeout=self._get_timeout, stream=True)
         except requests.RequestException as exc:
             cause = _root_cause(exc)
             kind = _error_kind(cause)
             if kind in ("connect_error", "connection_dropped"):
                 raise ApiUnreachable(f"{kind} after {self.settings.retries} retries: {cause}") from None
             raise FetchFailed(f"{kind} after {self.settings.retries} retries: {cause}") from None
+        with response:
+            retries = _retry_kinds(response)
+            declared = response.headers.get("Content-Length")
+            limit = self.settings.max_body_bytes
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise FetchFailed(f"body of {declared} bytes is over the {limit}-byte limit")
+            chunks, size = [], 0
+            try:
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchFailed(f"body is over the {limit}-byte limit")
+                    chunks.append(chunk)
+            except requests.RequestException as exc:  # one answer cut short: this record's problem, not an outage
+                raise FetchFailed(f"body cut short after {size} bytes: {_root_cause(exc)}") from None
+            return response.status_code, b"".join(chunks), retries
 
     def list_page(self, page: int) -> Page:
         """One page of the listing; a body that is not a listing is a FetchFailed (the page stays unlisted)."""
