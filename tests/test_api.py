@@ -286,6 +286,7 @@ class Answer:
     body: bytes = b"{}"
     stall: float = 0.0  # seconds to wait before answering, as the API does
     drop: bool = False  # read the request, then close the connection without a word
+    cut: bool = False  # promise the whole body in Content-Length, send half, hang up
 
 
 class Upstream(ThreadingHTTPServer):
@@ -327,6 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
+            if answer.cut:  # promise the whole body, send half of it, hang up
+                self.wfile.write(answer.body[: len(answer.body) // 2])
+                self.close_connection = True
+                return
             self.wfile.write(answer.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up on a stall: that is the point
@@ -458,6 +463,14 @@ def test_a_refused_connection_makes_a_get_unreachable(closed_port_url):
             api.list_page(1)
     finally:
         api.close()
+
+
+def test_a_body_cut_short_fails_that_fetch_without_calling_the_api_unreachable(upstream, live):
+    upstream.script.append(Answer(body=b'{"id": 1, "name": "Cobra", "born_at": null, "friends": ""}', cut=True))
+    with pytest.raises(FetchFailed, match="body cut short") as caught:
+        live.fetch_detail(1)
+    assert not isinstance(caught.value, ApiUnreachable)
+    assert live.fetch_detail(1).animal_id == 1  # the next request is served normally
 
 
 def test_the_real_server_sees_the_bearer_token_on_every_try(upstream):
