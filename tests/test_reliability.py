@@ -330,3 +330,77 @@ def test_deliverable_oddities_alone_finish_clean(simulator, tmp_path: Path) -> N
     assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
     assert_exactly_once(sim)
     assert sim.verify()["delivered"] == 200 and audited(journal)["ok"]
+
+
+# --------------------------------------------------------------------------- 5. journal faults
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """`run` and `resume` called in-process install their Ctrl-C handlers in pytest itself: put pytest's back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture
+def finished_journal(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
+    sim = simulator(animals=300, strict=True)
+    journal = tmp_path / "j.db"
+    assert start_run(settings(sim.url, journal)).exit_code == 0
+    return sim, journal
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp_path: Path, capsys, restore_signals) -> None:
+    sim = simulator(animals=3_000, strict=True)
+    journal = tmp_path / "j.db"
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'") >= [(100,)], "posts", process)
+
+    for command in (["resume"], ["run", "--base-url", sim.url, "--abandon"]):
+        code, _, err = run_cli(capsys, *command, "--journal", str(journal))
+        assert code == 2
+        assert_one_line(err, f"journal {journal} is in use by another animal-sync process (pid {process.pid})")
+    code, out, _ = run_cli(capsys, "status", "--journal", str(journal))  # readers are welcome meanwhile
+    assert code == 0 and "run 1: running" in out
+
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert_exactly_once(sim)
+    assert sim.verify()["delivered"] == 3_000 and audited(journal)["ok"]
+
+
+def _corrupt_table(journal: Path, table: str) -> None:
+    """Overwrite the root pages of a table and its indexes with noise: the file still opens, its schema still reads."""
+    pages = query(journal, "SELECT rootpage FROM sqlite_master WHERE tbl_name = ? AND rootpage > 0", (table,))
+    [(size,)] = query(journal, "PRAGMA page_size")
+    with open(journal, "r+b") as handle:
+        for (page,) in pages:
+            handle.seek((page - 1) * size)
+            handle.write(bytes(range(256)) * (size // 256))
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "run"])
+def test_a_damaged_journal_gives_one_line_and_exit_2(finished_journal, capsys, restore_signals, command: str) -> None:
+    sim, journal = finished_journal
+    _corrupt_table(journal, "animals")
+    extra = {"status": [], "resume": ["--quiet"], "run": ["--quiet", "--base-url", sim.url]}[command]
+    code, _, err = run_cli(capsys, command, "--journal", str(journal), *extra)
+    assert code == 2
+    assert_one_line(err, "database disk image is malformed")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs report.py's audit queries (report._rows: journal.db.query) to turn sqlite3.Error into a one-line "
+    "JournalError, or cli.main() to catch sqlite3.Error as `animal-sync: journal ...: <error>` and return 2",
+)
+def test_audit_of_a_damaged_journal_gives_one_line_and_exit_2(finished_journal, capsys) -> None:
+    _, journal = finished_journal
+    _corrupt_table(journal, "animals")
+    code, _, err = run_cli(capsys, "audit", "--journal", str(journal))
+    assert code == 2
+    assert_one_line(err, "database disk image is malformed")

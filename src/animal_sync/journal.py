@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import sqlite3
@@ -187,6 +188,37 @@ def _atomic(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def _read(method: Callable[P, T]) -> Callable[P, T]:
+    """A read method: an SQLite error (a damaged file, a failing disk) is a one-line JournalError, as for writes.
+
+    Reads happen outside `Journal.transaction()` (reports, a resume's set-up, a batch's records before its POST),
+    so without this a damaged journal would end the CLI with a traceback instead of one line.
+    """
+
+    def journal_error(journal: Any, exc: sqlite3.Error) -> JournalError:
+        return JournalError(f"journal {journal.path}: {exc}")
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                yield from method(*args, **kwargs)  # type: ignore[misc]
+            except sqlite3.Error as exc:
+                raise journal_error(args[0], exc) from None
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise journal_error(args[0], exc) from None
+
+    return wrapper
+
+
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
@@ -304,12 +336,14 @@ class Journal:
             )
         return self.run(cursor.lastrowid)
 
+    @_read
     def run(self, run_id: int | None) -> RunRow:
         row = next(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]), None)
         if row is None:
             raise JournalError(f"journal {self.path} has no run {run_id}")
         return _run_row(row)
 
+    @_read
     def last_run(self) -> RunRow | None:
         row = next(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"), None)
         return _run_row(row) if row else None
@@ -365,6 +399,7 @@ class Journal:
         self.set_total_pages(run_id, total_pages)
         return new_ids
 
+    @_read
     def listed_pages(self, run_id: int) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT page FROM pages WHERE run_id = ?", [run_id])}
 
@@ -415,6 +450,7 @@ class Journal:
             count += len(ids)
         return count
 
+    @_read
     def animal_ids(self, run_id: int, state: AnimalState) -> list[int]:
         return [
             row[0]
@@ -423,6 +459,7 @@ class Journal:
             )
         ]
 
+    @_read
     def fetched_records(self, run_id: int) -> list[tuple[int, str]]:
         """Fetched animals not yet in a batch (a resume picks them up): (id, transformed JSON)."""
         return list(
@@ -445,12 +482,14 @@ class Journal:
         self._move_animals(run_id, ids, A.FETCHED, A.BATCHED, batch_id=batch_id)
         return batch_id
 
+    @_read
     def batch(self, batch_id: int) -> BatchRow:
         row = next(self.db.query("SELECT * FROM batches WHERE id = ?", [batch_id]), None)
         if row is None:
             raise JournalError(f"journal {self.path} has no batch {batch_id}")
         return _batch_row(row)
 
+    @_read
     def batches(self, run_id: int, state: BatchState) -> list[BatchRow]:
         return [
             _batch_row(row)
@@ -459,6 +498,7 @@ class Journal:
             )
         ]
 
+    @_read
     def batch_records(self, batch: BatchRow) -> list[dict[str, Any]]:
         """The outgoing records of a batch, in the batch's order, from the journal alone."""
         by_id: dict[int, str] = {}
@@ -545,19 +585,23 @@ class Journal:
             [(run_id, name, value) for name, value in counts.items() if value],
         )
 
+    @_read
     def counters(self, run_id: int) -> dict[str, int]:
         return dict(self.db.execute("SELECT name, value FROM counters WHERE run_id = ? ORDER BY name", [run_id]))
 
+    @_read
     def count_animals(self, run_id: int) -> dict[str, int]:
         return dict(
             self.db.execute("SELECT state, count(*) FROM animals WHERE run_id = ? GROUP BY state", [run_id])
         )
 
+    @_read
     def count_batches(self, run_id: int) -> dict[str, int]:
         return dict(
             self.db.execute("SELECT state, count(*) FROM batches WHERE run_id = ? GROUP BY state", [run_id])
         )
 
+    @_read
     def iter_animals(self, run_id: int, columns: Iterable[str] = ("*",), where: str = "", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
         """Stream animal rows in id order, a slice at a time, so reports stay flat in memory at any scale."""
         last = -1
