@@ -404,3 +404,102 @@ def test_audit_of_a_damaged_journal_gives_one_line_and_exit_2(finished_journal, 
     code, _, err = run_cli(capsys, "audit", "--journal", str(journal))
     assert code == 2
     assert_one_line(err, "database disk image is malformed")
+
+
+def test_a_journal_from_a_newer_animal_sync_is_refused_untouched(finished_journal, capsys, restore_signals) -> None:
+    sim, journal = finished_journal
+    with closing(sqlite3.connect(journal)) as db, db:
+        db.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('animal_sync', '0999_future', '')"
+        )
+    before = journal.read_bytes()
+    for command in (["run", "--base-url", sim.url], ["resume"], ["status"], ["audit"]):
+        code, _, err = run_cli(capsys, *command, "--journal", str(journal))
+        assert code == 2
+        assert_one_line(err, "was written by a newer animal-sync (schema step 0999_future); upgrade animal-sync")
+    assert journal.read_bytes() == before
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make a file read-only in a way that binds the current user: chmod for a user, the immutable flag for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield
+        path.chmod(0o644)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("running as root, and `chattr +i` is unavailable here: no way to make a file read-only for root")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_journal_refuses_writers_with_one_line_and_still_reports(finished_journal, capsys, restore_signals) -> None:
+    sim, journal = finished_journal
+    with read_only(journal):
+        for command in (["run", "--base-url", sim.url, "--abandon"], ["resume"]):
+            code, _, err = run_cli(capsys, *command, "--journal", str(journal))
+            assert code == 2
+            assert_one_line(err, f"journal {journal} is read-only")
+        code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
+        assert code == 0 and "OK: every discovered animal was posted exactly once" in out
+        code, out, _ = run_cli(capsys, "status", "--journal", str(journal))
+        assert code == 0 and "run 1: finished" in out
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")  # writable again: usable
+    assert code == 0, err
+    assert sim.verify()["posts"] == 3
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is root-only), and a command prefix to be that user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the CLI as another user (`nobody`)")
+    if shutil.which("setpriv") is None or subprocess.run([*NOBODY, "true"], capture_output=True).returncode:
+        pytest.skip("`setpriv` cannot switch to nobody here")
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="animal-sync-reliability-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NOBODY, *cli(*args)], capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+
+
+def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_journal, nobody_dir: Path) -> None:
+    """The usual read-only journal: someone else's file in someone else's directory (no -wal/-shm can be made)."""
+    _, journal = finished_journal
+    theirs = nobody_dir / "j.db"
+    shutil.copy(journal, theirs)
+    for command in ("resume", "run"):
+        done = as_nobody(command, "--journal", str(theirs))
+        assert done.returncode == 2
+        assert_one_line(done.stderr, f"journal {theirs} is read-only")
+    done = as_nobody("audit", "--journal", str(theirs))
+    assert done.returncode == 0, done.stderr
+    assert "OK: every discovered animal was posted exactly once" in done.stdout
+    done = as_nobody("status", "--journal", str(theirs), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["animals"]["posted"] == 300
+    assert sorted(p.name for p in nobody_dir.iterdir()) == ["j.db"]
+
+
+def test_an_unreadable_journal_is_named_as_such(finished_journal, nobody_dir: Path) -> None:
+    _, journal = finished_journal
+    theirs = nobody_dir / "j.db"
+    shutil.copy(journal, theirs)
+    theirs.chmod(0o600)
+    for command in ("status", "audit"):
+        done = as_nobody(command, "--journal", str(theirs))
+        assert done.returncode == 2
+        assert_one_line(done.stderr, "not readable")
+        assert str(theirs) in done.stderr
+

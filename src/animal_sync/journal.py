@@ -219,6 +219,21 @@ def _read(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def _read_only_uri(path: Path) -> str:
+    """`mode=ro`, plus `immutable=1` when SQLite could not create the WAL index (-shm) it needs beside the file.
+
+    That is the usual read-only journal: another user's file in a directory we cannot write. With no -shm and
+    no -wal content, every commit is in the main file and no writer has it open (a writer keeps a -shm), so
+    reading it as immutable is exact; without it SQLite refuses even to read ("attempt to write a readonly
+    database").
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    if not os.access(path.parent, os.W_OK) and not shm.exists() and not (wal.exists() and wal.stat().st_size):
+        uri += "&immutable=1"
+    return uri
+
+
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
@@ -249,7 +264,7 @@ class Journal:
                 raise JournalError(f"no journal at {path}")
             if not os.access(path, os.R_OK):
                 raise JournalError(f"journal {path} is not readable")
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            conn = sqlite3.connect(_read_only_uri(path), uri=True)
         else:
             if path.is_dir():
                 raise JournalError(f"journal path {path} is a directory")
