@@ -503,3 +503,17 @@ def test_an_unreadable_journal_is_named_as_such(finished_journal, nobody_dir: Pa
         assert_one_line(done.stderr, "not readable")
         assert str(theirs) in done.stderr
 
+
+def test_a_lock_file_that_cannot_be_opened_gives_one_line(finished_journal, nobody_dir: Path) -> None:
+    """A journal shared by group, whose lock file another user created: refused with one line, not a traceback."""
+    _, journal = finished_journal
+    nobody_dir.chmod(0o777)
+    theirs = nobody_dir / "j.db"
+    shutil.copy(journal, theirs)
+    theirs.chmod(0o666)
+    lock = nobody_dir / "j.db.lock"
+    lock.write_text("1\n")
+    lock.chmod(0o644)
+    done = as_nobody("resume", "--journal", str(theirs), "--quiet")
+    assert done.returncode == 2
+    assert_one_line(done.stderr, f"cannot lock journal {theirs}")

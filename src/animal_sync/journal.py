@@ -311,7 +311,10 @@ class Journal:
     def lock(self) -> None:
         """Take the journal for this process alone; a second writer is refused with one line, not left to race."""
         lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = open(lock_path, "a+")
+        try:
+            handle = open(lock_path, "a+")
+        except OSError as exc:  # e.g. a lock file another user left, in a directory shared by group
+            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
