@@ -517,3 +517,62 @@ def test_a_lock_file_that_cannot_be_opened_gives_one_line(finished_journal, nobo
     done = as_nobody("resume", "--journal", str(theirs), "--quiet")
     assert done.returncode == 2
     assert_one_line(done.stderr, f"cannot lock journal {theirs}")
+
+
+# A child whose files may not grow past a limit: past it, write() fails with EFBIG, as on a full disk.
+SMALL_DISK = (
+    "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "limit = int(sys.argv.pop(1)); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "sys.argv[0] = 'animal-sync'; runpy.run_module('animal_sync', run_name='__main__')"
+)
+
+
+def on_small_disk(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SMALL_DISK, str(limit), *args], capture_output=True, text=True, timeout=120, env=CHILD_ENV
+    )
+
+
+def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_once(
+    simulator, tmp_path: Path, capsys, restore_signals
+) -> None:
+    sim = simulator(animals=1_500, strict=True)
+    journal = tmp_path / "j.db"
+
+    full = on_small_disk(
+        600_000, "run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--retries", "2"
+    )
+
+    assert full.returncode == 2
+    assert_one_line(full.stderr, f"animal-sync: journal {journal}: disk I/O error")
+    assert 0 < sim.verify()["delivered"] < 1_500  # it filled up mid-run
+    assert query(journal, "PRAGMA integrity_check") == [("ok",)]
+    code, out, _ = run_cli(capsys, "status", "--journal", str(journal), "--json")
+    assert code == 0 and json.loads(out)["state"] == "running"
+    code, out, _ = run_cli(capsys, "audit", "--journal", str(journal), "--json")
+    assert code == 1 and set(json.loads(out)["exception_counts"]) <= {"missing", "unlisted_page"}
+
+    result = resume_run(journal)  # room again
+
+    assert result.state is RunState.FINISHED
+    verdict = sim.verify()
+    assert verdict["missing"] == 0 and verdict["duplicates_delivered"] == 0 and verdict["content_mismatches"] == 0
+    # A POST answered while the disk was full could not be journaled: its batch comes back in doubt, is re-sent,
+    # and the strict API refuses the repeat. That is the only way an id may be seen twice, and it is named.
+    assert set(verdict["duplicate_ids"]) <= in_doubt_ids(journal)
+    report = audited(journal)
+    assert set(report["exception_counts"]) <= {"in_doubt"}, report["exception_counts"]
+    assert result.exit_code == (1 if report["exception_counts"] else 0), result.message
+
+
+def test_a_disk_full_before_the_journal_exists_gives_one_line_and_a_later_run_works(
+    simulator, tmp_path: Path, capsys, restore_signals
+) -> None:
+    sim = simulator(animals=50, strict=True)
+    journal = tmp_path / "j.db"
+    full = on_small_disk(8_192, "run", "--base-url", sim.url, "--journal", str(journal), "--quiet")
+    assert full.returncode == 2
+    assert_one_line(full.stderr, f"animal-sync: journal {journal}: disk I/O error")  # not "not a journal"
+    code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(journal), "--quiet")
+    assert code == 0, err
+    assert_exactly_once(sim)

@@ -278,6 +278,9 @@ class Journal:
         journal = cls(Database(conn), path, readonly)
         try:
             journal._check_and_migrate()
+        except sqlite3.OperationalError as exc:  # a journal that cannot be used now (disk full, I/O error, locked)
+            conn.close()
+            raise JournalError(f"journal {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise JournalError(f"{path} is not a usable animal-sync journal: {exc}") from None
