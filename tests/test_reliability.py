@@ -365,8 +365,8 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
         code, _, err = run_cli(capsys, *command, "--journal", str(journal))
         assert code == 2
         assert_one_line(err, f"journal {journal} is in use by another animal-sync process (pid {process.pid})")
-    code, out, _ = run_cli(capsys, "status", "--journal", str(journal))  # readers are welcome meanwhile
-    assert code == 0 and "run 1: running" in out
+    code, out, _ = run_cli(capsys, "status", "--journal", str(journal), "--json")  # readers are welcome meanwhile
+    assert code == 0 and json.loads(out)["state"] == "running"
 
     assert process.wait(timeout=120) == 0, process.stderr.read()
     assert_exactly_once(sim)
@@ -445,8 +445,8 @@ def test_a_read_only_journal_refuses_writers_with_one_line_and_still_reports(fin
             assert_one_line(err, f"journal {journal} is read-only")
         code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
         assert code == 0 and "OK: every discovered animal was posted exactly once" in out
-        code, out, _ = run_cli(capsys, "status", "--journal", str(journal))
-        assert code == 0 and "run 1: finished" in out
+        code, out, _ = run_cli(capsys, "status", "--journal", str(journal), "--json")
+        assert code == 0 and json.loads(out)["state"] == "finished"
     code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")  # writable again: usable
     assert code == 0, err
     assert sim.verify()["posts"] == 3
@@ -576,3 +576,42 @@ def test_a_disk_full_before_the_journal_exists_gives_one_line_and_a_later_run_wo
     code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(journal), "--quiet")
     assert code == 0, err
     assert_exactly_once(sim)
+
+
+# --------------------------------------------------------------------------- 6. bad command-line input
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--retries", "-1"], "--retries must be 0 or more"),
+        (["--post-workers", "0"], "--post-workers must be between 1 and 64"),
+        (["--post-workers", "65"], "--post-workers must be between 1 and 64"),
+        (["--post-timeout", "0"], "--post-timeout must be above 0"),
+        (["--base-url", "http://"], "--base-url must be an http(s) URL with a host"),
+        (["--batch-size", "ten"], "Invalid value for '--batch-size'"),
+        (["--limit", "-3"], "--limit must be 1 or more"),
+    ],
+)
+def test_more_bad_flags_give_one_line_exit_2_and_write_nothing(capsys, tmp_path: Path, flags: list[str], says: str) -> None:
+    journal = tmp_path / "j.db"
+    code, _, err = run_cli(capsys, "run", "--journal", str(journal), *flags)
+    assert code == 2
+    assert_one_line(err, says)
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("command", ["status", "audit"])
+def test_report_commands_name_what_is_wrong_with_the_journal_path(finished_journal, tmp_path: Path, capsys, command: str) -> None:
+    _, journal = finished_journal
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    cases = [
+        ([str(tmp_path)], "no journal at"),  # a directory
+        ([str(not_a_dir / "j.db")], "no journal at"),  # under a file
+        ([str(journal), "--run", "99"], f"journal {journal} has no run 99"),
+    ]
+    for args, says in cases:
+        code, _, err = run_cli(capsys, command, "--journal", *args)
+        assert code == 2, (args, err)
+        assert_one_line(err, says)
