@@ -104,3 +104,39 @@ def test_audit_exits_1_and_lists_exceptions(capsys, simulator, tmp_path: Path) -
     assert code == 1 and report["exception_counts"] == {"quarantined": 2}
     reasons = {item["id"]: item["reason"] for item in report["exceptions"]["quarantined"]}
     assert "born_at" in reasons[7] and "not JSON" in reasons[8]
+
+
+def test_limit_is_a_test_mode_that_syncs_only_the_first_n_animals(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=300, strict=True)
+    journal = str(tmp_path / "j.db")
+    code, out, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", journal, "--limit", "25", "--quiet")
+    assert code == 0, err
+    assert out == "run 1 finished: 25 animals posted\n"
+    assert sim.verify()["delivered"] == 25
+
+    code, out, _ = run_cli(capsys, "audit", "--journal", journal)
+    assert code == 0 and "test mode: the run was limited to the first 25 animals listed" in out
+    assert "OK: every discovered animal was posted exactly once" in out
+    code, out, _ = run_cli(capsys, "audit", "--journal", journal, "--json")
+    report = json.loads(out)
+    assert report["limit"] == 25 and report["discovered"] == report["posted"] == 25 and report["exception_counts"] == {}
+
+
+def test_dry_run_posts_nothing_and_the_audit_says_dry_run_not_failure(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=120, strict=True)
+    journal = str(tmp_path / "j.db")
+    code, out, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", journal, "--dry-run", "--quiet")
+    assert code == 0, err
+    assert "dry run: 120 animals fetched and transformed, none posted" in out
+    assert sim.verify()["posts"] == 0
+
+    code, out, _ = run_cli(capsys, "audit", "--journal", journal)
+    assert code == 0 and "dry run: nothing was meant to be posted" in out and "exactly once" not in out
+    assert out.splitlines()[-1].startswith("OK (dry run)")
+    code, out, _ = run_cli(capsys, "status", "--journal", journal, "--json")
+    report = json.loads(out)
+    assert report["dry_run"] is True and report["animals"]["fetched"] == 120 and report["animals"]["posted"] == 0
+    code, out, _ = run_cli(capsys, "status", "--journal", journal)
+    assert out.startswith("run 1: finished (dry run)")
+    code, out, _ = run_cli(capsys, "export", "--journal", journal, "--state", "fetched")
+    assert len(out.splitlines()) == 120  # what would have been posted, for a person to check first

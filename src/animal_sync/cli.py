@@ -7,7 +7,9 @@ animals; 2 a usage or journal error, always as one line; 130 stopped by Ctrl-C o
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import sys
 import threading
 from contextlib import closing
@@ -19,7 +21,10 @@ from typer.exceptions import TyperException
 
 from .config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
 from .errors import AnimalSyncError
+from .export import ExportFormat, Payload
+from .journal import AnimalState
 from .logs import LogFormat, configure_logging
+from .progress import DEFAULT_EVERY, ProgressMode
 
 app = typer.Typer(
     add_completion=False,
@@ -35,7 +40,20 @@ LogFormatOpt = Annotated[
     LogFormat,
     typer.Option("--log-format", envvar="ANIMAL_SYNC_LOG_FORMAT", help="auto: console on a terminal, JSON lines otherwise."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="ANIMAL_SYNC_QUIET", help="Log warnings and errors only.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", envvar="ANIMAL_SYNC_QUIET", help="Log warnings and errors only, and show no progress.")
+]
+ProgressOpt = Annotated[
+    ProgressMode,
+    typer.Option(
+        "--progress", envvar="ANIMAL_SYNC_PROGRESS",
+        help="auto: live bars on a terminal, a `progress` log event every --progress-every seconds otherwise, none with --quiet.",
+    ),
+]
+ProgressEveryOpt = Annotated[
+    float,
+    typer.Option("--progress-every", min=0.1, envvar="ANIMAL_SYNC_PROGRESS_EVERY", help="Seconds between `progress` log events."),
+]
 HoldOpt = Annotated[
     bool,
     typer.Option(
@@ -68,6 +86,17 @@ def _readonly(path: Path) -> closing[Any]:
     return closing(Journal.open(path, readonly=True))
 
 
+def _progress(mode: ProgressMode, quiet: bool, every: float, journal: Path, limit: int | None = None) -> Any:
+    """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
+    from rich.console import Console
+
+    from .progress import choose_mode, journal_run_id, reporting
+
+    console = Console(stderr=True)
+    chosen = choose_mode(mode, quiet=quiet, console=console)
+    return reporting(chosen, console=console, every=every, run_id=journal_run_id(journal), limit=limit)
+
+
 def _finish(result: Any) -> None:
     typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
     raise typer.Exit(result.exit_code)
@@ -89,10 +118,10 @@ def run(
     hold_in_doubt: HoldOpt = False,
     log_format: LogFormatOpt = LogFormat.AUTO,
     quiet: QuietOpt = False,
+    progress: ProgressOpt = ProgressMode.AUTO,
+    progress_every: ProgressEveryOpt = DEFAULT_EVERY,
 ) -> None:
     """Start a new sync run (the bearer token, if any, comes from ANIMAL_SYNC_TOKEN)."""
-    import os
-
     from .pipeline import start_run
 
     settings = Settings(
@@ -101,7 +130,10 @@ def run(
         resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
     )
     configure_logging(log_format, quiet=quiet)
-    _finish(start_run(settings, abandon=abandon, stop=_stop_on_signals()))
+    stop = _stop_on_signals()
+    with _progress(progress, quiet, progress_every, journal, limit) as on_progress:
+        result = start_run(settings, abandon=abandon, stop=stop, on_progress=on_progress)
+    _finish(result)
 
 
 @app.command()
@@ -113,10 +145,10 @@ def resume(
     ] = None,
     log_format: LogFormatOpt = LogFormat.AUTO,
     quiet: QuietOpt = False,
+    progress: ProgressOpt = ProgressMode.AUTO,
+    progress_every: ProgressEveryOpt = DEFAULT_EVERY,
 ) -> None:
     """Continue the last unfinished run from the journal alone; in-doubt batches are re-sent unless held."""
-    import os
-
     from .pipeline import resume_run
 
     configure_logging(log_format, quiet=quiet)
@@ -125,18 +157,41 @@ def resume(
         "token": os.environ.get("ANIMAL_SYNC_TOKEN") or None,
         "base_url": base_url,
     }
-    _finish(resume_run(journal, overrides=overrides, stop=_stop_on_signals()))
+    stop = _stop_on_signals()
+    with _progress(progress, quiet, progress_every, journal) as on_progress:
+        result = resume_run(journal, overrides=overrides, stop=stop, on_progress=on_progress)
+    _finish(result)
 
 
 @app.command()
-def status(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
+def status(
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    as_json: JsonOpt = False,
+    run_id: RunOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow a run in progress until it ends (Ctrl-C stops watching).")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two redraws with --watch.")] = 2.0,
+) -> None:
     """Report on the current or last run: states, retries, errors, throughput, what is left."""
-    from .report import render_status
-    from .report import status as build_status
+    from rich.console import Console
 
+    from .report import status as build_status
+    from .report import status_table
+
+    if watch:
+        if as_json:
+            raise typer.BadParameter("--watch draws a table; use --json without it")
+        from .watch import watch_status
+
+        try:
+            raise typer.Exit(watch_status(journal, interval=interval, run_id=run_id))
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
     with _readonly(journal) as opened:
         report = build_status(opened, run_id)
-    typer.echo(json.dumps(report, indent=2) if as_json else render_status(report))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        Console().print(status_table(report))
 
 
 @app.command()
@@ -152,16 +207,66 @@ def audit(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_i
 
 
 @app.command()
+def export(
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="JSON lines, or CSV with the record's fields as columns.")] = ExportFormat.JSONL,
+    what: Annotated[Payload, typer.Option("--what", help="The body as received, or the record as posted.")] = Payload.TRANSFORMED,
+    state: Annotated[
+        Optional[list[AnimalState]], typer.Option("--state", help="Only animals in this state (repeatable; default: all).")
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")] = None,
+    run_id: RunOpt = None,
+) -> None:
+    """Stream a run's animals from the journal as JSON lines or CSV, in constant memory."""
+    from .export import export as export_records
+    from .export import export_to_path
+
+    with _readonly(journal) as opened:
+        options = {"fmt": fmt, "what": what, "states": state or (), "run_id": run_id}
+        if output is not None:
+            count = export_to_path(opened, output, **options)
+            typer.echo(f"exported {count} animals to {output}", err=True)
+            return
+        try:
+            export_records(opened, sys.stdout, **options)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `animal-sync export | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@app.command()
+def report(
+    html: Annotated[Path, typer.Option("--html", help="Write a self-contained HTML page here.")],
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    run_id: RunOpt = None,
+) -> None:
+    """Write a run's report as one HTML page: summary, charts, retries and errors, the audit's exceptions."""
+    from .html_report import write_html_report
+
+    with _readonly(journal) as opened:
+        data = write_html_report(opened, html, run_id)
+    verdict = "audit OK" if data["audit"]["ok"] else f"audit NOT OK ({sum(data['audit']['exception_counts'].values())} exceptions)"
+    typer.echo(f"wrote {html}: run {data['status']['run_id']} {data['status']['state']}, {verdict}")
+
+
+@app.command()
 def demo(
     animals: Annotated[Optional[int], typer.Option(help="Animals in the simulator (default: 5,000-6,000).")] = None,
     chaos: Annotated[float, typer.Option(help="The simulator's chaos, percent.")] = 2.0,
     journal: Annotated[Path, typer.Option("--journal", help="Journal for the demo run (replaced).")] = Path("demo.db"),
+    progress: ProgressOpt = ProgressMode.AUTO,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress.")] = False,
 ) -> None:
     """Start the bundled simulator (strict mode), sync everything into it, audit, and show its verification."""
     from .demo import run_demo
 
-    configure_logging(LogFormat.AUTO, quiet=True)
-    raise typer.Exit(run_demo(journal, animals=animals, chaos=chaos, echo=typer.echo))
+    configure_logging(LogFormat.AUTO, quiet=True)  # the demo's own lines tell the story; warnings still show
+    code = run_demo(
+        journal, animals=animals, chaos=chaos, echo=typer.echo,
+        progress=lambda: _progress(progress, quiet, DEFAULT_EVERY, journal),
+    )
+    typer.echo(f"report: `animal-sync report --html report.html --journal {journal}` writes the run's page")
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -207,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except AnimalSyncError as exc:
         typer.echo(f"animal-sync: {exc}", err=True)
+        return 2
+    except sqlite3.Error as exc:  # a journal damaged on disk, met by a read the library did not wrap
+        typer.echo(f"animal-sync: the journal cannot be read: {exc}", err=True)
         return 2
     except (KeyboardInterrupt, typer.Abort):
         typer.echo(

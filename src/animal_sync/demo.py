@@ -12,8 +12,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import SimulatorError
@@ -68,15 +69,26 @@ class SimulatorProcess:
                 self.process.kill()
 
 
-def run_demo(journal: Path, *, animals: int | None, chaos: float, echo: Callable[[str], None]) -> int:
-    """Run, audit and verify; 0 only when the audit is clean and the simulator saw each animal exactly once."""
+def run_demo(
+    journal: Path,
+    *,
+    animals: int | None,
+    chaos: float,
+    echo: Callable[[str], None],
+    progress: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> int:
+    """Run, audit and verify; 0 only when the audit is clean and the simulator saw each animal exactly once.
+
+    `progress` makes the context that yields the run's `on_progress` callback (bars, log events, or None).
+    """
     for suffix in ("", "-wal", "-shm"):
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
     extra = ["--animals", str(animals)] if animals is not None else []
     with SimulatorProcess("--strict", "--chaos", str(chaos), *extra) as simulator:
         echo(f"simulator: {simulator.url} (strict verification, chaos {chaos}%, real 5-15 s stalls)")
         started = time.monotonic()
-        result = start_run(Settings(base_url=simulator.url, journal=journal))
+        with progress() if progress else nullcontext() as on_progress:
+            result = start_run(Settings(base_url=simulator.url, journal=journal), on_progress=on_progress)
         echo(f"run {result.run_id} {result.state} in {time.monotonic() - started:.1f} s: {result.message}")
         with closing(Journal.open(journal, readonly=True)) as opened:
             report = audit(opened)

@@ -6,15 +6,23 @@ and recomputes every posted record from its raw payload with today's transform.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from .journal import AnimalState, BatchState, Journal, RunRow
 from .transform import InvalidRecord, canonical_json, transform
 
-__all__ = ["audit", "render_audit", "render_status", "status"]
+__all__ = ["audit", "render_audit", "render_status", "select_run", "status", "status_line", "status_table", "writer_process"]
 
 EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
 
@@ -24,7 +32,8 @@ def _seconds_between(start: str, end: str | None) -> float:
     return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
 
 
-def _select_run(journal: Journal, run_id: int | None) -> RunRow:
+def select_run(journal: Journal, run_id: int | None) -> RunRow:
+    """The run asked for, or the journal's last one; a one-line JournalError when there is none."""
     if run_id is not None:
         return journal.run(run_id)
     run = journal.last_run()
@@ -35,9 +44,33 @@ def _select_run(journal: Journal, run_id: int | None) -> RunRow:
     return run
 
 
+def writer_process(journal_path: Path) -> dict[str, Any]:
+    """Which process holds the journal for writing, and whether it is alive on this machine.
+
+    Reads the pid a writer leaves in the journal's lock file (see `Journal.lock`); the file is never locked
+    or created here, so a watcher cannot get in a writer's way. A pid from another host or container
+    cannot be checked and counts as alive: "gone" is only said when it is certain.
+    """
+    lock = journal_path.with_name(journal_path.name + ".lock")
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return {"pid": None, "alive": False}  # no writer ever locked this journal
+    if not text.isdigit():
+        return {"pid": None, "alive": False}
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return {"pid": pid, "alive": False}
+    except PermissionError:
+        pass  # someone else's live process
+    return {"pid": pid, "alive": True}
+
+
 def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     """The report of the current or last run: progress, states, retries and errors, throughput, what is left."""
-    run = _select_run(journal, run_id)
+    run = select_run(journal, run_id)
     animals = {state.value: 0 for state in AnimalState} | journal.count_animals(run.id)
     batches = {state.value: 0 for state in BatchState} | journal.count_batches(run.id)
     counters = journal.counters(run.id)
@@ -65,6 +98,7 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
             "animals": discovered - animals[AnimalState.POSTED],
         },
         "message": (run.outcome or {}).get("message"),
+        "process": writer_process(journal.path) if run.state == "running" else None,
     }
 
 
@@ -77,7 +111,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
 
     Exception kinds: unlisted_page, missing, failed, quarantined, in_doubt, duplicate, orphan, mismatch.
     """
-    run = _select_run(journal, run_id)
+    run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
     found: dict[str, list[dict[str, Any]]] = {}
     counts: dict[str, int] = {}
@@ -176,26 +210,69 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     }
 
 
-def render_status(report: dict[str, Any]) -> str:
-    animals, batches = report["animals"], report["batches"]
-    pages = report["pages"]
-    lines = [
-        f"run {report['run_id']}: {report['state']}" + (" (dry run)" if report["dry_run"] else ""),
-        f"  API            {report['base_url']}",
-        f"  started        {report['started_at']}  (attempts: {report['attempts']}, elapsed {report['elapsed_seconds']:.1f} s)",
-        f"  pages listed   {pages['listed']} of {pages['total'] if pages['total'] is not None else '?'}",
-        f"  animals        {animals['total']} listed: "
-        + ", ".join(f"{state.value} {animals[state.value]}" for state in AnimalState),
-        "  batches        " + ", ".join(f"{name} {count}" for name, count in batches.items()),
-        "  retries        " + (", ".join(f"{k} {v}" for k, v in report["retries"].items()) or "none"),
-        "  errors         " + (", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"),
-        f"  throughput     {report['throughput_per_second'] or 0:.1f} animals/s",
-        f"  left           {report['left']['animals']} animals"
-        + (f", {report['left']['pages']} pages" if report["left"]["pages"] else ""),
-    ]
+def _counts_grid(counts: dict[str, int]) -> Table | str:
+    """name  count, one per line; zeros dimmed so the states that matter stand out."""
+    if not counts:
+        return "none"
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column(justify="right")
+    for name, count in counts.items():
+        grid.add_row(name, f"{count:,}", style=None if count else "dim")
+    return grid
+
+
+_GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
+
+
+def status_table(report: dict[str, Any]) -> Table:
+    """The status report as a Rich table: one row per figure, states and counters as nested lists."""
+    pages, animals, left = report["pages"], report["animals"], report["left"]
+    title = f"run {report['run_id']}: {report['state']}" + (" (dry run)" if report["dry_run"] else "")
+    table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("API", report["base_url"])
+    table.add_row("started", report["started_at"])
+    if report["resumed_at"]:
+        table.add_row("resumed", report["resumed_at"])
+    if report["finished_at"]:
+        table.add_row("finished", report["finished_at"])
+    table.add_row("attempts", str(report["attempts"]))
+    table.add_row("elapsed", f"{report['elapsed_seconds']:.1f} s")
+    table.add_row("pages listed", f"{pages['listed']:,} of {pages['total'] if pages['total'] is not None else '?'}")
+    states = {name: count for name, count in animals.items() if name != "total"}
+    table.add_row("animals", f"{animals['total']:,} listed")
+    table.add_row("", _counts_grid(states))
+    table.add_row("batches", _counts_grid(report["batches"]))
+    table.add_row("retries", _counts_grid(report["retries"]))
+    table.add_row("errors", _counts_grid(report["errors"]))
+    table.add_row("throughput", f"{report['throughput_per_second'] or 0:,.1f} animals/s")
+    table.add_row(
+        "left", f"{left['animals']:,} animals" + (f", {left['pages']:,} pages" if left["pages"] else "")
+    )
     if report.get("message"):
-        lines.append(f"  last outcome   {report['message']}")
-    return "\n".join(lines)
+        table.add_row("last outcome", report["message"])
+    if report.get("process") and not report["process"]["alive"]:
+        table.add_row("process", Text(_GONE, style="bold red"))
+    return table
+
+
+def status_line(report: dict[str, Any]) -> str:
+    """The status report in one line, for following a run where nothing can be redrawn (a pipe, a log)."""
+    pages, animals = report["pages"], report["animals"]
+    return (
+        f"run {report['run_id']} {report['state']}: pages {pages['listed']}/{pages['total'] if pages['total'] is not None else '?'},"
+        f" animals {animals['total']} listed, {animals['posted']} posted, {animals['quarantined']} quarantined,"
+        f" {animals['failed']} failed; {report['throughput_per_second'] or 0:.1f}/s, {report['elapsed_seconds']:.0f} s"
+    )
+
+
+def render_status(report: dict[str, Any], width: int = 100) -> str:
+    """The status table as plain text (no colour, fixed width), e.g. for a file or an e-mail."""
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(status_table(report))
+    return console.file.getvalue().rstrip("\n")
 
 
 def render_audit(report: dict[str, Any], shown: int = 20) -> str:
@@ -218,5 +295,10 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
         if count > shown:
             lines.append(f"  ... and {count - shown} more (see --json)")
-    lines.append("OK: every discovered animal was posted exactly once" if report["ok"] else "NOT OK")
+    if not report["ok"]:
+        lines.append("NOT OK")
+    elif report["dry_run"]:
+        lines.append("OK (dry run): every discovered animal was fetched and transformed; none was meant to be posted")
+    else:
+        lines.append("OK: every discovered animal was posted exactly once")
     return "\n".join(lines)

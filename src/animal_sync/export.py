@@ -1,0 +1,136 @@
+"""`export`: stream a run's animals out of the journal as JSON lines or CSV, in constant memory.
+
+Rows come from `Journal.iter_animals` a slice at a time and are written as they come, so a million
+animals cost what a thousand do. Each row carries its state, batch and last error next to the payload.
+
+JSON lines: {"id", "state", "batch_id", "last_error", "record"}; `record` is the payload parsed as JSON
+(null when the animal has none yet). A raw body that is not JSON is kept as `body` (text) or
+`body_base64` (bytes that are not UTF-8) with `record` null, so nothing the API sent is lost.
+
+CSV: id, state, batch_id, last_error, name, born_at, friends, one row per animal. Values that are not
+text (a list, a number) are written as JSON: transformed `friends` is a JSON array such as ["Cat","Dog"],
+never a joined string, so names holding commas or semicolons survive. `--what raw` adds `body`, the
+raw body verbatim ("base64:..." for bytes that are not UTF-8), since raw records may hold anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from .journal import AnimalState, Journal
+from .report import select_run
+
+__all__ = ["CSV_FIELDS", "ExportFormat", "Payload", "export", "export_rows", "export_to_path", "write_csv", "write_jsonl"]
+
+CSV_FIELDS = ("id", "state", "batch_id", "last_error", "name", "born_at", "friends")
+RECORD_FIELDS = ("name", "born_at", "friends")
+
+
+class ExportFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+class Payload(StrEnum):
+    RAW = "raw"  # the detail body exactly as the API sent it
+    TRANSFORMED = "transformed"  # the record as POSTed (or to be POSTed) to /home
+
+
+def _parse(payload: str | bytes | None) -> tuple[Any, dict[str, str]]:
+    """(parsed JSON or None, the body kept aside when it does not parse)."""
+    if payload is None:
+        return None, {}
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, {"body_base64": base64.b64encode(payload).decode("ascii")}
+    try:
+        return json.loads(payload), {}
+    except ValueError:
+        return None, {"body": payload}
+
+
+def export_rows(
+    journal: Journal, *, what: Payload = Payload.TRANSFORMED, states: Iterable[AnimalState] = (), run_id: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The run's animals in id order as plain dicts, one at a time: id, state, batch_id, last_error, payload."""
+    run = select_run(journal, run_id)
+    wanted = [AnimalState(state).value for state in states]
+    where = f"AND state IN ({','.join('?' * len(wanted))})" if wanted else ""
+    columns = ("id", "state", "batch_id", "last_error", what.value)
+    for row in journal.iter_animals(run.id, columns, where, wanted):
+        row["payload"] = row.pop(what.value)
+        yield row
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    count = 0
+    for row in rows:
+        record, kept = _parse(row.pop("payload"))
+        out.write(json.dumps({**row, "record": record, **kept}, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str], *, with_body: bool = False) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS + (("body",) if with_body else ()))
+    count = 0
+    for row in rows:
+        payload = row.pop("payload")
+        record, _ = _parse(payload)
+        fields = record if isinstance(record, dict) else {}
+        cells = [_cell(row[name]) for name in CSV_FIELDS[:4]] + [_cell(fields.get(name)) for name in RECORD_FIELDS]
+        if with_body:
+            if isinstance(payload, bytes):
+                try:
+                    payload = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    payload = "base64:" + base64.b64encode(payload).decode("ascii")
+            cells.append(payload or "")
+        writer.writerow(cells)
+        count += 1
+    return count
+
+
+def export(
+    journal: Journal,
+    out: IO[str],
+    *,
+    fmt: ExportFormat = ExportFormat.JSONL,
+    what: Payload = Payload.TRANSFORMED,
+    states: Iterable[AnimalState] = (),
+    run_id: int | None = None,
+) -> int:
+    """Write the run's animals to `out`; returns how many were written."""
+    rows = export_rows(journal, what=what, states=states, run_id=run_id)
+    if fmt is ExportFormat.CSV:
+        return write_csv(rows, out, with_body=what is Payload.RAW)
+    return write_jsonl(rows, out)
+
+
+def export_to_path(journal: Journal, path: Path, **options: Any) -> int:
+    """Export into `path` through a temporary file renamed at the end: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            count = export(journal, out, **options)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count

@@ -1,0 +1,117 @@
+"""status as a table, and status --watch following a run that writes the journal at the same time."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+from rich.console import Console
+
+from animal_sync.cli import main
+from animal_sync.config import Settings
+from animal_sync.journal import Journal
+from animal_sync.pipeline import start_run
+from animal_sync.report import render_status, status, writer_process
+from animal_sync.watch import watch_status
+
+
+def wait_for_run(path: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                with closing(Journal.open(path, readonly=True)) as journal:
+                    if journal.last_run() is not None:
+                        return
+            except Exception:
+                pass
+        time.sleep(0.01)
+    raise AssertionError("the run never appeared in the journal")
+
+
+def test_watch_follows_a_live_run_until_it_finishes(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=300, strict=True)
+    path = tmp_path / "j.db"
+    settings = Settings(base_url=sim.url, journal=path, workers=1, post_workers=1, batch_size=20)
+    runner = threading.Thread(target=start_run, args=(settings,))
+    runner.start()
+    wait_for_run(path)
+    screen = io.StringIO()
+    code = watch_status(path, interval=0.05, console=Console(file=screen, width=120))
+    runner.join(30)
+    text = screen.getvalue()
+    lines = [line for line in text.splitlines() if line.startswith("run 1 running:")]
+    assert code == 0 and len(lines) >= 2, text
+    posted = [int(line.split(" posted")[0].rsplit(" ", 1)[1]) for line in lines]
+    assert posted == sorted(posted)  # it saw the run advance, step by step
+    assert "run 1: finished" in text  # the closing table, not a line, ends it
+
+
+def test_watch_redraws_in_place_on_a_terminal(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=40, strict=True)
+    path = tmp_path / "j.db"
+    assert start_run(Settings(base_url=sim.url, journal=path)).exit_code == 0
+    screen = io.StringIO()
+    code = watch_status(path, interval=0.05, console=Console(file=screen, force_terminal=True, width=100))
+    assert code == 0 and "run 1: finished" in screen.getvalue() and "running:" not in screen.getvalue()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with closing(Journal.open(path)) as journal:
+        journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
+    assert writer_process(path) == {"pid": None, "alive": False}  # no writer ever locked it
+    path.with_name("j.db.lock").write_text(str(dead_pid()))
+    screen = io.StringIO()
+    slept: list[float] = []
+    code = watch_status(path, interval=5, console=Console(file=screen, width=140), sleep=slept.append)
+    assert code == 1 and slept == []
+    assert "no live process is running it" in screen.getvalue() and "animal-sync resume" in screen.getvalue()
+    with closing(Journal.open(path, readonly=True)) as journal:
+        assert status(journal)["process"]["alive"] is False
+
+
+def test_a_live_writer_counts_as_alive(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    path.with_name("j.db.lock").write_text("1")  # pid 1 always exists
+    assert writer_process(path)["alive"] is True
+
+
+def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=30, strict=True, faults={4: "html"})
+    journal = tmp_path / "j.db"
+    assert start_run(Settings(base_url=sim.url, journal=journal)).exit_code == 1
+    capsys.readouterr()
+    code = main(["status", "--journal", str(journal)])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("run 1: finished")
+    for row in (r"pages listed\s+3 of 3", r"animals\s+30 listed", r"quarantined\s+1\b", r"posted\s+29\b", r"posted\s+1\b"):
+        assert re.search(row, out), row  # 29 animals posted, in 1 batch
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        report = status(opened)
+    assert report["process"] is None  # only a running run has a process to ask about
+    plain = render_status(report)
+    assert "\x1b[" not in plain and "pages listed" in plain and "last outcome" in plain
+
+
+def test_cli_watch_on_a_finished_run_returns_at_once_and_refuses_json(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=20, strict=True)
+    journal = str(tmp_path / "j.db")
+    assert start_run(Settings(base_url=sim.url, journal=Path(journal))).exit_code == 0
+    assert main(["status", "--journal", journal, "--watch", "--interval", "0.1"]) == 0
+    assert "run 1: finished" in capsys.readouterr().out
+    code = main(["status", "--journal", journal, "--watch", "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--watch" in err and err.count("\n") == 1
