@@ -105,7 +105,7 @@ def delivered_ids(sim: Simulator) -> set[int]:
 
 def test_sigkill_while_listing_and_fetching_then_resume_delivers_each_animal_once(simulator, tmp_path: Path) -> None:
     """A kill before any POST left: nothing is in doubt, and the resume goes on from what the journal holds."""
-    sim = simulator(animals=1_500, strict=True)
+    sim = simulator(animals=1_000, strict=True)
     journal = tmp_path / "j.db"
     process = subprocess.Popen(
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
@@ -122,10 +122,10 @@ def test_sigkill_while_listing_and_fetching_then_resume_delivers_each_animal_onc
 
     assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
     assert_exactly_once(sim)
-    assert sim.verify()["delivered"] == 1_500
+    assert sim.verify()["delivered"] == 1_000
     report = audited(journal)
     assert report["ok"] and report["resent_after_doubt"] == []
-    assert 20 <= fetched_before < 1_500  # the kill landed mid-run
+    assert 20 <= fetched_before < 1_000  # the kill landed mid-run
 
 
 # --------------------------------------------------------------------------- 2. chaos and outages
@@ -353,7 +353,7 @@ def finished_journal(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
 
 
 def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp_path: Path, capsys, restore_signals) -> None:
-    sim = simulator(animals=3_000, strict=True)
+    sim = simulator(animals=2_000, strict=True)
     journal = tmp_path / "j.db"
     process = subprocess.Popen(
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
@@ -370,7 +370,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
 
     assert process.wait(timeout=120) == 0, process.stderr.read()
     assert_exactly_once(sim)
-    assert sim.verify()["delivered"] == 3_000 and audited(journal)["ok"]
+    assert sim.verify()["delivered"] == 2_000 and audited(journal)["ok"]
 
 
 def _corrupt_table(journal: Path, table: str) -> None:
@@ -615,3 +615,110 @@ def test_report_commands_name_what_is_wrong_with_the_journal_path(finished_journ
         code, _, err = run_cli(capsys, command, "--journal", *args)
         assert code == 2, (args, err)
         assert_one_line(err, says)
+
+
+# --------------------------------------------------------------------------- 7. secrets
+
+
+class Gatekeeper:
+    """A reverse proxy in front of the simulator that answers 401 to any request without the expected credentials."""
+
+    def __init__(self, upstream: Simulator, authorization: str) -> None:
+        self.passed = self.refused = 0
+        host, port = upstream.url.removeprefix("http://").rsplit(":", 1)
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Authorization") != authorization:
+                    gate.refused += 1
+                    status, content_type, answer = 401, "application/json", b'{"detail":"unauthorized"}'
+                else:
+                    gate.passed += 1
+                    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                    connection.request(self.command, self.path, body, {"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    status, content_type, answer = response.status, response.getheader("Content-Type"), response.read()
+                    connection.close()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type or "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_POST = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_port
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+TOKEN = "tok-3f9a1c7e55d2"
+USER, PASSWORD = "keeper", "pw-8b41d07c9e"
+
+
+@pytest.mark.parametrize("kind", ["bearer-token", "url-password"])
+def test_credentials_are_sent_but_never_logged_journaled_or_reported(
+    simulator, tmp_path: Path, capsys, kind: str
+) -> None:
+    sim = simulator(animals=600, strict=True)
+    if kind == "bearer-token":
+        authorization, secrets = f"Bearer {TOKEN}", [TOKEN]
+        env = {**CHILD_ENV, "ANIMAL_SYNC_TOKEN": TOKEN}
+        gate = Gatekeeper(sim, authorization)
+        url = f"http://127.0.0.1:{gate.port}"
+        resume_flags: list[str] = []
+    else:
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        authorization, secrets = f"Basic {basic}", [PASSWORD, basic]
+        env = CHILD_ENV
+        gate = Gatekeeper(sim, authorization)
+        url = f"http://{USER}:{PASSWORD}@127.0.0.1:{gate.port}"
+        resume_flags = ["--base-url", url]  # the journal keeps only a redacted URL: the password comes back here
+    journal = tmp_path / "j.db"
+    common = ["--journal", str(journal), "--log-format", "json"]
+    try:
+        probe = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=5)
+        probe.request("GET", "/")
+        assert probe.getresponse().status == 401  # the gate is real: no credentials, no answer
+        probe.close()
+        logs = tmp_path / "run.log"
+        with logs.open("w") as stderr:
+            first = subprocess.Popen(cli("run", "--base-url", url, *common), env=env, stdout=stderr, stderr=stderr)
+            wait_for(lambda: query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'") >= [(100,)], "posts", first)
+            first.send_signal(signal.SIGTERM)  # a clean stop: the resume must bring the credentials back itself
+            assert first.wait(timeout=60) == 130
+        second = subprocess.run(cli("resume", *common, *resume_flags), env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+    finally:
+        gate.close()
+
+    assert gate.refused == 1 and gate.passed > 600  # every request of both attempts carried the credentials
+    assert_exactly_once(sim)
+    reports = [run_cli(capsys, command, "--json", "--journal", str(journal)) for command in ("status", "audit")]
+    assert [code for code, _, _ in reports] == [0, 0]
+    redacted = url if kind == "bearer-token" else f"http://{USER}:***@127.0.0.1:{gate.port}"
+    assert json.loads(reports[0][1])["base_url"] == redacted
+    places = {
+        "run log": logs.read_text(),
+        "resume log": second.stderr + second.stdout,
+        "status --json": reports[0][1],
+        "audit --json": reports[1][1],
+        "journal file": b"".join(p.read_bytes() for p in tmp_path.glob("j.db*")).decode("latin-1"),
+    }
+    assert "run_started" in places["run log"] and "batch_posted" in places["resume log"]  # logs were written
+    for place, text in places.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked into the {place}"
