@@ -245,12 +245,6 @@ def test_a_huge_body_is_refused_by_size_and_never_stored(hostile_run) -> None:
     assert reason == f"body of {HUGE_BODY_BYTES} bytes is over the 1000000-byte limit"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs, in pipeline.py Sync._take_get, a body refused for its size recorded with record_quarantined "
-    "(raw None, the size reason) instead of record_fetch_failed: it is bad data, not an unreachable detail "
-    "(e.g. api.py raises `BodyTooLarge(FetchFailed)` and _take_get catches it first)",
-)
 def test_a_huge_body_is_quarantined_like_any_other_bad_record(hostile_run) -> None:
     _, journal = hostile_run
     assert query(journal, "SELECT state FROM animals WHERE id = 102") == [("quarantined",)]

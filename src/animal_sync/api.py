@@ -24,6 +24,7 @@ from .config import Settings
 __all__ = [
     "AnimalsApi",
     "ApiUnreachable",
+    "BodyTooLarge",
     "Detail",
     "FetchFailed",
     "Page",
@@ -93,6 +94,10 @@ def redact_url(url: str) -> str:
 
 class FetchFailed(Exception):
     """A GET whose retry budget is spent, or whose answer is unusable; str() is the journaled reason."""
+
+
+class BodyTooLarge(FetchFailed):
+    """A body over the size limit: refused unread, and judged bad data (quarantined), not an unreachable record."""
 
 
 class ApiUnreachable(FetchFailed):
@@ -206,13 +211,13 @@ class AnimalsApi:
             declared = response.headers.get("Content-Length")
             limit = self.settings.max_body_bytes
             if declared and declared.isdigit() and int(declared) > limit:
-                raise FetchFailed(f"body of {declared} bytes is over the {limit}-byte limit")
+                raise BodyTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
             chunks, size = [], 0
             try:
                 for chunk in response.iter_content(64 * 1024):
                     size += len(chunk)
                     if size > limit:
-                        raise FetchFailed(f"body is over the {limit}-byte limit")
+                        raise BodyTooLarge(f"body is over the {limit}-byte limit")
                     chunks.append(chunk)
             except requests.RequestException as exc:  # one answer cut short: this record's problem, not an outage
                 raise FetchFailed(f"body cut short after {size} bytes: {_root_cause(exc)}") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from .api import AnimalsApi, ApiUnreachable, Detail, FetchFailed, Page, PostOutcome, PostResult, redact_url
+from .api import AnimalsApi, ApiUnreachable, BodyTooLarge, Detail, FetchFailed, Page, PostOutcome, PostResult, redact_url
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, RunRow, RunState
@@ -65,7 +65,7 @@ class Fetched:
     """A worker's verdict on one detail: a transformed record, or the reason it is quarantined."""
 
     animal_id: int
-    raw: str | bytes
+    raw: str | bytes | None  # None when the body was refused unread
     transformed: str | None
     reason: str | None
     retries: list[str]
@@ -225,6 +225,12 @@ class Sync:
             # Not this animal's fault: it stays discovered, and the run stops for a later resume.
             self.counters["error_api_unreachable"] += 1
             self.unreachable = str(exc)
+            return
+        except BodyTooLarge as exc:
+            if kind == "detail":  # refused unread: bad data to quarantine, like any malformed record
+                self._fetched(Fetched(key, None, None, str(exc), []))
+            else:
+                self._fetch_failed(kind, key, str(exc))
             return
         except FetchFailed as exc:
             self._fetch_failed(kind, key, str(exc))
