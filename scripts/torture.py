@@ -1,0 +1,354 @@
+"""The long reliability suite (`make torture`): SIGKILLs, a kill mid-POST, heavy chaos and an outage, with figures.
+
+Every case drives the real CLI in child processes (`python -m animal_sync ...`) against the bundled simulator
+running in this process (strict: it refuses a batch repeating a delivered id, and keeps its own ledger), then
+judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if any figure is bad.
+
+    kills      20 SIGKILLs of one sync at seeded instants (start-up, listing, fetching, POST in flight), each
+               followed by `resume`: nothing lost, any id seen twice belongs to a batch the journal named in doubt
+    targeted   a kill after the API took a POST but before its answer was journaled: named, held, then re-sent
+    chaos30    30 % of requests stalled or failed: finishes clean, exactly once
+    outage     the API stops mid-run: exit 1 once the retry budget is spent, journal consistent; back on the same
+               port (a fresh ledger), `resume` finishes clean and the two ledgers together hold every animal
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
+
+SEED = 20261122
+KILLS = 20
+KILL_ANIMALS = 15_000  # enough that all 20 kills land mid-run
+CHAOS_ANIMALS = 5_000
+OUTAGE_ANIMALS = 1_700  # each ledger's list of missing ids stays under its cap of 1,000
+TIMEOUT = 600  # per child, seconds
+QUIET = ["--log-format", "json", "--quiet"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "animal_sync", *args]
+
+
+def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the journal read-only, as `status` does, also while a child writes it."""
+    try:
+        with closing(sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def scalar(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = query(journal, sql, params)
+    return rows[0][0] if rows else None
+
+
+def posted(journal: Path) -> int:
+    return scalar(journal, "SELECT count(*) FROM animals WHERE state = 'posted'") or 0
+
+
+def sending(journal: Path) -> list[tuple[int, str]]:
+    return query(journal, "SELECT id, ids FROM batches WHERE state = 'sending'")
+
+
+def in_doubt_batches(journal: Path) -> dict[int, set[int]]:
+    rows = query(journal, "SELECT id, ids FROM batches WHERE in_doubt_at IS NOT NULL")
+    return {batch_id: set(json.loads(ids)) for batch_id, ids in rows}
+
+
+def audit(journal: Path) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True, timeout=TIMEOUT)
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def delivered_ids(sim: Simulator) -> set[int] | None:
+    """The ids a simulator's ledger holds, or None if its list of missing ids was capped (too many to tell)."""
+    verdict = sim.verify()
+    if len(verdict["missing_ids"]) != verdict["missing"]:
+        return None
+    return set(range(1, sim.total_animals + 1)) - set(verdict["missing_ids"])
+
+
+def wait_until(condition: Any, process: subprocess.Popen[Any], timeout: float = TIMEOUT) -> bool:
+    """True once `condition()` holds while the child still runs; False if the child ended first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return process.poll() is None
+
+
+def kill(process: subprocess.Popen[Any]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@dataclass
+class Figures:
+    kills: int = 0
+    survived: int = 0
+    phases: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    in_doubt_batches: int = 0
+    duplicated_outside: int = 0
+    duplicated_inside: int = 0
+    verdicts: dict[str, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, problem: str) -> bool:
+        if not ok:
+            self.problems.append(problem)
+        return ok
+
+
+# --------------------------------------------------------------------------- 20 kills of one sync
+
+
+def phase_at_kill(journal: Path, attempt: int) -> str:
+    """What the killed attempt was doing, by what it had committed since it began (listing and fetching overlap)."""
+    run = query(journal, "SELECT attempts, coalesce(resumed_at, started_at), total_pages FROM runs ORDER BY id DESC LIMIT 1")
+    if not run or run[0][0] < attempt:
+        return "start-up"  # the CLI had not journaled this attempt yet
+    _, began, total_pages = run[0]
+    if query(journal, "SELECT 1 FROM batches WHERE state = 'sending' AND sent_at >= ?", (began,)):
+        return "posting"  # a POST this attempt sent was in flight
+    if total_pages is None:
+        return "listing"  # page 1 had not answered yet
+    worked = query(journal, "SELECT 1 FROM animals WHERE updated_at >= ? AND state != 'discovered' LIMIT 1", (began,))
+    listed = query(journal, "SELECT 1 FROM pages WHERE listed_at >= ? LIMIT 1", (began,))
+    if not worked and not listed:
+        return "start-up"  # journaled, but still setting up (in-doubt marking, re-queueing)
+    return "fetching"  # listing, fetching and batching, no POST in flight
+
+
+def kills_case(work: Path, figures: Figures) -> None:
+    rng = random.Random(SEED)
+    journal = work / "kills.db"
+    log = (work / "kills.log").open("a")
+    config = SimulatorConfig(port=0, animals=KILL_ANIMALS, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim:
+        # A small retry budget: chaos 2 % never spends it, and the strict API's 500 to a re-sent in-doubt batch
+        # (retried like any 5xx) costs a second, not ten.
+        first = cli(
+            "run", "--base-url", sim.url, "--journal", str(journal),
+            "--get-timeout", "0.15", "--post-timeout", "3", "--retries", "4", *QUIET,
+        )
+        resume = cli("resume", "--journal", str(journal), *QUIET)
+        for attempt in range(1, KILLS + 1):
+            process = subprocess.Popen(first if attempt == 1 else resume, stdout=subprocess.DEVNULL, stderr=log)
+            started, base = time.monotonic(), posted(journal)
+            how = "listing" if attempt == 1 else rng.choice(["start-up", "time", "time", "progress", "progress", "post"])
+            if how == "listing":  # as soon as the run exists: page 1 is still being asked for
+                landed = wait_until(lambda: scalar(journal, "SELECT count(*) FROM runs") == 1, process)
+            elif how == "start-up":  # as soon as this attempt is journaled: in-doubt marking, re-queueing
+                landed = wait_until(lambda: (scalar(journal, "SELECT attempts FROM runs") or 0) >= attempt, process)
+            elif how == "time":
+                pause = rng.uniform(0.5, 2.5)
+                landed = wait_until(lambda: time.monotonic() - started >= pause, process)
+            elif how == "progress":
+                target = base + rng.randint(100, 900)
+                landed = wait_until(lambda: posted(journal) >= target, process)
+            else:  # a POST in flight, once this attempt has posted something
+                landed = wait_until(lambda: posted(journal) > base and bool(sending(journal)), process)
+            if not figures.check(landed, f"kill {attempt} ({how}): the child ended (code {process.poll()}) first"):
+                process.wait()
+                continue
+            kill(process)
+            figures.kills += 1
+            figures.phases[phase_at_kill(journal, attempt)] += 1
+            intact = scalar(journal, "PRAGMA quick_check") in ("ok", None)
+            figures.check(intact, f"kill {attempt}: the journal failed quick_check")
+            figures.survived += intact  # and the next attempt must carry on from it (checked below)
+        final = subprocess.run(resume, stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT)
+        log.close()
+        traceback = "Traceback" in (work / "kills.log").read_text()
+        if not figures.check(final.returncode in (0, 1) and not traceback, f"final resume exit {final.returncode}"):
+            figures.survived = 0
+        verdict = sim.verify()
+    doubt = in_doubt_batches(journal)
+    named = set().union(*doubt.values()) if doubt else set()
+    duplicates = set(verdict["duplicate_ids"])
+    figures.lost += verdict["missing"]
+    figures.in_doubt_batches += len(doubt)
+    figures.duplicated_outside += len(duplicates - named)
+    figures.duplicated_inside += len(duplicates & named)
+    figures.check(verdict["missing"] == 0, f"kills: {verdict['missing']} animals lost, e.g. {verdict['missing_ids'][:5]}")
+    figures.check(verdict["content_mismatches"] == 0, f"kills: {verdict['content_mismatches']} wrong records")
+    figures.check(not duplicates - named, f"kills: ids seen twice outside in-doubt batches: {sorted(duplicates - named)[:5]}")
+    figures.check(not sending(journal), "kills: a batch was left 'sending'")
+    code, report = audit(journal)
+    kinds = set(report.get("exception_counts", {}))
+    figures.check(kinds <= {"in_doubt"} and report.get("discovered") == KILL_ANIMALS, f"kills: audit says {kinds or report}")
+    figures.check(code == final.returncode, f"kills: audit exit {code} but the final resume exit {final.returncode}")
+
+
+# --------------------------------------------------------------------------- a kill after the API took a POST
+
+
+def targeted_case(work: Path, figures: Figures) -> None:
+    journal = work / "targeted.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=1_000, seed=SEED, chaos=0, stall_min=1.5, stall_max=1.5, strict=True)
+    with Simulator(config) as sim:
+        process = subprocess.Popen(
+            cli("run", "--base-url", sim.url, "--retries", "2", *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: posted(journal) >= 200, process)
+        sim.queue_chaos(Chaos.STALL, method="POST")  # the next POST is held 1.5 s, then handled
+        landed = wait_until(lambda: sim.stalled_requests >= 1 and bool(sending(journal)), process)
+        delivered_at_kill = sim.verify()["delivered"]
+        kill(process)
+        deadline = time.monotonic() + 10
+        while sim.stalled_requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        took_it = sim.verify()["delivered"] > delivered_at_kill  # the API handled the POST nobody waits for
+        killed = {batch_id for batch_id, _ in sending(journal)}
+
+        held = subprocess.run(cli("resume", "--hold-in-doubt", *common), capture_output=True, text=True, timeout=TIMEOUT)
+        _, report = audit(journal)
+        named = {item["batch_id"] for item in report.get("exceptions", {}).get("in_doubt", [])}
+        held_ok = held.returncode == 1 and killed <= named and set(report.get("exception_counts", {})) == {"in_doubt"}
+        held_ok = held_ok and sim.verify()["duplicates_rejected"] == 0  # held means not re-sent
+
+        resent = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)
+        verdict = sim.verify()
+    doubt = in_doubt_batches(journal)
+    inside = set().union(*doubt.values()) if doubt else set()
+    duplicates = set(verdict["duplicate_ids"])
+    figures.lost += verdict["missing"]
+    figures.in_doubt_batches += len(doubt)
+    figures.duplicated_outside += len(duplicates - inside)
+    figures.duplicated_inside += len(duplicates & inside)
+    ok = all([
+        figures.check(landed and bool(killed), "targeted: the kill did not land on a stalled POST"),
+        figures.check(took_it, "targeted: the API did not deliver the stalled POST after the kill"),
+        figures.check(held_ok, f"targeted: --hold-in-doubt exit {held.returncode}, named {named}, killed {killed}"),
+        figures.check(resent.returncode in (0, 1) and verdict["missing"] == 0, f"targeted: re-send exit {resent.returncode}"),
+        figures.check(duplicates <= inside, "targeted: a repeat outside the in-doubt batch"),
+    ])
+    figures.verdicts["targeted kill named, held, delivered once"] = ok
+
+
+# --------------------------------------------------------------------------- chaos 30 %
+
+
+def chaos_case(work: Path, figures: Figures) -> None:
+    journal = work / "chaos.db"
+    config = SimulatorConfig(port=0, animals=CHAOS_ANIMALS, seed=SEED, chaos=30, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim:
+        done = subprocess.run(
+            cli("run", "--base-url", sim.url, "--journal", str(journal), *QUIET), capture_output=True, text=True, timeout=TIMEOUT
+        )
+        verdict = sim.verify()
+    code, report = audit(journal)
+    clean = done.returncode == 0 and code == 0 and report.get("ok") is True
+    clean = clean and verdict["missing"] == 0 and verdict["duplicates_rejected"] == 0 and verdict["content_mismatches"] == 0
+    figures.lost += verdict["missing"]
+    figures.duplicated_outside += len(verdict["duplicate_ids"])  # no kill here: any repeat is a bad one
+    figures.verdicts["chaos30 clean"] = figures.check(clean, f"chaos30: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+
+
+# --------------------------------------------------------------------------- the API going away
+
+
+def outage_case(work: Path, figures: Figures) -> None:
+    journal = work / "outage.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=OUTAGE_ANIMALS, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    first = Simulator(config).start()
+    port = int(first.url.rsplit(":", 1)[1])
+
+    def pull_the_plug() -> None:
+        while first.verify()["delivered"] < 800:
+            time.sleep(0.002)
+        first.stop()
+
+    plug = threading.Thread(target=pull_the_plug, daemon=True)
+    plug.start()
+    gone = subprocess.run(cli("run", "--base-url", first.url, *common), capture_output=True, text=True, timeout=TIMEOUT)
+    plug.join(timeout=5)
+    first.stop()
+    said = gone.stderr.strip().splitlines()[-1] if gone.stderr.strip() else ""
+    stopped_ok = gone.returncode == 1 and "the Animals API stopped answering" in said and "animal-sync resume" in said
+    code, report = audit(journal)
+    kinds = set(report.get("exception_counts", {}))
+    consistent = not sending(journal) and code == 1 and kinds <= {"missing", "unlisted_page", "in_doubt"}
+
+    with Simulator(dataclasses.replace(config, port=port)) as back:  # same port, same seed, fresh ledger
+        again = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)
+        code2, report2 = audit(journal)
+        before, after = delivered_ids(first), delivered_ids(back)
+        verdicts = [first.verify(), back.verify()]
+    doubt = in_doubt_batches(journal)
+    inside = set().union(*doubt.values()) if doubt else set()
+    everyone = set(range(1, OUTAGE_ANIMALS + 1))
+    counted = before is not None and after is not None
+    twice = (before & after) if counted else set()
+    covered = counted and before | after == everyone
+    figures.lost += len(everyone - (before | after)) if counted else sum(v["missing"] for v in verdicts)
+    figures.in_doubt_batches += len(doubt)
+    figures.duplicated_outside += len(twice - inside) + sum(len(v["duplicate_ids"]) for v in verdicts)
+    figures.duplicated_inside += len(twice & inside)
+    ok = all([
+        figures.check(stopped_ok, f"outage: exit {gone.returncode}, said {said!r}"),
+        figures.check(consistent, f"outage: journal after the outage: audit exit {code}, {kinds}, sending {sending(journal)}"),
+        figures.check(again.returncode == 0 and code2 == 0 and report2.get("ok") is True, f"outage: resume exit {again.returncode}"),
+        figures.check(covered, "outage: the two ledgers together do not hold every animal (or could not be told)"),
+        figures.check(twice <= inside, f"outage: delivered to both outside in-doubt batches: {sorted(twice - inside)[:5]}"),
+        figures.check(all(v["content_mismatches"] == 0 for v in verdicts), "outage: wrong records delivered"),
+    ])
+    figures.verdicts["outage exit 1 then resume clean"] = ok
+
+
+CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
+
+
+def main(names: list[str]) -> int:
+    """Run the named cases (all by default) and print the line of figures."""
+    started = time.monotonic()
+    figures = Figures()
+    cases = [CASES[name] for name in names or CASES]
+    with tempfile.TemporaryDirectory(prefix="animal-sync-torture-") as tmp:
+        work = Path(tmp)
+        for case in cases:
+            try:
+                case(work, figures)
+            except Exception as exc:  # a crash of the harness is a bad figure too, not a silent pass
+                figures.problems.append(f"{case.__name__}: {type(exc).__name__}: {exc}")
+    phases = ", ".join(f"{name} {figures.phases[name]}" for name in ("start-up", "listing", "fetching", "posting"))
+    parts = [
+        f"kills {figures.kills} survived {figures.survived} ({phases})",
+        f"animals lost {figures.lost}",
+        f"in-doubt batches {figures.in_doubt_batches}",
+        f"animals duplicated outside in-doubt {figures.duplicated_outside}",
+        f"duplicates inside in-doubt {figures.duplicated_inside}",
+        *(f"{name} {'yes' if ok else 'NO'}" for name, ok in figures.verdicts.items()),
+        f"elapsed {time.monotonic() - started:.0f} s",
+    ]
+    expected_kills = KILLS if kills_case in cases else 0
+    bad = figures.problems or figures.kills != expected_kills or figures.survived != expected_kills
+    for problem in figures.problems:
+        print(f"torture: problem: {problem}", file=sys.stderr)
+    print("torture: " + ", ".join(parts), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
