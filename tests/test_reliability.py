@@ -11,7 +11,6 @@ import base64
 import http.client
 import json
 import os
-import resource
 import shutil
 import signal
 import sqlite3
@@ -34,7 +33,7 @@ from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
 from animal_sync.report import audit, status
-from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Fault, Simulator, SimulatorConfig
+from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Fault, Simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -66,6 +65,11 @@ def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
             return db.execute(sql, params).fetchall()
     except sqlite3.OperationalError:  # not created yet
         return []
+
+
+def animals_in(journal: Path, state: str) -> int:
+    rows = query(journal, "SELECT count(*) FROM animals WHERE state = ?", (state,))
+    return rows[0][0] if rows else 0
 
 
 def in_doubt_ids(journal: Path) -> set[int]:
@@ -111,7 +115,7 @@ def test_sigkill_while_listing_and_fetching_then_resume_delivers_each_animal_onc
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: query(journal, "SELECT count(*) FROM animals WHERE state = 'fetched'") >= [(20,)], "fetches", process)
+    wait_for(lambda: animals_in(journal, "fetched") >= 20, "fetches", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     fetched_before = query(journal, "SELECT count(*) FROM animals WHERE state != 'discovered'")[0][0]
@@ -345,7 +349,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    wait_for(lambda: query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'") >= [(100,)], "posts", process)
+    wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
 
     for command in (["resume"], ["run", "--base-url", sim.url, "--abandon"]):
         code, _, err = run_cli(capsys, *command, "--journal", str(journal))
@@ -683,7 +687,7 @@ def test_credentials_are_sent_but_never_logged_journaled_or_reported(
         logs = tmp_path / "run.log"
         with logs.open("w") as stderr:
             first = subprocess.Popen(cli("run", "--base-url", url, *common), env=env, stdout=stderr, stderr=stderr)
-            wait_for(lambda: query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'") >= [(100,)], "posts", first)
+            wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", first)
             first.send_signal(signal.SIGTERM)  # a clean stop: the resume must bring the credentials back itself
             assert first.wait(timeout=60) == 130
         second = subprocess.run(cli("resume", *common, *resume_flags), env=env, capture_output=True, text=True, timeout=120)
