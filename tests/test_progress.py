@@ -156,3 +156,20 @@ def test_cli_quiet_run_shows_no_progress(capsys, simulator, tmp_path: Path) -> N
     code = main(["run", "--base-url", sim.url, "--journal", str(tmp_path / "j.db"), "--quiet", "--progress-every", "0.1"])
     err = capsys.readouterr().err
     assert code == 0 and err == ""  # the closing line of a clean run goes to stdout
+
+
+def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(monkeypatch) -> None:
+    import signal
+
+    from animal_sync.cli import _stop_on_signals
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        stop = _stop_on_signals()
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"

@@ -72,7 +72,8 @@ def _stop_on_signals() -> threading.Event:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        typer.echo("animal-sync: stopping after the POSTs in flight (again to quit at once)", err=True)
+        # print, not typer.echo: click writes to the stream under sys.stderr, past the proxy that keeps bars whole.
+        print("animal-sync: stopping after the POSTs in flight (again to quit at once)", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

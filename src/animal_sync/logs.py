@@ -27,7 +27,7 @@ class StderrLogger:
     other. It also keeps a logger configured under one captured stream from writing to a closed one later.
     """
 
-    _lock = threading.Lock()  # one line at a time, whichever thread logs
+    _lock = threading.RLock()  # one line at a time, whichever thread logs (re-entrant: a signal handler may log)
 
     def msg(self, message: str) -> None:
         with self._lock:

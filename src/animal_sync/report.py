@@ -225,6 +225,14 @@ def _counts_grid(counts: dict[str, int]) -> Table | str:
 _GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
 
 
+def _counts_line(counts: dict[str, int]) -> str:
+    """total: kind n, kind n, ... (largest first) on one line, or "none"."""
+    if not counts:
+        return "none"
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f"{sum(counts.values()):,}: " + ", ".join(f"{name} {count:,}" for name, count in ranked)
+
+
 def status_table(report: dict[str, Any]) -> Table:
     """The status report as a Rich table: one row per figure, states and counters as nested lists."""
     pages, animals, left = report["pages"], report["animals"], report["left"]
@@ -245,8 +253,8 @@ def status_table(report: dict[str, Any]) -> Table:
     table.add_row("animals", f"{animals['total']:,} listed")
     table.add_row("", _counts_grid(states))
     table.add_row("batches", _counts_grid(report["batches"]))
-    table.add_row("retries", _counts_grid(report["retries"]))
-    table.add_row("errors", _counts_grid(report["errors"]))
+    table.add_row("retries", _counts_line(report["retries"]))
+    table.add_row("errors", _counts_line(report["errors"]))
     table.add_row("throughput", f"{report['throughput_per_second'] or 0:,.1f} animals/s")
     table.add_row(
         "left", f"{left['animals']:,} animals" + (f", {left['pages']:,} pages" if left["pages"] else "")
@@ -275,6 +283,12 @@ def render_status(report: dict[str, Any], width: int = 100) -> str:
     return console.file.getvalue().rstrip("\n")
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    """One value of an exception, cut to a readable length (the full text is in --json)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def render_audit(report: dict[str, Any], shown: int = 20) -> str:
     head = (
         f"audit of run {report['run_id']} ({report['run_state']}): {report['posted']} of {report['discovered']} animals"
@@ -292,7 +306,7 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
     for kind, count in report["exception_counts"].items():
         lines.append(f"{kind}: {count}")
         for item in report["exceptions"][kind][:shown]:
-            lines.append("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+            lines.append("  " + ", ".join(f"{k}={_short(v)}" for k, v in item.items()))
         if count > shown:
             lines.append(f"  ... and {count - shown} more (see --json)")
     if not report["ok"]:
