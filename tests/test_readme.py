@@ -1,0 +1,89 @@
+"""The docs cannot drift: docs/cli.md is --help, and the README's table and diagrams match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from animal_sync.cli import app
+from animal_sync.docs import DOCS_PATH, REGENERATE, cli_reference
+from animal_sync.journal import ANIMAL_TRANSITIONS, BATCH_TRANSITIONS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+COMMANDS = typer.main.get_command(app).commands
+
+
+def test_docs_cli_md_is_the_current_help() -> None:
+    current = DOCS_PATH.read_text(encoding="utf-8") if DOCS_PATH.exists() else ""
+    assert current == cli_reference(), f"{DOCS_PATH} is stale: regenerate it with `{REGENERATE}` and commit it"
+
+
+def test_the_readme_opens_with_what_it_is_then_make_demo_and_make_test() -> None:
+    lines = TEXT.splitlines()
+    assert lines[0] == "# animal-sync"
+    assert lines[2].startswith("Moves every animal from the Animals API")
+    block = TEXT.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block[0].startswith("make demo") and block[1].startswith("make test")
+    assert TEXT.index("make demo") < TEXT.index("## ")
+
+
+def test_the_lead_s_placeholders_are_there() -> None:
+    headings = re.findall(r"^## (.+)$", TEXT, flags=re.M)
+    assert "Guarantees" in headings and "Performance" in headings
+
+
+def _table_rows() -> dict[str, str]:
+    section = TEXT.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`--"):
+            rows[cells[0].split("`")[1]] = cells[1].strip("`")
+        elif len(cells) == 5 and cells[0] == "(none)":
+            rows[cells[1].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_the_configuration_table_lists_every_run_and_resume_option_with_its_variable() -> None:
+    rows = _table_rows()
+    for command in ("run", "resume"):
+        for param in COMMANDS[command].params:
+            if param.name == "help":
+                continue
+            flag = param.opts[0]
+            assert flag in rows, f"README's configuration table lacks {flag} ({command})"
+            assert rows[flag] == (param.envvar or ""), f"{flag}: the table says {rows[flag]!r}, the code {param.envvar!r}"
+    assert "ANIMAL_SYNC_TOKEN" in rows
+
+
+def test_every_command_the_readme_runs_exists() -> None:
+    used = set(re.findall(r"animal-sync ([a-z]+)", TEXT))
+    assert used and used <= set(COMMANDS), used - set(COMMANDS)
+    for command in COMMANDS:
+        assert f"### {command}" in TEXT, f"README has no section for `{command}`"
+
+
+def _diagram_edges(first_state: str) -> set[tuple[str, str]]:
+    blocks = re.findall(r"```mermaid\n(.*?)```", TEXT, flags=re.S)
+    (block,) = [b for b in blocks if f"[*] --> {first_state}" in b]
+    return {
+        (source, target)
+        for source, target in re.findall(r"^\s*(\w+) --> (\w+)", block, flags=re.M)
+    }
+
+
+def test_the_state_diagrams_are_the_journal_s_transitions() -> None:
+    animals = {(s.value, t.value) for s, targets in ANIMAL_TRANSITIONS.items() for t in targets}
+    batches = {(s.value, t.value) for s, targets in BATCH_TRANSITIONS.items() for t in targets}
+    assert _diagram_edges("discovered") == animals
+    assert _diagram_edges("pending") == batches
+
+
+def test_the_kubernetes_manifest_forbids_overlap_and_keeps_the_journal_on_a_claim() -> None:
+    manifest = TEXT.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert "kind: CronJob" in manifest and "concurrencyPolicy: Forbid" in manifest
+    assert "kind: PersistentVolumeClaim" in manifest and "claimName: animal-sync-journal" in manifest
+    assert "then exec animal-sync resume; else exec animal-sync run" in manifest
