@@ -173,3 +173,18 @@ def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     assert stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"
+
+
+def test_bars_in_test_mode_count_the_pages_listed_as_all_of_them() -> None:
+    screen = io.StringIO()
+    with ProgressBars(Console(file=screen, force_terminal=True, width=120, color_system=None), limit=25) as bars:
+        bars(Progress(total_pages=50, pages_listed=3, discovered=25, fetched=25, posted=25))
+    assert "3/3" in screen.getvalue() and "25/25" in screen.getvalue()
+
+
+def test_the_run_id_lookup_never_raises(tmp_path: Path) -> None:
+    from animal_sync.progress import journal_run_id
+
+    assert journal_run_id(tmp_path / "absent.db")() is None
+    (tmp_path / "junk.db").write_bytes(b"not a journal at all" * 100)
+    assert journal_run_id(tmp_path / "junk.db")() is None

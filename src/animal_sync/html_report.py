@@ -19,7 +19,7 @@ from . import __version__
 from .journal import AnimalState, BatchState, Journal
 from .report import audit, select_run, status
 
-__all__ = ["render_html", "report_data", "throughput", "write_html_report"]
+__all__ = ["render_html", "report_data", "svg_columns", "svg_hbars", "throughput", "write_html_report"]
 
 NICE_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MAX_BUCKETS = 60  # columns in the throughput chart, whatever the run's length

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .pipeline import Progress
 
 __all__ = [
+    "DEFAULT_EVERY",
     "OnProgress",
     "ProgressBars",
     "ProgressLog",
@@ -121,9 +122,12 @@ class ProgressLog:
         self._last: tuple[float, int, int] | None = None  # ... and at the previous event
         self._latest: Progress | None = None
 
-    def _logger(self) -> Any:
+    def _logger(self, progress: Progress) -> Any:
         if self._log is None:
-            run_id = self._run_id() if callable(self._run_id) else self._run_id
+            # Progress may carry its run's id itself; otherwise ask whoever knows (the journal, or the caller).
+            run_id = getattr(progress, "run_id", None)
+            if run_id is None:
+                run_id = self._run_id() if callable(self._run_id) else self._run_id
             self._log = structlog.wrap_logger(
                 None, wrapper_class=structlog.make_filtering_bound_logger(logging.INFO)
             ).bind(run_id=run_id)
@@ -149,7 +153,7 @@ class ProgressLog:
             0, data["expected"] - progress.posted - progress.quarantined - progress.failed
         )
         eta = round(left / post_rate) if left is not None and post_rate else None
-        self._logger().info(
+        self._logger(progress).info(
             "progress",
             **data,
             fetch_rate=None if fetch_rate is None else round(fetch_rate, 1),
@@ -206,10 +210,12 @@ class ProgressBars:
         self.bars.stop()
 
     def __call__(self, progress: Progress) -> None:
-        data = figures(progress, self.limit)
-        animals = data["expected"] if data["expected"] is not None else None
+        animals = expected_animals(progress, self.limit)
+        pages = progress.total_pages
+        if self.limit is not None and progress.discovered >= self.limit:
+            pages = progress.pages_listed  # test mode stops listing once it has its animals: that is all of it
         rows = {
-            "pages listed": (progress.pages_listed, progress.total_pages, f"retries {progress.retries}"),
+            "pages listed": (progress.pages_listed, pages, f"retries {progress.retries}"),
             "animals fetched": (progress.fetched, animals, f"quarantined {progress.quarantined}"),
             "animals posted": (progress.posted, animals, f"failed {progress.failed}"),
         }
@@ -230,8 +236,11 @@ def journal_run_id(journal: Path) -> Callable[[], int | None]:
     def lookup() -> int | None:
         from .journal import Journal
 
-        with closing(Journal.open(journal, readonly=True)) as opened:
-            last = opened.last_run()
+        try:
+            with closing(Journal.open(journal, readonly=True)) as opened:
+                last = opened.last_run()
+        except Exception:  # progress is for people: it must never be what stops a run
+            return None
         return last.id if last else None
 
     return lookup
