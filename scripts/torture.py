@@ -154,7 +154,9 @@ def kills_case(work: Path, figures: Figures) -> None:
         for attempt in range(1, KILLS + 1):
             process = subprocess.Popen(first if attempt == 1 else resume, stdout=subprocess.DEVNULL, stderr=log)
             started, base = time.monotonic(), posted(journal)
-            how = "listing" if attempt == 1 else rng.choice(["start-up", "time", "time", "progress", "progress", "post"])
+            # Instants chosen to reach every phase: by the clock, by the journal's progress, or by what is in flight.
+            how = "listing" if attempt == 1 else rng.choice(["start-up", "time", "time", "between-posts", "between-posts",
+                                                              "post-in-flight", "post-in-flight"])
             if how == "listing":  # as soon as the run exists: page 1 is still being asked for
                 landed = wait_until(lambda: scalar(journal, "SELECT count(*) FROM runs") == 1, process)
             elif how == "start-up":  # as soon as this attempt is journaled: in-doubt marking, re-queueing
@@ -162,11 +164,14 @@ def kills_case(work: Path, figures: Figures) -> None:
             elif how == "time":
                 pause = rng.uniform(0.5, 2.5)
                 landed = wait_until(lambda: time.monotonic() - started >= pause, process)
-            elif how == "progress":
-                target = base + rng.randint(100, 900)
+            elif how == "between-posts":  # some progress, then a moment with no POST in flight
+                target = base + rng.randint(0, 800)
                 landed = wait_until(lambda: posted(journal) >= target, process)
-            else:  # a POST in flight, once this attempt has posted something
-                landed = wait_until(lambda: posted(journal) > base and bool(sending(journal)), process)
+                landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "fetching", process)
+            else:  # some progress, then a moment with a POST this attempt sent in flight
+                target = base + rng.randint(0, 800)
+                landed = wait_until(lambda: posted(journal) >= target, process)
+                landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "posting", process)
             if not figures.check(landed, f"kill {attempt} ({how}): the child ended (code {process.poll()}) first"):
                 process.wait()
                 continue
