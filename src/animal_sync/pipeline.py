@@ -38,6 +38,7 @@ SPLIT_ON = frozenset({400, 422})  # answers that refuse a batch for its content:
 class Progress:
     """Live figures for progress bars and periodic log lines; updated by the coordinator only."""
 
+    run_id: int | None = None
     total_pages: int | None = None
     pages_listed: int = 0
     discovered: int = 0
@@ -113,7 +114,7 @@ class Sync:
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.log = log.bind(run_id=run.id)
-        self.progress = Progress(total_pages=run.total_pages)
+        self.progress = Progress(run_id=run.id, total_pages=run.total_pages)
         self.counters: Counter[str] = Counter()
         self.to_fetch: deque[int] = deque()
         self.unbatched: list[int] = []
