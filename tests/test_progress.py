@@ -75,8 +75,8 @@ def test_choose_mode(mode: ProgressMode, quiet: bool, terminal: bool, chosen: Pr
 
 def test_progress_log_emits_every_interval_with_rates_and_a_final_event() -> None:
     clock = Clock()
-    reporter = ProgressLog(10.0, run_id=7, clock=clock)
-    progress = Progress(total_pages=10, pages_listed=1, discovered=10)
+    reporter = ProgressLog(10.0, clock=clock)
+    progress = Progress(run_id=7, total_pages=10, pages_listed=1, discovered=10)
     with capture_logs() as events:
         reporter(progress)  # the first figures start the clock: no event yet
         for _ in range(4):  # 4 s, below the interval
@@ -101,19 +101,17 @@ def test_progress_log_emits_every_interval_with_rates_and_a_final_event() -> Non
     assert final["final"] is True and final["post_rate"] == round(80 / 21, 1)  # over the whole attempt
 
 
-def test_progress_log_resolves_the_run_id_lazily_and_ignores_quiet(monkeypatch) -> None:
+def test_progress_log_carries_the_run_id_and_ignores_quiet(monkeypatch) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     configure_logging(LogFormat.JSON, quiet=True)
     clock = Clock()
-    asked: list[int] = []
-    reporter = ProgressLog(1.0, run_id=lambda: asked.append(1) or 42, clock=clock)
-    reporter(Progress(discovered=5))
+    reporter = ProgressLog(1.0, clock=clock)
+    reporter(Progress(run_id=42, discovered=5))
     clock.now += 2
-    reporter(Progress(discovered=9))
+    reporter(Progress(run_id=42, discovered=9))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["event"], line["run_id"], line["discovered"]) for line in lines] == [("progress", 42, 9)]
-    assert asked == [1]
 
 
 def test_bars_draw_three_rows_and_log_lines_print_above_them(monkeypatch) -> None:
@@ -180,11 +178,3 @@ def test_bars_in_test_mode_count_the_pages_listed_as_all_of_them() -> None:
     with ProgressBars(Console(file=screen, force_terminal=True, width=120, color_system=None), limit=25) as bars:
         bars(Progress(total_pages=50, pages_listed=3, discovered=25, fetched=25, posted=25))
     assert "3/3" in screen.getvalue() and "25/25" in screen.getvalue()
-
-
-def test_the_run_id_lookup_never_raises(tmp_path: Path) -> None:
-    from animal_sync.progress import journal_run_id
-
-    assert journal_run_id(tmp_path / "absent.db")() is None
-    (tmp_path / "junk.db").write_bytes(b"not a journal at all" * 100)
-    assert journal_run_id(tmp_path / "junk.db")() is None

@@ -87,15 +87,15 @@ def _readonly(path: Path) -> closing[Any]:
     return closing(Journal.open(path, readonly=True))
 
 
-def _progress(mode: ProgressMode, quiet: bool, every: float, journal: Path, limit: int | None = None) -> Any:
+def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> Any:
     """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
     from rich.console import Console
 
-    from .progress import choose_mode, journal_run_id, reporting
+    from .progress import choose_mode, reporting
 
     console = Console(stderr=True)
     chosen = choose_mode(mode, quiet=quiet, console=console)
-    return reporting(chosen, console=console, every=every, run_id=journal_run_id(journal), limit=limit)
+    return reporting(chosen, console=console, every=every, limit=limit)
 
 
 def _finish(result: Any) -> None:
@@ -132,7 +132,7 @@ def run(
     )
     configure_logging(log_format, quiet=quiet)
     stop = _stop_on_signals()
-    with _progress(progress, quiet, progress_every, journal, limit) as on_progress:
+    with _progress(progress, quiet, progress_every, limit) as on_progress:
         result = start_run(settings, abandon=abandon, stop=stop, on_progress=on_progress)
     _finish(result)
 
@@ -159,7 +159,7 @@ def resume(
         "base_url": base_url,
     }
     stop = _stop_on_signals()
-    with _progress(progress, quiet, progress_every, journal) as on_progress:
+    with _progress(progress, quiet, progress_every) as on_progress:
         result = resume_run(journal, overrides=overrides, stop=stop, on_progress=on_progress)
     _finish(result)
 
@@ -264,7 +264,7 @@ def demo(
     configure_logging(LogFormat.AUTO, quiet=True)  # the demo's own lines tell the story; warnings still show
     code = run_demo(
         journal, animals=animals, chaos=chaos, echo=typer.echo,
-        progress=lambda: _progress(progress, quiet, DEFAULT_EVERY, journal),
+        progress=lambda: _progress(progress, quiet, DEFAULT_EVERY),
     )
     typer.echo(f"report: `animal-sync report --html report.html --journal {journal}` writes the run's page")
     raise typer.Exit(code)

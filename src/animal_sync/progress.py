@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, nullcontext
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -41,7 +40,6 @@ __all__ = [
     "choose_mode",
     "expected_animals",
     "figures",
-    "journal_run_id",
     "reporting",
 ]
 
@@ -109,14 +107,12 @@ class ProgressLog:
         self,
         every: float = DEFAULT_EVERY,
         *,
-        run_id: int | Callable[[], int | None] | None = None,
         limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.every = every
         self.limit = limit
         self.clock = clock
-        self._run_id = run_id
         self._log: Any = None
         self._first: tuple[float, int, int] | None = None  # (when, fetched, posted) at the first figures
         self._last: tuple[float, int, int] | None = None  # ... and at the previous event
@@ -124,13 +120,9 @@ class ProgressLog:
 
     def _logger(self, progress: Progress) -> Any:
         if self._log is None:
-            # Progress may carry its run's id itself; otherwise ask whoever knows (the journal, or the caller).
-            run_id = getattr(progress, "run_id", None)
-            if run_id is None:
-                run_id = self._run_id() if callable(self._run_id) else self._run_id
             self._log = structlog.wrap_logger(
                 None, wrapper_class=structlog.make_filtering_bound_logger(logging.INFO)
-            ).bind(run_id=run_id)
+            ).bind(run_id=progress.run_id)
         return self._log
 
     def __call__(self, progress: Progress) -> None:
@@ -230,29 +222,12 @@ class ProgressBars:
 # -- choosing and wiring --------------------------------------------------------------------------------------
 
 
-def journal_run_id(journal: Path) -> Callable[[], int | None]:
-    """The id of the run a process is executing: the journal's last run (start and resume both work on it)."""
-
-    def lookup() -> int | None:
-        from .journal import Journal
-
-        try:
-            with closing(Journal.open(journal, readonly=True)) as opened:
-                last = opened.last_run()
-        except Exception:  # progress is for people: it must never be what stops a run
-            return None
-        return last.id if last else None
-
-    return lookup
-
-
 @contextmanager
 def reporting(
     mode: ProgressMode,
     *,
     console: Console | None = None,
     every: float = DEFAULT_EVERY,
-    run_id: int | Callable[[], int | None] | None = None,
     limit: int | None = None,
 ) -> Iterator[OnProgress | None]:
     """The `on_progress` callback for a resolved mode (None for OFF), live for the length of the block."""
@@ -260,7 +235,7 @@ def reporting(
         with ProgressBars(console, limit=limit) as bars:
             yield bars
     elif mode is ProgressMode.LOG:
-        with closing(ProgressLog(every, run_id=run_id, limit=limit)) as events:
+        with closing(ProgressLog(every, limit=limit)) as events:
             yield events
     else:
         with nullcontext():
