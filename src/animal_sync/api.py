@@ -41,15 +41,15 @@ LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
 
 
-def get_retry(retries: int, backoff: float) -> Retry:
-    """GETs are idempotent: retry 5xx, refused connections, read timeouts (stalls) and dropped connections."""
+def _retry(method: str, retries: int, backoff: float, *, read: int) -> Retry:
+    """The shared shape of both policies: they differ only in their method and in whether a read error is retried."""
     return Retry(
         total=retries,
         connect=retries,
-        read=retries,
+        read=read,
         status=retries,
         other=0,
-        allowed_methods=frozenset({"GET"}),
+        allowed_methods=frozenset({method}),
         status_forcelist=RETRIED_STATUSES,
         backoff_factor=backoff,
         backoff_max=2.0,
@@ -60,27 +60,18 @@ def get_retry(retries: int, backoff: float) -> Retry:
     )
 
 
+def get_retry(retries: int, backoff: float) -> Retry:
+    """GETs are idempotent: retry 5xx, refused connections, read timeouts (stalls) and dropped connections."""
+    return _retry("GET", retries, backoff, read=retries)
+
+
 def post_retry(retries: int, backoff: float) -> Retry:
     """POSTs are re-sent only when the API surely did not handle them: a failed connect, or a 5xx answer.
 
     A read timeout or a connection dropped after sending (`read=0`) is never re-sent: the API may have
     delivered the batch, so the caller marks it in doubt instead of risking a double delivery.
     """
-    return Retry(
-        total=retries,
-        connect=retries,
-        read=0,
-        status=retries,
-        other=0,
-        allowed_methods=frozenset({"POST"}),
-        status_forcelist=RETRIED_STATUSES,
-        backoff_factor=backoff,
-        backoff_max=2.0,
-        backoff_jitter=backoff,
-        respect_retry_after_header=True,
-        retry_after_max=RETRY_AFTER_MAX,
-        raise_on_status=False,
-    )
+    return _retry("POST", retries, backoff, read=0)
 
 
 def redact_url(url: str) -> str:

@@ -14,6 +14,7 @@ import sys
 import threading
 from contextlib import closing
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -98,7 +99,11 @@ def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None =
     return reporting(chosen, console=console, every=every, limit=limit)
 
 
-def _finish(result: Any) -> None:
+def _sync(attempt: Callable[..., Any], progress: Any) -> None:
+    """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
+    stop = _stop_on_signals()
+    with progress as on_progress:
+        result = attempt(stop=stop, on_progress=on_progress)
     typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
     raise typer.Exit(result.exit_code)
 
@@ -131,10 +136,7 @@ def run(
         resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
     )
     configure_logging(log_format, quiet=quiet)
-    stop = _stop_on_signals()
-    with _progress(progress, quiet, progress_every, limit) as on_progress:
-        result = start_run(settings, abandon=abandon, stop=stop, on_progress=on_progress)
-    _finish(result)
+    _sync(lambda **live: start_run(settings, abandon=abandon, **live), _progress(progress, quiet, progress_every, limit))
 
 
 @app.command()
@@ -158,10 +160,7 @@ def resume(
         "token": os.environ.get("ANIMAL_SYNC_TOKEN") or None,
         "base_url": base_url,
     }
-    stop = _stop_on_signals()
-    with _progress(progress, quiet, progress_every) as on_progress:
-        result = resume_run(journal, overrides=overrides, stop=stop, on_progress=on_progress)
-    _finish(result)
+    _sync(lambda **live: resume_run(journal, overrides=overrides, **live), _progress(progress, quiet, progress_every))
 
 
 @app.command()
