@@ -212,9 +212,11 @@ def targeted_case(work: Path, figures: Figures) -> None:
     common = ["--journal", str(journal), *QUIET]
     config = SimulatorConfig(port=0, animals=1_000, seed=SEED, chaos=0, stall_min=1.5, stall_max=1.5, strict=True)
     with Simulator(config) as sim:
-        process = subprocess.Popen(
-            cli("run", "--base-url", sim.url, "--retries", "2", *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        log = work / "targeted.log"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                cli("run", "--base-url", sim.url, "--retries", "2", *common), stdout=subprocess.DEVNULL, stderr=stderr
+            )
         wait_until(lambda: posted(journal) >= 200, process)
         sim.queue_chaos(Chaos.STALL, method="POST")  # the next POST is held 1.5 s, then handled
         landed = wait_until(lambda: sim.stalled_requests >= 1 and bool(sending(journal)), process)
@@ -242,10 +244,13 @@ def targeted_case(work: Path, figures: Figures) -> None:
     figures.duplicated_outside += len(duplicates - inside)
     figures.duplicated_inside += len(duplicates & inside)
     ok = all([
-        figures.check(landed and bool(killed), "targeted: the kill did not land on a stalled POST"),
+        figures.check(landed and bool(killed), f"targeted: the kill did not land on a stalled POST (child exit "
+                      f"{process.returncode}: {log.read_text().strip()[-300:]})"),
         figures.check(took_it, "targeted: the API did not deliver the stalled POST after the kill"),
-        figures.check(held_ok, f"targeted: --hold-in-doubt exit {held.returncode}, named {named}, killed {killed}"),
-        figures.check(resent.returncode in (0, 1) and verdict["missing"] == 0, f"targeted: re-send exit {resent.returncode}"),
+        figures.check(held_ok, f"targeted: --hold-in-doubt exit {held.returncode}, named {named}, killed {killed}: "
+                      f"{held.stderr.strip()[-300:]}"),
+        figures.check(resent.returncode in (0, 1) and verdict["missing"] == 0,
+                      f"targeted: re-send exit {resent.returncode}: {resent.stderr.strip()[-300:]}"),
         figures.check(duplicates <= inside, "targeted: a repeat outside the in-doubt batch"),
     ])
     figures.verdicts["targeted kill named, held, delivered once"] = ok
@@ -280,16 +285,18 @@ def outage_case(work: Path, figures: Figures) -> None:
     first = Simulator(config).start()
     port = int(first.url.rsplit(":", 1)[1])
 
-    def pull_the_plug() -> None:
-        while first.verify()["delivered"] < 800:
+    run_over = threading.Event()
+
+    def pull_the_plug() -> None:  # mid-run, by the API's own count
+        while first.verify()["delivered"] < 800 and not run_over.is_set():
             time.sleep(0.002)
         first.stop()
 
     plug = threading.Thread(target=pull_the_plug, daemon=True)
     plug.start()
     gone = subprocess.run(cli("run", "--base-url", first.url, *common), capture_output=True, text=True, timeout=TIMEOUT)
-    plug.join(timeout=5)
-    first.stop()
+    run_over.set()
+    plug.join()
     said = gone.stderr.strip().splitlines()[-1] if gone.stderr.strip() else ""
     stopped_ok = gone.returncode == 1 and "the Animals API stopped answering" in said and "animal-sync resume" in said
     code, report = audit(journal)
@@ -314,7 +321,10 @@ def outage_case(work: Path, figures: Figures) -> None:
     ok = all([
         figures.check(stopped_ok, f"outage: exit {gone.returncode}, said {said!r}"),
         figures.check(consistent, f"outage: journal after the outage: audit exit {code}, {kinds}, sending {sending(journal)}"),
-        figures.check(again.returncode == 0 and code2 == 0 and report2.get("ok") is True, f"outage: resume exit {again.returncode}"),
+        figures.check(
+            again.returncode == 0 and code2 == 0 and report2.get("ok") is True,
+            f"outage: resume exit {again.returncode}: {again.stderr.strip()[-300:]}",
+        ),
         figures.check(covered, "outage: the two ledgers together do not hold every animal (or could not be told)"),
         figures.check(twice <= inside, f"outage: delivered to both outside in-doubt batches: {sorted(twice - inside)[:5]}"),
         figures.check(all(v["content_mismatches"] == 0 for v in verdicts), "outage: wrong records delivered"),
