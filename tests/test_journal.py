@@ -124,7 +124,25 @@ def test_open_creates_the_file_and_applies_the_migrations(path):
         assert applied == [MIGRATION]
         assert {"runs", "pages", "animals", "batches", "counters"} <= set(journal.db.table_names())
         assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: durable steps ask for FULL
+    finally:
+        journal.close()
+
+
+def test_a_durable_transaction_commits_under_full_sync_and_only_that_one(path):
+    journal = Journal.open(path)
+    try:
+        synchronous = lambda: journal.db.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731
+        with journal.transaction(durable=True):
+            assert synchronous() == 2  # FULL: this commit is fsynced (and, in WAL, all before it)
+            with journal.transaction(durable=True):  # nested: joins the outer one, changes nothing
+                assert synchronous() == 2
+        assert synchronous() == 1
+        with journal.transaction():
+            assert synchronous() == 1
+        with pytest.raises(RuntimeError), journal.transaction(durable=True):
+            raise RuntimeError("rolled back")
+        assert synchronous() == 1  # restored after a rollback too
     finally:
         journal.close()
 

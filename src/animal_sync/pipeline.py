@@ -355,9 +355,12 @@ class Sync:
                 listing_done = self._listing_done()
                 fetching_done = listing_done and not self.to_fetch and not self.gets
                 self._make_batches(final=fetching_done and not stopping)
-                due = [] if stopping else self._due_posts()
                 self.journal.add_counters(self.run.id, self.counters)
                 self.counters.clear()
+            due = []
+            if not stopping and self.to_post and len(self.posts) < self.settings.post_workers:
+                with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
+                    due = self._due_posts()
             for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
                 records = self.journal.batch_records(batch)
                 self.posts[post_pool.submit(self.api.post_batch, records)] = batch
