@@ -288,7 +288,8 @@ def test_null_born_at_must_stay_null(simulator):
 
 
 def test_chaos_rates_at_40_percent(simulator):
-    sim = simulator(animals=1000, chaos=40, stall_min=0.2, stall_max=0.3, seed=11)
+    # Stalls far above a normal answer even on a loaded 2-core CI machine, so timing tells them apart.
+    sim = simulator(animals=1000, chaos=40, stall_min=0.5, stall_max=0.6, seed=11)
 
     def one(batch: range) -> list[tuple[int, float, Any]]:
         out = []
@@ -299,16 +300,16 @@ def test_chaos_rates_at_40_percent(simulator):
                 out.append((response.status_code, time.perf_counter() - started, response.json()))
         return out
 
-    with ThreadPoolExecutor(16) as pool:
-        results = [r for part in pool.map(one, [range(k, 1001, 16) for k in range(1, 17)]) for r in part]
+    with ThreadPoolExecutor(32) as pool:
+        results = [r for part in pool.map(one, [range(k, 1001, 32) for k in range(1, 33)]) for r in part]
     failed = [r for r in results if r[0] != 200]
-    stalled = [r for r in results if r[0] == 200 and r[1] > 0.15]
+    stalled = [r for r in results if r[0] == 200 and r[1] > 0.4]
     print(f"{len(failed)} failed, {len(stalled)} stalled of {len(results)}")
     assert 150 <= len(failed) <= 250, len(failed)
     assert 150 <= len(stalled) <= 250, len(stalled)
     assert {status for status, _, _ in failed} == {500, 502, 503, 504}
     assert all(body == {"detail": "chaos"} for _, _, body in failed)
-    assert all(0.2 <= seconds < 0.6 for _, seconds, _ in stalled)
+    assert all(0.5 <= seconds < 2.0 for _, seconds, _ in stalled)
 
 
 def test_chaos_spares_root_and_verify(simulator):

@@ -259,8 +259,11 @@ class Journal:
     # -- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Journal:
-        """Open (and for writers create and migrate) a journal; every failure is a one-line JournalError."""
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, exclusive: bool = False) -> Journal:
+        """Open (and for writers create and migrate) a journal; every failure is a one-line JournalError.
+
+        `exclusive` takes the writer's lock first, so no process migrates a journal another one is using.
+        """
         path = Path(path)
         if readonly:
             if not path.is_file():
@@ -280,15 +283,17 @@ class Journal:
             conn = sqlite3.connect(path)
         journal = cls(Database(conn), path, readonly)
         try:
+            if exclusive and not readonly:
+                journal.lock()
             journal._check_and_migrate()
         except sqlite3.OperationalError as exc:  # a journal that cannot be used now (disk full, I/O error, locked)
-            conn.close()
+            journal.close()
             raise JournalError(f"journal {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            journal.close()
             raise JournalError(f"{path} is not a usable animal-sync journal: {exc}") from None
         except JournalError:
-            conn.close()
+            journal.close()
             raise
         return journal
 

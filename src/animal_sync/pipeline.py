@@ -348,8 +348,13 @@ class Sync:
         while True:
             stopping = self.stop.is_set() or self.unreachable is not None
             step_started = time.monotonic()
+            answered = [future for future in self.posts if future.done()]
+            if answered:  # their own commit: nothing else in the step can delay it or take it down with it
+                with self.journal.transaction():
+                    for future in answered:
+                        self._take_post(self.posts.pop(future), future.result())
             with self.journal.transaction():
-                self._collect()
+                self._collect_gets()
                 if not stopping:
                     self._schedule_gets(get_pool)
                 listing_done = self._listing_done()
@@ -375,10 +380,8 @@ class Sync:
                 wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             time.sleep(max(0.0, STEP_SECONDS - (time.monotonic() - step_started)))
 
-    def _collect(self) -> None:
-        """Record every finished request; POST answers first, so they reach the disk in this very step."""
-        for future in [f for f in self.posts if f.done()]:
-            self._take_post(self.posts.pop(future), future.result())
+    def _collect_gets(self) -> None:
+        """Record every finished GET: listed pages, fetched or quarantined animals, failures."""
         for future in [f for f in self.gets if f.done()]:
             kind, key = self.gets.pop(future)
             if future.cancelled():
@@ -441,9 +444,8 @@ def start_run(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it."""
-    journal = Journal.open(settings.journal)
+    journal = Journal.open(settings.journal, exclusive=True)
     try:
-        journal.lock()
         last = journal.last_run()
         if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             if not abandon:
@@ -466,9 +468,8 @@ def resume_run(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Continue the last unfinished run from its journal alone (secrets come back in through `overrides`)."""
-    journal = Journal.open(journal_path)
+    journal = Journal.open(journal_path, exclusive=True)
     try:
-        journal.lock()
         last = journal.last_run()
         if last is None:
             raise JournalError(f"journal {journal_path} holds no run; start one with `animal-sync run`")
