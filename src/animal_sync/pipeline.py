@@ -363,7 +363,8 @@ class Sync:
                 self.journal.add_counters(self.run.id, self.counters)
                 self.counters.clear()
             due = []
-            if not stopping and self.to_post and len(self.posts) < self.settings.post_workers:
+            sendable = self.to_post and not self.settings.dry_run  # a dry run never sends, whatever the journal holds
+            if not stopping and sendable and len(self.posts) < self.settings.post_workers:
                 with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
                     due = self._due_posts()
             for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
@@ -373,7 +374,7 @@ class Sync:
                 self.on_progress(self.progress)
             if stopping and not self.posts:
                 return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
-            if not stopping and fetching_done and not self.posts and not self.to_post:
+            if not stopping and fetching_done and not self.posts and not sendable:
                 return
             pending = list(self.gets) + list(self.posts)
             if pending:
