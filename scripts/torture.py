@@ -117,6 +117,17 @@ class Figures:
             self.problems.append(problem)
         return ok
 
+    def tally(self, journal: Path, verdict: dict[str, Any]) -> set[int]:
+        """Count what the simulator saw against what the journal named in doubt; return the named ids."""
+        doubt = in_doubt_batches(journal)
+        named = set().union(*doubt.values()) if doubt else set()
+        duplicates = set(verdict["duplicate_ids"])
+        self.lost += verdict["missing"]
+        self.in_doubt_batches += len(doubt)
+        self.duplicated_outside += len(duplicates - named)
+        self.duplicated_inside += len(duplicates & named)
+        return named
+
 
 # --------------------------------------------------------------------------- 20 kills of one sync
 
@@ -187,13 +198,8 @@ def kills_case(work: Path, figures: Figures) -> None:
         if not figures.check(final.returncode in (0, 1) and not traceback, f"final resume exit {final.returncode}"):
             figures.survived = 0
         verdict = sim.verify()
-    doubt = in_doubt_batches(journal)
-    named = set().union(*doubt.values()) if doubt else set()
+    named = figures.tally(journal, verdict)
     duplicates = set(verdict["duplicate_ids"])
-    figures.lost += verdict["missing"]
-    figures.in_doubt_batches += len(doubt)
-    figures.duplicated_outside += len(duplicates - named)
-    figures.duplicated_inside += len(duplicates & named)
     figures.check(verdict["missing"] == 0, f"kills: {verdict['missing']} animals lost, e.g. {verdict['missing_ids'][:5]}")
     figures.check(verdict["content_mismatches"] == 0, f"kills: {verdict['content_mismatches']} wrong records")
     figures.check(not duplicates - named, f"kills: ids seen twice outside in-doubt batches: {sorted(duplicates - named)[:5]}")
@@ -236,13 +242,8 @@ def targeted_case(work: Path, figures: Figures) -> None:
 
         resent = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)
         verdict = sim.verify()
-    doubt = in_doubt_batches(journal)
-    inside = set().union(*doubt.values()) if doubt else set()
+    inside = figures.tally(journal, verdict)
     duplicates = set(verdict["duplicate_ids"])
-    figures.lost += verdict["missing"]
-    figures.in_doubt_batches += len(doubt)
-    figures.duplicated_outside += len(duplicates - inside)
-    figures.duplicated_inside += len(duplicates & inside)
     ok = all([
         figures.check(landed and bool(killed), f"targeted: the kill did not land on a stalled POST (child exit "
                       f"{process.returncode}: {log.read_text().strip()[-300:]})"),
