@@ -141,7 +141,7 @@ class Sync:
         self.listed = self.journal.listed_pages(run_id)
         self.progress.pages_listed = len(self.listed)
         self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
-        self.unbatched = [animal_id for animal_id, _ in self.journal.fetched_records(run_id)]
+        self.unbatched = self.journal.animal_ids(run_id, AnimalState.FETCHED)
         self.to_post.extend(self.journal.batches(run_id, BatchState.PENDING))
         held = self.journal.batches(run_id, BatchState.IN_DOUBT)
         if self.settings.resend_in_doubt:
