@@ -25,9 +25,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,35 +167,16 @@ def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None
     return outcome.get("elapsed_seconds"), retries, tail
 
 
-@contextmanager
-def _simulator(args: list[str]) -> Iterator[Any]:
-    """A started SimulatorProcess, stopped on exit; a free port can be taken between probe and bind, so try thrice."""
-    from animal_sync.demo import SimulatorProcess
-    from animal_sync.errors import SimulatorError
-
-    for attempt in range(3):
-        sim = SimulatorProcess(*args)
-        try:
-            sim.__enter__()
-        except SimulatorError:
-            if attempt == 2:
-                raise
-            continue
-        try:
-            yield sim
-        finally:
-            sim.__exit__()
-        return
-
-
 def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -> Measurement:
     """Start a fresh strict simulator, run the case's client against it once, verify, stop."""
+    from animal_sync.demo import SimulatorProcess  # here, not at the top: the floor client's start-up stays lean
+
     sim_args = ["--strict", "--seed", str(seed), "--chaos", str(case.chaos), *options.stall_args]
     if case.animals is not None:
         sim_args += ["--animals", str(case.animals)]
     journal = workdir / f"bench-{seed}.db"
     log = workdir / "client.log"
-    with _simulator(sim_args) as sim, open(log, "w") as errors:
+    with SimulatorProcess(*sim_args) as sim, open(log, "w") as errors:
         assert sim.process is not None
         if case.client == "floor":
             command = [sys.executable, __file__, "--floor-client", sim.url, "--threads", str(case.threads)]

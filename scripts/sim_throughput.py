@@ -1,6 +1,6 @@
 """Measure the simulator's requests/second with keep-alive clients in other processes.
 
-The server runs in its own process (as `animal-sync simulate` would), so the client's work does
+The server runs in its own process (`animal-sync simulate`), so the client's work does
 not share its GIL. Usage: .venv/bin/python scripts/sim_throughput.py [--threads 4] [--processes 2]
 [--seconds 5] [--wrk]. --wrk also runs wrk (apt-get install -y wrk) against the same server.
 """
@@ -12,38 +12,21 @@ import multiprocessing
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import requests
 
+from animal_sync.demo import SimulatorProcess
+
 __all__ = ["main"]
 
-_SERVER_CODE = (
-    "from animal_sync.simulator import SimulatorConfig, serve; "
-    "serve(SimulatorConfig(port=0, chaos=0, seed={seed}))"
-)
 _WRK_SCRIPT = """
 request = function()
   return wrk.format(nil, "/animals/v1/animals/" .. math.random(1, {total}))
 end
 """
-
-
-def start_server(seed: int) -> tuple[subprocess.Popen[str], str, int]:
-    """Start the simulator in a child process; return it, its URL and its animal count."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", _SERVER_CODE.format(seed=seed)], stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()  # "Animals API simulator on http://...: N animals, ..."
-    if not line:
-        raise SystemExit("simulator did not start")
-    url = line.split(" on ", 1)[1].split(": ", 1)[0]
-    total = int(line.rsplit(": ", 1)[1].split(" animals", 1)[0])
-    return child, url, total
 
 
 def _client_thread(url: str, total: int, deadline: float, counts: list[int], errors: list[int]) -> None:
@@ -119,8 +102,8 @@ def main() -> None:
     parser.add_argument("--wrk-connections", type=int, default=32)
     args = parser.parse_args()
 
-    server, url, total = start_server(args.seed)
-    try:
+    with SimulatorProcess("--chaos", "0", "--seed", str(args.seed)) as server:
+        url, total = server.url, server.verify()["animals"]
         rate, failures = measure_python(url, total, args.processes, args.threads, args.seconds)
         print(
             f"python requests: {rate:,.0f} requests/s "
@@ -129,9 +112,6 @@ def main() -> None:
         )
         if args.wrk:
             print(f"wrk ({args.wrk_connections} connections): {measure_wrk(url, total, args.seconds, args.wrk_connections)}")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":
