@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shlex
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,7 +158,10 @@ def _stamp(text: str) -> float:
 def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None]:
     """The run's own elapsed seconds, its total retries, and its tail: seconds from the last batch built
     (fetching done) to the run's end, spent waiting on POSTs only (a stalled POST at the end shows here)."""
-    with sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True) as db:
+    from animal_sync.journal import Journal
+
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        db = opened.db.conn
         row = db.execute("SELECT outcome, finished_at FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         retries = db.execute("SELECT coalesce(sum(value), 0) FROM counters WHERE name LIKE 'retry_%'").fetchone()[0]
         last_built = db.execute("SELECT max(created_at) FROM batches").fetchone()[0]
