@@ -91,7 +91,11 @@ def _examine(detail: Detail) -> Fetched:
 
 
 def _fetch(api: AnimalsApi, animal_id: int) -> Fetched:
-    return _examine(api.fetch_detail(animal_id))
+    try:
+        detail = api.fetch_detail(animal_id)
+    except BodyTooLarge as exc:  # refused unread: bad data to quarantine, like any malformed record
+        return Fetched(animal_id, None, None, str(exc), [])
+    return _examine(detail)
 
 
 class Sync:
@@ -226,12 +230,6 @@ class Sync:
             # Not this animal's fault: it stays discovered, and the run stops for a later resume.
             self.counters["error_api_unreachable"] += 1
             self.unreachable = str(exc)
-            return
-        except BodyTooLarge as exc:
-            if kind == "detail":  # refused unread: bad data to quarantine, like any malformed record
-                self._fetched(Fetched(key, None, None, str(exc), []))
-            else:
-                self._fetch_failed(kind, key, str(exc))
             return
         except FetchFailed as exc:
             self._fetch_failed(kind, key, str(exc))
