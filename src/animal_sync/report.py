@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .journal import AnimalState, BatchState, Journal, RunRow
+from .journal import AnimalState, BatchState, Journal, RunRow, RunState
 from .transform import InvalidRecord, canonical_json, transform
 
 __all__ = ["audit", "render_audit", "render_status", "select_run", "status", "status_line", "status_table", "writer_process"]
@@ -75,7 +74,7 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     batches = {state.value: 0 for state in BatchState} | journal.count_batches(run.id)
     counters = journal.counters(run.id)
     listed = len(journal.listed_pages(run.id))
-    elapsed = _seconds_between(run.started_at, run.finished_at if run.state != "running" else None)
+    elapsed = _seconds_between(run.started_at, run.finished_at if run.state != RunState.RUNNING else None)
     discovered = sum(animals.values())
     return {
         "run_id": run.id,
@@ -98,12 +97,8 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
             "animals": discovered - animals[AnimalState.POSTED],
         },
         "message": (run.outcome or {}).get("message"),
-        "process": writer_process(journal.path) if run.state == "running" else None,
+        "process": writer_process(journal.path) if run.state == RunState.RUNNING else None,
     }
-
-
-def _rows(journal: Journal, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
-    yield from journal.db.query(sql, params)
 
 
 def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
@@ -135,11 +130,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     for batch in in_doubt:
         exception("in_doubt", batch_id=batch.id, ids=batch.ids, reason=batch.last_error, response_status=batch.response_status)
 
-    unposted = _rows(
-        journal,
-        "SELECT id, state, last_error, batch_id FROM animals WHERE run_id = ? AND state != ? ORDER BY id",
-        [run.id, AnimalState.POSTED],
-    )
+    unposted = journal.iter_animals(run.id, ("state", "last_error", "batch_id"), "AND state != ?", [AnimalState.POSTED])
     for row in unposted:
         if row["id"] in held:
             continue  # named once, with its batch
@@ -150,8 +141,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
             exception("missing", id=row["id"], state=state, batch_id=row["batch_id"])
 
     # An id carried by two batches that may have been delivered: the journal itself would allow a double delivery.
-    duplicates = _rows(
-        journal,
+    duplicates = journal.db.query(
         "SELECT j.value AS id, group_concat(b.id) AS batches FROM batches b, json_each(b.ids) j"
         " WHERE b.run_id = ? AND b.state IN (?, ?, ?) GROUP BY j.value HAVING count(*) > 1",
         [run.id, BatchState.POSTED, BatchState.IN_DOUBT, BatchState.SENDING],
@@ -160,8 +150,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         exception("duplicate", id=row["id"], batches=[int(b) for b in row["batches"].split(",")])
 
     # A posted animal whose batch was not answered 2xx, or a posted batch whose ids are not all posted by it.
-    orphans = _rows(
-        journal,
+    orphans = journal.db.query(
         "SELECT a.id, a.batch_id, b.state AS batch_state FROM animals a LEFT JOIN batches b ON b.id = a.batch_id"
         " WHERE a.run_id = ? AND a.state = ? AND (b.state IS NULL OR b.state != ?)"
         " UNION ALL "
@@ -188,8 +177,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     animals = journal.count_animals(run.id)
     resent = [
         row["id"]
-        for row in _rows(
-            journal,
+        for row in journal.db.query(
             "SELECT id FROM batches WHERE run_id = ? AND state = ? AND in_doubt_at IS NOT NULL ORDER BY id",
             [run.id, BatchState.POSTED],
         )
@@ -199,7 +187,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "run_state": str(run.state),
         "dry_run": dry_run,
         "limit": limit,
-        "ok": not counts and run.state == "finished",
+        "ok": not counts and run.state == RunState.FINISHED,
         "discovered": sum(animals.values()),
         "posted": animals.get(AnimalState.POSTED, 0),
         "records_rechecked": checked,
