@@ -12,10 +12,10 @@ import signal
 import sqlite3
 import sys
 import threading
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from collections.abc import Callable
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.exceptions import TyperException
@@ -25,7 +25,10 @@ from .errors import AnimalSyncError
 from .export import ExportFormat, Payload
 from .journal import AnimalState
 from .logs import LogFormat, configure_logging
-from .progress import DEFAULT_EVERY, ProgressMode
+from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
+
+if TYPE_CHECKING:
+    from .pipeline import RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -88,7 +91,7 @@ def _readonly(path: Path) -> closing[Any]:
     return closing(Journal.open(path, readonly=True))
 
 
-def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> Any:
+def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> AbstractContextManager[OnProgress | None]:
     """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
     from rich.console import Console
 
@@ -99,7 +102,7 @@ def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None =
     return reporting(chosen, console=console, every=every, limit=limit)
 
 
-def _sync(attempt: Callable[..., Any], progress: Any) -> None:
+def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
     """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
     stop = _stop_on_signals()
     with progress as on_progress:

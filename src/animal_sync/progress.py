@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -238,5 +238,4 @@ def reporting(
         with closing(ProgressLog(every, limit=limit)) as events:
             yield events
     else:
-        with nullcontext():
-            yield None
+        yield None
