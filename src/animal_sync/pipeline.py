@@ -336,9 +336,7 @@ class Sync:
         try:
             self._loop(get_pool, post_pool)
         finally:
-            for future in self.gets:
-                future.cancel()
-            get_pool.shutdown(wait=True, cancel_futures=True)
+            get_pool.shutdown(wait=True, cancel_futures=True)  # queued GETs are dropped; their results would be ignored
             post_pool.shutdown(wait=True)
         return self._finish(time.monotonic() - started)
 
@@ -383,8 +381,6 @@ class Sync:
         """Record every finished GET: listed pages, fetched or quarantined animals, failures."""
         for future in [f for f in self.gets if f.done()]:
             kind, key = self.gets.pop(future)
-            if future.cancelled():
-                continue
             self._take_get(future, kind, key)
 
     def _finish(self, elapsed: float) -> RunResult:
