@@ -146,16 +146,17 @@ class Sync:
         self.progress.pages_listed = len(self.listed)
         self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
         self.unbatched = self.journal.animal_ids(run_id, AnimalState.FETCHED)
-        self.to_post.extend(self.journal.batches(run_id, BatchState.PENDING))
-        held = self.journal.batches(run_id, BatchState.IN_DOUBT)
-        if self.settings.resend_in_doubt:
-            self.to_post.extend(held)
-            for batch in held:
-                self.log.warning("batch_resending", batch_id=batch.id, animals=len(batch.ids), reason="in doubt: at-least-once")
         counts = self.journal.count_animals(run_id)
         self.progress.discovered = sum(counts.values())
         self.progress.posted = counts.get(AnimalState.POSTED, 0)
         self.progress.fetched = self.progress.posted + counts.get(AnimalState.BATCHED, 0) + len(self.unbatched)
+        if self.settings.dry_run:
+            return  # a dry run never sends, whatever the journal holds: no batch is queued
+        self.to_post.extend(self.journal.batches(run_id, BatchState.PENDING))
+        if self.settings.resend_in_doubt:
+            for batch in self.journal.batches(run_id, BatchState.IN_DOUBT):
+                self.log.warning("batch_resending", batch_id=batch.id, animals=len(batch.ids), reason="in doubt: at-least-once")
+                self.to_post.append(batch)
 
     # -- scheduling ------------------------------------------------------------------------------------------
 
@@ -359,8 +360,7 @@ class Sync:
                 self.journal.add_counters(self.run.id, self.counters)
                 self.counters.clear()
             due = []
-            sendable = self.to_post and not self.settings.dry_run  # a dry run never sends, whatever the journal holds
-            if not stopping and sendable and len(self.posts) < self.settings.post_workers:
+            if not stopping and self.to_post and len(self.posts) < self.settings.post_workers:
                 with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
                     due = self._due_posts()
             for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
@@ -370,7 +370,7 @@ class Sync:
                 self.on_progress(self.progress)
             if stopping and not self.posts:
                 return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
-            if not stopping and fetching_done and not self.posts and not sendable:
+            if not stopping and fetching_done and not self.posts and not self.to_post:
                 return
             pending = list(self.gets) + list(self.posts)
             if pending:
