@@ -12,10 +12,9 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["API_MAX_BATCH", "API_MAX_STALL", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
+__all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
 
 API_MAX_BATCH = 100  # POST /home answers 400 above this
-API_MAX_STALL = 15.0  # the API's longest stall before it handles a request, seconds
 DEFAULT_BASE_URL = "http://localhost:3123"
 DEFAULT_JOURNAL = Path("animal-sync.db")
 
