@@ -75,8 +75,7 @@ class Settings:
     @classmethod
     def from_journal(cls, stored: dict[str, Any], **overrides: Any) -> Settings:
         """Rebuild a run's settings from its journal row, with what cannot be stored (secrets) passed back in."""
-        known = {name for name in cls.__dataclass_fields__}
-        data = {key: value for key, value in stored.items() if key in known}
-        data["journal"] = Path(data.get("journal", DEFAULT_JOURNAL))
+        data = {key: value for key, value in stored.items() if key in cls.__dataclass_fields__}
         data.update({key: value for key, value in overrides.items() if value is not None})
+        data["journal"] = Path(data.get("journal", DEFAULT_JOURNAL))  # journaled as text; an override may be too
         return cls(**data)

@@ -9,6 +9,7 @@ process killed at any instant leaves at most the batches then in flight in doubt
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -456,7 +457,7 @@ def start_run(
 
 
 def resume_run(
-    journal_path: Any,
+    journal_path: str | os.PathLike[str],
     *,
     overrides: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
