@@ -37,8 +37,6 @@ __all__ = [
     "Journal",
     "RunRow",
     "RunState",
-    "migrations",
-    "now",
 ]
 
 MIGRATION_SET = "animal_sync"
@@ -587,7 +585,7 @@ class Journal:
     @_atomic
     def mark_refused_for_split(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
         """The API refused the whole batch for a record it holds: nothing was delivered, so the animals go back
-        to fetched (with the refusal noted) to be re-sent in smaller batches that isolate the bad record."""
+        to fetched (the refusal is kept on this batch) to be re-sent in smaller batches that isolate the bad record."""
         self._move_batch(
             batch.id, B.SENDING, B.FAILED,
             response_status=status, response_body=body, last_error=f"{error} (split to isolate it)", finished_at=now(),
