@@ -326,15 +326,18 @@ class Journal:
             raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise JournalError(f"journal {self.path} is in use by another animal-sync process (pid {holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        except OSError as exc:  # no locks on this file system, or no room for the pid: one line, not a traceback
+            handle.close()
+            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
         self._lock_file = handle
 
     def close(self) -> None:
