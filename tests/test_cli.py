@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -140,3 +141,24 @@ def test_dry_run_posts_nothing_and_the_audit_says_dry_run_not_failure(capsys, si
     assert out.startswith("run 1: finished (dry run)")
     code, out, _ = run_cli(capsys, "export", "--journal", journal, "--state", "fetched")
     assert len(out.splitlines()) == 120  # what would have been posted, for a person to check first
+
+
+def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, monkeypatch) -> None:
+    from animal_sync.cli import _stop_on_signals
+
+    def hard_exit(code: int) -> None:
+        raise SystemExit(f"os._exit({code})")
+
+    monkeypatch.setattr("animal_sync.cli.os._exit", hard_exit)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        stop = _stop_on_signals()
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)  # the first: finish the POSTs in flight, then stop
+        assert stop.is_set() and "stopping after the POSTs in flight" in capsys.readouterr().err
+        with pytest.raises(SystemExit, match=r"os\._exit\(130\)"):
+            handler(signal.SIGINT, None)  # the second: now, without waiting for stalled POSTs
+        assert "in doubt: run `animal-sync resume`" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

@@ -74,7 +74,13 @@ def _stop_on_signals() -> threading.Event:
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            # At once means not waiting for stalled POSTs in worker threads. The journal is consistent at every
+            # commit, as after a SIGKILL (which the tests prove safe): the batches in flight come back in doubt.
+            print(
+                "animal-sync: quitting at once; batches then in flight will be in doubt: run `animal-sync resume`",
+                file=sys.stderr, flush=True,
+            )
+            os._exit(130)
         stop.set()
         # print, not typer.echo: click writes to the stream under sys.stderr, past the proxy that keeps bars whole.
         print("animal-sync: stopping after the POSTs in flight (again to quit at once)", file=sys.stderr, flush=True)
@@ -154,7 +160,7 @@ def resume(
     progress: ProgressOpt = ProgressMode.AUTO,
     progress_every: ProgressEveryOpt = DEFAULT_EVERY,
 ) -> None:
-    """Continue the last unfinished run from the journal alone; in-doubt batches are re-sent unless held."""
+    """Continue the last unfinished run from the journal alone (the token, if any, again from ANIMAL_SYNC_TOKEN); in-doubt batches are re-sent unless held."""
     from .pipeline import resume_run
 
     configure_logging(log_format, quiet=quiet)
@@ -319,11 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as exc:  # a journal damaged on disk, met by a read the library did not wrap
         typer.echo(f"animal-sync: the journal cannot be read: {exc}", err=True)
         return 2
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo(
-            "animal-sync: interrupted at once; batches then in flight will be in doubt: run `animal-sync resume`",
-            err=True,
-        )
+    except typer.Abort:
         return 130
     return result if isinstance(result, int) else 0
 
