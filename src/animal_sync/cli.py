@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from contextlib import AbstractContextManager, closing
+from contextlib import AbstractContextManager
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -23,7 +23,7 @@ from typer.exceptions import TyperException
 from .config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
 from .errors import AnimalSyncError
 from .export import ExportFormat, Payload
-from .journal import AnimalState
+from .journal import AnimalState, Journal
 from .logs import LogFormat, configure_logging
 from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
 
@@ -90,11 +90,9 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _readonly(path: Path) -> closing[Any]:
+def _readonly(path: Path) -> Journal:
     """A journal opened read-only for the length of a report, so reports work beside a running sync."""
-    from .journal import Journal
-
-    return closing(Journal.open(path, readonly=True))
+    return Journal.open(path, readonly=True)
 
 
 def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> AbstractContextManager[OnProgress | None]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .api import redact_url
 from .errors import ConfigError
 
 __all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
@@ -63,8 +64,6 @@ class Settings:
 
     def journaled(self) -> dict[str, Any]:
         """The settings as stored in the journal: no token, no password, the journal path as text."""
-        from .api import redact_url
-
         data = asdict(self)
         data.pop("token")
         data["base_url"] = redact_url(self.base_url)

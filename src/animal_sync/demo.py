@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def run_demo(
         with progress() if progress else nullcontext() as on_progress:
             result = start_run(Settings(base_url=simulator.url, journal=journal), on_progress=on_progress)
         echo(f"run {result.run_id} {result.state} in {time.monotonic() - started:.1f} s: {result.message}")
-        with closing(Journal.open(journal, readonly=True)) as opened:
+        with Journal.open(journal, readonly=True) as opened:
             report = audit(opened)
         echo(render_audit(report))
         verdict = simulator.verify()

@@ -132,10 +132,15 @@ def _migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
+def _migration_files() -> list[Path]:
+    """The schema history, one file a step, in the order the steps apply."""
+    return sorted(_migrations_dir().glob("[0-9]*.py"))
+
+
 def migrations() -> Migrations:
     """Register each migrations/NNNN_name.py file's `migrate(db)` on one sqlite-utils migration set, in order."""
     registry = Migrations(MIGRATION_SET)
-    for path in sorted(_migrations_dir().glob("[0-9]*.py")):
+    for path in _migration_files():
         spec = importlib.util.spec_from_file_location(f"animal_sync_migration_{path.stem}", path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -297,7 +302,7 @@ class Journal:
 
     def _check_and_migrate(self) -> None:
         registry = migrations()
-        known = {m.name for m in registry._migrations}
+        known = {path.stem for path in _migration_files()}
         tables = set(self.db.table_names())  # raises DatabaseError for a file that is not SQLite
         applied = {m.name for m in registry.applied(self.db)} if "_sqlite_migrations" in tables else set()
         if tables - {"_sqlite_migrations"} and not applied:
@@ -339,6 +344,12 @@ class Journal:
             handle.close()
             raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
         self._lock_file = handle
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.db.conn.close()

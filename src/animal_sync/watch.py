@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import closing, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def watch_status(
     """
     console = console or Console()
     live_table = console.is_terminal and not console.is_dumb_terminal
-    with closing(Journal.open(journal_path, readonly=True)) as journal:
+    with Journal.open(journal_path, readonly=True) as journal:
         live: Any = Live(console=console, auto_refresh=False) if live_table else nullcontext()
         with live:
             while True:
