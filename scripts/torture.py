@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
+from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_once
 
 SEED = 20261122
 KILLS = 20
@@ -270,7 +270,7 @@ def chaos_case(work: Path, figures: Figures) -> None:
         verdict = sim.verify()
     code, report = audit(journal)
     clean = done.returncode == 0 and code == 0 and report.get("ok") is True
-    clean = clean and verdict["missing"] == 0 and verdict["duplicates_rejected"] == 0 and verdict["content_mismatches"] == 0
+    clean = clean and exactly_once(verdict)
     figures.lost += verdict["missing"]
     figures.duplicated_outside += len(verdict["duplicate_ids"])  # no kill here: any repeat is a bad one
     figures.verdicts["chaos30 clean"] = figures.check(clean, f"chaos30: exit {done.returncode}: {done.stderr.strip()[-300:]}")

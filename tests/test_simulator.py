@@ -528,3 +528,15 @@ def test_verify_flags_delivered_faulted_ids_and_clean_names_for_renamed_animals(
     assert report["content_mismatches"] == 1
     assert report["mismatch_examples"][0]["field"] == "name" and report["mismatch_examples"][0]["id"] == 10
     assert report["missing"] == 45 - len(UNDELIVERABLE) - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "clean"),
+    [({}, True), ({"missing": 1}, False), ({"duplicates_rejected": 3}, False), ({"content_mismatches": 1}, False)],
+)
+def test_exactly_once_reads_a_verdict(simulator, change, clean):
+    from animal_sync.simulator import exactly_once
+
+    verdict = simulator(animals=0).verify() | change
+    assert exactly_once(verdict) is clean
+    assert not exactly_once({}) and not exactly_once({"missing": 0})  # no answer, or half of one, is not clean

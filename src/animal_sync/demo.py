@@ -21,6 +21,7 @@ from .errors import SimulatorError
 from .journal import Journal
 from .pipeline import start_run
 from .report import audit, render_audit
+from .simulator import exactly_once
 
 __all__ = ["SimulatorProcess", "run_demo"]
 
@@ -97,7 +98,7 @@ def run_demo(
             report = audit(opened)
         echo(render_audit(report))
         verdict = simulator.verify()
-    clean = verdict["missing"] == 0 and verdict["duplicates_rejected"] == 0 and verdict["content_mismatches"] == 0
+    clean = exactly_once(verdict)
     echo(
         f"simulator's verdict: {verdict['delivered']} of {verdict['animals']} animals delivered, "
         f"{verdict['missing']} missing, {verdict['duplicates_rejected']} duplicates refused, "

@@ -35,6 +35,7 @@ __all__ = [
     "SimulatorConfig",
     "default_total_animals",
     "expected_home_record",
+    "exactly_once",
     "generate_animal",
     "serve",
 ]
@@ -202,6 +203,12 @@ def _faulted_name(name: str, fault: Fault | None) -> str:
     if fault is Fault.LONG_NAME:
         return (name * (LONG_NAME_CHARS // len(name) + 1))[:LONG_NAME_CHARS]
     return name
+
+
+def exactly_once(verdict: Mapping[str, Any]) -> bool:
+    """Whether a /_verify verdict shows every animal delivered once with the right content: nothing missing,
+    no repeat refused, no wrong record. An empty or partial verdict (the simulator did not answer) is not."""
+    return all(verdict.get(key) == 0 for key in ("missing", "duplicates_rejected", "content_mismatches"))
 
 
 def expected_home_record(seed: int, animal_id: int, faults: Mapping[int, str] | None = None) -> dict[str, Any]:
