@@ -15,6 +15,7 @@ judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if
 from __future__ import annotations
 
 import dataclasses
+import argparse
 import json
 import random
 import signal
@@ -366,5 +367,16 @@ def main(names: list[str]) -> int:
     return 1 if bad else 0
 
 
+def parse(argv: list[str]) -> list[str]:
+    """The cases to run; argparse turns an unknown name into one usage line and exit 2, not a KeyError."""
+    parser = argparse.ArgumentParser(description="The long reliability suite; prints one line of figures.")
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"any of {', '.join(CASES)} (default: all)")
+    cases = parser.parse_args(argv).cases
+    for name in cases:
+        if name not in CASES:
+            parser.error(f"unknown case {name!r} (choose from {', '.join(CASES)})")
+    return cases
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(parse(sys.argv[1:])))
