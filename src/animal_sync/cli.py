@@ -214,6 +214,35 @@ def audit(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_i
 
 
 @app.command()
+def settle(
+    batch_ids: Annotated[Optional[list[int]], typer.Argument(metavar="BATCH_ID", help="In-doubt batches to settle.", show_default=False)] = None,
+    delivered: Annotated[bool, typer.Option("--delivered", help="A person judges the batches delivered: they leave doubt for good.")] = False,
+    resend: Annotated[bool, typer.Option("--resend", help="A person judges them not delivered: the next resume sends them, even with --hold-in-doubt.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why, in words a colleague can check later (required; journaled with your user name and the time).")] = "",
+    all_in_doubt: Annotated[bool, typer.Option("--all-in-doubt", help="Settle every in-doubt batch of the run instead of naming them.")] = False,
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    run_id: Annotated[Optional[int], typer.Option("--run", help="Settle batches of this run id instead of the last one.")] = None,
+) -> None:
+    """Decide about batches whose POST outcome is unknown: delivered, or to be sent again. Needs the journal to itself."""
+    from .journal import Decision
+    from .settle import open_for_settling
+    from .settle import settle as settle_batches
+
+    if delivered == resend:
+        raise typer.BadParameter("pass exactly one of --delivered and --resend")
+    if not reason.strip():
+        raise typer.BadParameter("--reason is required and must not be blank")
+    if all_in_doubt == bool(batch_ids):
+        raise typer.BadParameter("name the batches to settle, or pass --all-in-doubt (not both)")
+    decision = Decision.DELIVERED if delivered else Decision.RESEND
+    with open_for_settling(journal) as opened:
+        done = settle_batches(opened, decision, reason, None if all_in_doubt else batch_ids, run_id=run_id)
+    for row in done:
+        what = "delivered" if decision is Decision.DELIVERED else "for re-send: `animal-sync resume` sends it"
+        typer.echo(f"batch {row.batch_id} of run {row.run_id} settled as {what} ({row.user}, {row.settled_at})")
+
+
+@app.command()
 def export(
     journal: JournalOpt = DEFAULT_JOURNAL,
     fmt: Annotated[ExportFormat, typer.Option("--format", help="JSON lines, or CSV with the record's fields as columns.")] = ExportFormat.JSONL,

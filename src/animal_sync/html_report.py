@@ -27,6 +27,7 @@ SHOWN = 200  # exceptions listed per kind on the page; counts are always complet
 
 STATE_COLOURS = {
     AnimalState.POSTED: "#2e7d32",
+    AnimalState.SETTLED: "#7cb342",
     AnimalState.BATCHED: "#00838f",
     AnimalState.FETCHED: "#1565c0",
     AnimalState.DISCOVERED: "#9e9e9e",
@@ -208,8 +209,23 @@ def _cell(value: Any) -> str:
     return f"<code>{_e(text[:300] + ('...' if len(text) > 300 else ''))}</code>"
 
 
+def _settled(report: dict[str, Any]) -> str:
+    """The batches a person settled, one row each: the decision, who and when, why, and where the batch is now."""
+    if not report["settled"]:
+        return '<p class="meta">None.</p>'
+    columns = ("batch_id", "decision", "user", "settled_at", "reason", "animals", "batch_state")
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(item[c])}</td>" for c in columns) + "</tr>" for item in report["settled"])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _exceptions(report: dict[str, Any]) -> str:
     if not report["exception_counts"]:
+        if report["settled"]:
+            return (
+                '<p class="ok">None: every discovered animal was posted exactly once, except '
+                f'{len(report["settled"]):,} batches settled by a person (listed above).</p>'
+            )
         return '<p class="ok">None: every discovered animal was posted exactly once.</p>'
     parts = []
     for kind, count in report["exception_counts"].items():
@@ -244,6 +260,7 @@ def render_html(data: dict[str, Any]) -> str:
         ("pages listed", f"{pages['listed']:,} of {pages['total'] if pages['total'] is not None else '?'}"),
         ("batches", ", ".join(f"{k} {v:,}" for k, v in st["batches"].items())),
         ("re-sent after doubt", ", ".join(map(str, au["resent_after_doubt"])) or "none"),
+        ("settled by a person", ", ".join(str(item["batch_id"]) for item in au["settled"]) or "none"),
         ("test mode (--limit)", au["limit"]),
         ("last outcome", st["message"]),
     ])
@@ -281,6 +298,9 @@ def render_html(data: dict[str, Any]) -> str:
 {svg_hbars(retry_bars, title="retries by kind")}
 <h3>Errors by kind</h3>
 {svg_hbars(error_bars, title="errors by kind")}
+<h2 id="settled">Settled by a person</h2>
+<p class="meta">Batches whose delivery the journal could not prove, and what a person decided about them (<code>animal-sync settle</code>); they are not exceptions.</p>
+{_settled(au)}
 <h2 id="exceptions">Exceptions from the audit</h2>
 <p class="meta">The audit re-derives every claim from the journal and re-checks {au['records_rechecked']:,} posted records against their raw payloads.</p>
 {_exceptions(au)}

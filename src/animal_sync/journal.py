@@ -33,10 +33,12 @@ __all__ = [
     "AnimalState",
     "BatchRow",
     "BatchState",
+    "Decision",
     "IllegalTransition",
     "Journal",
     "RunRow",
     "RunState",
+    "SettlementRow",
 ]
 
 MIGRATION_SET = "animal_sync"
@@ -51,6 +53,7 @@ class AnimalState(StrEnum):
     FAILED = "failed"  # detail unobtainable, or its batch was refused with 4xx
     BATCHED = "batched"  # carried by a batch not (yet) answered 2xx
     POSTED = "posted"  # carried by a batch answered 2xx
+    SETTLED = "settled"  # carried by an in-doubt batch a person judged delivered (`animal-sync settle --delivered`)
 
 
 class BatchState(StrEnum):
@@ -59,6 +62,14 @@ class BatchState(StrEnum):
     POSTED = "posted"  # answered 2xx
     FAILED = "failed"  # answered 4xx (or 5xx past the retry budget): nothing delivered
     IN_DOUBT = "in_doubt"  # sent, outcome unknown (read timeout, dropped connection, killed mid-POST)
+    SETTLED = "settled"  # was in doubt; a person judged it delivered, with a reason (see the settlements table)
+
+
+class Decision(StrEnum):
+    """What a person decided about a batch the journal cannot prove delivered."""
+
+    DELIVERED = "delivered"  # it arrived (checked downstream, or a strict API refused its re-send)
+    RESEND = "resend"  # it did not arrive: queue it for the next resume, even one that holds in-doubt batches
 
 
 class RunState(StrEnum):
@@ -76,15 +87,18 @@ ANIMAL_TRANSITIONS: Mapping[AnimalState, frozenset[AnimalState]] = {
     A.FETCHED: frozenset({A.BATCHED}),
     A.QUARANTINED: frozenset({A.DISCOVERED}),
     A.FAILED: frozenset({A.DISCOVERED}),
-    A.BATCHED: frozenset({A.POSTED, A.FAILED, A.FETCHED}),  # fetched: re-batched after a refused batch is split
+    A.BATCHED: frozenset({A.POSTED, A.FAILED, A.FETCHED, A.SETTLED}),  # fetched: re-batched after a refused batch is split
     A.POSTED: frozenset(),
+    A.SETTLED: frozenset(),
 }
 BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
     B.PENDING: frozenset({B.SENDING}),
     B.SENDING: frozenset({B.POSTED, B.FAILED, B.IN_DOUBT, B.PENDING}),  # pending: the API was never reached
-    B.IN_DOUBT: frozenset({B.SENDING}),  # a re-send (at-least-once), only when the operator allows it
+    # sending: a re-send (at-least-once), only when the operator allows it; settled or pending: a person's decision
+    B.IN_DOUBT: frozenset({B.SENDING, B.SETTLED, B.PENDING}),
     B.POSTED: frozenset(),
     B.FAILED: frozenset(),
+    B.SETTLED: frozenset(),
 }
 
 
@@ -117,6 +131,18 @@ class BatchRow:
     response_body: str | None
     last_error: str | None
     in_doubt_at: str | None
+
+
+@dataclass(frozen=True)
+class SettlementRow:
+    id: int
+    run_id: int
+    batch_id: int
+    decision: Decision
+    reason: str
+    user: str
+    settled_at: str
+    attempts: int  # the batch's POSTs when it was settled
 
 
 def now() -> str:
@@ -175,6 +201,19 @@ def _batch_row(row: Mapping[str, Any]) -> BatchRow:
         response_body=row["response_body"],
         last_error=row["last_error"],
         in_doubt_at=row["in_doubt_at"],
+    )
+
+
+def _settlement_row(row: Mapping[str, Any]) -> SettlementRow:
+    return SettlementRow(
+        id=row["id"],
+        run_id=row["run_id"],
+        batch_id=row["batch_id"],
+        decision=Decision(row["decision"]),
+        reason=row["reason"],
+        user=row["user"],
+        settled_at=row["settled_at"],
+        attempts=row["attempts"],
     )
 
 
@@ -627,6 +666,48 @@ class Journal:
         for batch in stale:
             self.mark_in_doubt(batch, "the process stopped while this batch's POST was in flight")
         return [batch.id for batch in stale]
+
+    # -- settlements -----------------------------------------------------------------------------------------
+
+    @_atomic
+    def record_settlement(self, batch: BatchRow, decision: Decision, reason: str, user: str) -> SettlementRow:
+        """Journal a person's decision about a batch and apply it, in one transaction.
+
+        delivered: an in-doubt batch and its animals become settled; a batch already posted after a doubt keeps
+        its state (the row is the person's acceptance of it). resend: an in-doubt batch goes back to pending.
+        """
+        if decision is Decision.RESEND:
+            self._move_batch(batch.id, B.IN_DOUBT, B.PENDING)
+        elif batch.state is B.POSTED:
+            if batch.in_doubt_at is None:
+                raise IllegalTransition(f"batch {batch.id} was posted without doubt: there is nothing to settle")
+        else:
+            self._move_batch(batch.id, B.IN_DOUBT, B.SETTLED, finished_at=now())
+            self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.SETTLED)
+        cursor = self.db.execute(
+            "INSERT INTO settlements (run_id, batch_id, decision, reason, user, settled_at, attempts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [batch.run_id, batch.id, decision, reason, user, now(), batch.attempts],
+        )
+        row = next(self.db.query("SELECT * FROM settlements WHERE id = ?", [cursor.lastrowid]))
+        return _settlement_row(row)
+
+    @_read
+    def settlements(self, run_id: int) -> dict[int, SettlementRow]:
+        """Each settled batch of the run and its latest settlement (a batch re-sent, then in doubt again, may have two)."""
+        rows = self.db.query("SELECT * FROM settlements WHERE run_id = ? ORDER BY id", [run_id])
+        return {row["batch_id"]: _settlement_row(row) for row in rows}
+
+    @_read
+    def posted_after_doubt(self, run_id: int) -> list[BatchRow]:
+        """Batches answered 2xx after having been in doubt: delivered at least once, perhaps twice."""
+        return [
+            _batch_row(row)
+            for row in self.db.query(
+                "SELECT * FROM batches WHERE run_id = ? AND state = ? AND in_doubt_at IS NOT NULL ORDER BY id",
+                [run_id, B.POSTED],
+            )
+        ]
 
     # -- counters --------------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from .api import AnimalsApi, ApiUnreachable, BodyTooLarge, Detail, FetchFailed, 
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, RunRow, RunState
+from .settle import unsettled_resends
 from .transform import InvalidRecord, canonical_json, check_matches, transform
 
 __all__ = ["Progress", "RunResult", "Sync", "resume_run", "start_run"]
@@ -406,10 +407,12 @@ class Sync:
             unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
             if not self.settings.dry_run:
                 unfinished.append(AnimalState.FETCHED)
-            exceptions = sum(counts.get(state, 0) for state in unfinished) + len(in_doubt) + len(self.failed_pages)
+            # A batch answered 2xx only after a doubt went out at least once: the audit's verdict, and so ours.
+            resent = [batch.id for batch in unsettled_resends(self.journal, run_id)]
+            exceptions = sum(counts.get(state, 0) for state in unfinished) + len(in_doubt) + len(self.failed_pages) + len(resent)
             state = RunState.FINISHED
             code = 0 if exceptions == 0 else 1
-            message = _summary(counts, in_doubt, self.failed_pages, self.settings.dry_run)
+            message = _summary(counts, in_doubt, self.failed_pages, self.settings.dry_run, resent)
         outcome["message"] = message
         self.journal.end_run(run_id, state, outcome)
         self.log.info("run_finished", state=str(state), exit_code=code, elapsed=round(elapsed, 3), **{
@@ -418,7 +421,7 @@ class Sync:
         return RunResult(run_id, state, code, message, counts, in_doubt)
 
 
-def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int], dry_run: bool) -> str:
+def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int], dry_run: bool, resent: list[int]) -> str:
     posted = counts.get(AnimalState.POSTED, 0)
     parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
     for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
@@ -428,6 +431,8 @@ def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int]
         parts.append(f"{len(in_doubt)} batches in doubt ({', '.join(map(str, in_doubt[:10]))})")
     if failed_pages:
         parts.append(f"{len(failed_pages)} pages could not be listed")
+    if resent:
+        parts.append(f"{len(resent)} batches posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
     tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"
     return ", ".join(parts) + tail
 

@@ -18,10 +18,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .journal import AnimalState, BatchState, Journal, RunRow, RunState
+from .journal import AnimalState, BatchState, Decision, Journal, RunRow, RunState
+from .settle import standing, unsettled_resends
 from .transform import InvalidRecord, canonical_json, transform
 
-__all__ = ["audit", "render_audit", "render_status", "select_run", "status", "status_line", "status_table", "writer_process"]
+__all__ = [
+    "audit",
+    "render_audit",
+    "render_status",
+    "select_run",
+    "settled",
+    "settled_line",
+    "status",
+    "status_line",
+    "status_table",
+    "writer_process",
+]
 
 EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
 
@@ -67,6 +79,24 @@ def writer_process(journal_path: Path) -> dict[str, Any]:
     return {"pid": pid, "alive": True}
 
 
+def settled(journal: Journal, run_id: int) -> list[dict[str, Any]]:
+    """The batches a person has settled whose settlement still stands, with who, when, why and how many animals."""
+    found = []
+    for batch_id, settlement in journal.settlements(run_id).items():
+        batch = journal.batch(batch_id)
+        if standing(settlement, batch):
+            found.append({
+                "batch_id": batch_id,
+                "decision": str(settlement.decision),
+                "reason": settlement.reason,
+                "user": settlement.user,
+                "settled_at": settlement.settled_at,
+                "animals": len(batch.ids),
+                "batch_state": str(batch.state),
+            })
+    return found
+
+
 def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     """The report of the current or last run: progress, states, retries and errors, throughput, what is left."""
     run = select_run(journal, run_id)
@@ -94,8 +124,9 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "throughput_per_second": round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
         "left": {
             "pages": None if run.total_pages is None else max(0, run.total_pages - listed),
-            "animals": discovered - animals[AnimalState.POSTED],
+            "animals": discovered - animals[AnimalState.POSTED] - animals[AnimalState.SETTLED],
         },
+        "settled": settled(journal, run.id),
         "message": (run.outcome or {}).get("message"),
         "process": writer_process(journal.path) if run.state == RunState.RUNNING else None,
     }
@@ -104,7 +135,8 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
 def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
 
-    Exception kinds: unlisted_page, missing, failed, quarantined, in_doubt, duplicate, orphan, mismatch.
+    Exception kinds: unlisted_page, missing, failed, quarantined, in_doubt, at_least_once, duplicate, orphan,
+    mismatch. A batch a person settled (`settle`) is listed apart, under "settled", and is not an exception.
     """
     run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
@@ -129,8 +161,15 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     held = {animal_id for batch in in_doubt for animal_id in batch.ids}
     for batch in in_doubt:
         exception("in_doubt", batch_id=batch.id, ids=batch.ids, reason=batch.last_error, response_status=batch.response_status)
+    # Answered 2xx, but only after a send whose outcome was lost: delivered at least once, perhaps twice.
+    for batch in unsettled_resends(journal, run.id):
+        exception(
+            "at_least_once", batch_id=batch.id, animals=len(batch.ids), attempts=batch.attempts,
+            in_doubt_at=batch.in_doubt_at, reason="re-sent after its outcome was unknown, then answered 2xx",
+        )
 
-    unposted = journal.iter_animals(run.id, ("state", "last_error", "batch_id"), "AND state != ?", [AnimalState.POSTED])
+    delivered = (AnimalState.POSTED, AnimalState.SETTLED)  # settled: judged delivered by a person, listed apart
+    unposted = journal.iter_animals(run.id, ("state", "last_error", "batch_id"), "AND state NOT IN (?, ?)", delivered)
     for row in unposted:
         if row["id"] in held:
             continue  # named once, with its batch
@@ -141,29 +180,32 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
             exception("missing", id=row["id"], state=state, batch_id=row["batch_id"])
 
     # An id carried by two batches that may have been delivered: the journal itself would allow a double delivery.
+    # A batch once in doubt may have been, whatever its state now (e.g. pending again for a re-send a person asked for).
     duplicates = journal.db.query(
         "SELECT j.value AS id, group_concat(b.id) AS batches FROM batches b, json_each(b.ids) j"
-        " WHERE b.run_id = ? AND b.state IN (?, ?, ?) GROUP BY j.value HAVING count(*) > 1",
-        [run.id, BatchState.POSTED, BatchState.IN_DOUBT, BatchState.SENDING],
+        " WHERE b.run_id = ? AND (b.state IN (?, ?, ?, ?) OR b.in_doubt_at IS NOT NULL) GROUP BY j.value HAVING count(*) > 1",
+        [run.id, BatchState.POSTED, BatchState.IN_DOUBT, BatchState.SENDING, BatchState.SETTLED],
     )
     for row in duplicates:
         exception("duplicate", id=row["id"], batches=[int(b) for b in row["batches"].split(",")])
 
-    # A posted animal whose batch was not answered 2xx, or a posted batch whose ids are not all posted by it.
-    orphans = journal.db.query(
-        "SELECT a.id, a.batch_id, b.state AS batch_state FROM animals a LEFT JOIN batches b ON b.id = a.batch_id"
-        " WHERE a.run_id = ? AND a.state = ? AND (b.state IS NULL OR b.state != ?)"
-        " UNION ALL "
-        "SELECT j.value, b.id, b.state FROM batches b, json_each(b.ids) j"
-        " LEFT JOIN animals a ON a.run_id = b.run_id AND a.id = j.value"
-        " WHERE b.run_id = ? AND b.state = ? AND (a.batch_id IS NOT b.id OR a.state IS NOT ?)",
-        [run.id, AnimalState.POSTED, BatchState.POSTED, run.id, BatchState.POSTED, AnimalState.POSTED],
-    )
-    for row in orphans:
-        exception("orphan", id=row["id"], batch_id=row["batch_id"], batch_state=row["batch_state"])
+    # A posted animal whose batch was not answered 2xx, or a posted batch whose ids are not all posted by it;
+    # likewise for a batch settled as delivered and its animals.
+    for animal_state, batch_state in ((AnimalState.POSTED, BatchState.POSTED), (AnimalState.SETTLED, BatchState.SETTLED)):
+        orphans = journal.db.query(
+            "SELECT a.id, a.batch_id, b.state AS batch_state FROM animals a LEFT JOIN batches b ON b.id = a.batch_id"
+            " WHERE a.run_id = ? AND a.state = ? AND (b.state IS NULL OR b.state != ?)"
+            " UNION ALL "
+            "SELECT j.value, b.id, b.state FROM batches b, json_each(b.ids) j"
+            " LEFT JOIN animals a ON a.run_id = b.run_id AND a.id = j.value"
+            " WHERE b.run_id = ? AND b.state = ? AND (a.batch_id IS NOT b.id OR a.state IS NOT ?)",
+            [run.id, animal_state, batch_state, run.id, batch_state, animal_state],
+        )
+        for row in orphans:
+            exception("orphan", id=row["id"], batch_id=row["batch_id"], batch_state=row["batch_state"])
 
     checked = 0
-    posted = journal.iter_animals(run.id, ("id", "raw", "transformed"), "AND state = ?", [AnimalState.POSTED])
+    posted = journal.iter_animals(run.id, ("id", "raw", "transformed"), "AND state IN (?, ?)", delivered)
     for row in posted:
         checked += 1
         try:
@@ -190,9 +232,11 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "ok": not counts and run.state == RunState.FINISHED,
         "discovered": sum(animals.values()),
         "posted": animals.get(AnimalState.POSTED, 0),
+        "settled_animals": animals.get(AnimalState.SETTLED, 0),
         "records_rechecked": checked,
         "batches_posted": journal.count_batches(run.id).get(BatchState.POSTED, 0),
         "resent_after_doubt": resent,
+        "settled": settled(journal, run.id),
         "exception_counts": counts,
         "exceptions": found,
     }
@@ -247,6 +291,8 @@ def status_table(report: dict[str, Any]) -> Table:
     table.add_row(
         "left", f"{left['animals']:,} animals" + (f", {left['pages']:,} pages" if left["pages"] else "")
     )
+    for item in report.get("settled", []):
+        table.add_row("settled", settled_line(item))
     if report.get("message"):
         table.add_row("last outcome", report["message"])
     if report.get("process") and not report["process"]["alive"]:
@@ -277,18 +323,33 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def settled_line(item: dict[str, Any]) -> str:
+    """One settled batch in words: what a person decided, who and when, why, and where the batch is now."""
+    decided = "as delivered" if item["decision"] == Decision.DELIVERED else "for re-send"
+    where = {
+        BatchState.PENDING: "; queued for the next `animal-sync resume`",
+        BatchState.SENDING: "; its re-send was in flight",
+        BatchState.POSTED: "; re-sent and answered 2xx" if item["decision"] == Decision.RESEND else "; it had been re-sent and answered 2xx",
+    }.get(BatchState(item["batch_state"]), "")
+    return (
+        f"batch {item['batch_id']} ({item['animals']} animals) settled {decided} by a person"
+        f" ({item['user']}, {item['settled_at']}): {_short(item['reason'], 200)}{where}"
+    )
+
+
 def render_audit(report: dict[str, Any], shown: int = 20) -> str:
     head = (
         f"audit of run {report['run_id']} ({report['run_state']}): {report['posted']} of {report['discovered']} animals"
         f" posted in {report['batches_posted']} batches; {report['records_rechecked']} posted records re-checked"
     )
+    if report["settled_animals"]:
+        head += f"; {report['settled_animals']} animals settled as delivered by a person"
     lines = [head]
     if report["dry_run"]:
         lines.append("dry run: nothing was meant to be posted; fetched animals are not counted as missing")
     if report["limit"] is not None:
         lines.append(f"test mode: the run was limited to the first {report['limit']} animals listed")
-    if report["resent_after_doubt"]:
-        lines.append(f"re-sent after being in doubt, then answered 2xx: batches {report['resent_after_doubt']}")
+    lines.extend(settled_line(item) for item in report["settled"])
     if report["run_state"] != "finished":
         lines.append(f"the run is {report['run_state']}, not finished: run `animal-sync resume`")
     for kind, count in report["exception_counts"].items():
@@ -301,6 +362,11 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
         lines.append("NOT OK")
     elif report["dry_run"]:
         lines.append("OK (dry run): every discovered animal was fetched and transformed; none was meant to be posted")
+    elif report["settled"]:
+        lines.append(
+            "OK: every discovered animal was posted exactly once,"
+            f" except {len(report['settled'])} batches settled by a person (listed above)"
+        )
     else:
         lines.append("OK: every discovered animal was posted exactly once")
     return "\n".join(lines)
