@@ -79,8 +79,9 @@ def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_on
     audit = subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True)
     report = json.loads(audit.stdout)
     assert report["discovered"] == sim.total_animals
-    # The only exception a kill may leave is a batch in doubt whose re-send the strict API refused.
-    assert set(report["exception_counts"]) <= {"in_doubt"}, report["exception_counts"]
+    # The only exceptions a kill may leave: a batch in doubt whose re-send the strict API refused, and one whose
+    # re-send it took (at least once: the journal cannot know the first send never arrived).
+    assert set(report["exception_counts"]) <= {"in_doubt", "at_least_once"}, report["exception_counts"]
     assert audit.returncode == (0 if not report["exception_counts"] else 1)
     assert final.returncode == audit.returncode
 

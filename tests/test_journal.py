@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from itertools import product
+from pathlib import Path
 
 import pytest
 
@@ -21,13 +22,15 @@ from animal_sync.journal import (
     BATCH_TRANSITIONS,
     AnimalState,
     BatchState,
+    Decision,
     IllegalTransition,
     Journal,
     RunState,
 )
 
 A, B = AnimalState, BatchState
-MIGRATION = ("animal_sync", "0001_initial")
+SCHEMA_STEPS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = [("animal_sync", "0001_initial"), ("animal_sync", "0002_settlements")]  # the first steps, in order
 
 
 @pytest.fixture
@@ -75,7 +78,7 @@ def snapshot(journal):
     """Every row the journal holds, to show that a refused step changed nothing."""
     return {
         table: list(journal.db.query(f"SELECT * FROM {table} ORDER BY rowid"))
-        for table in ("runs", "pages", "animals", "batches", "counters")
+        for table in ("runs", "pages", "animals", "batches", "counters", "settlements")
     }
 
 
@@ -121,8 +124,9 @@ def test_open_creates_the_file_and_applies_the_migrations(path):
     try:
         assert path.is_file()
         applied = [tuple(row) for row in journal.db.execute("SELECT migration_set, name FROM _sqlite_migrations")]
-        assert applied == [MIGRATION]
-        assert {"runs", "pages", "animals", "batches", "counters"} <= set(journal.db.table_names())
+        assert applied[: len(MIGRATIONS)] == MIGRATIONS
+        assert applied == [("animal_sync", step.stem) for step in sorted(SCHEMA_STEPS.glob("[0-9]*.py"))]
+        assert {"runs", "pages", "animals", "batches", "counters", "settlements"} <= set(journal.db.table_names())
         assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: durable steps ask for FULL
     finally:
@@ -153,7 +157,7 @@ def test_reopening_applies_nothing_twice(path):
     for _ in range(2):
         Journal.open(path).close()
     assert sqlite3.connect(path).execute("SELECT * FROM _sqlite_migrations").fetchall() == first
-    assert len(first) == 1
+    assert len(first) >= len(MIGRATIONS)
 
 
 def test_reopening_keeps_the_rows(path):
@@ -267,8 +271,8 @@ def test_transition_table_covers_every_state_and_only_states(table, states):
 @pytest.mark.parametrize(
     "table, start, terminal",
     [
-        (ANIMAL_TRANSITIONS, A.DISCOVERED, {A.POSTED}),
-        (BATCH_TRANSITIONS, B.PENDING, {B.POSTED, B.FAILED}),
+        (ANIMAL_TRANSITIONS, A.DISCOVERED, {A.POSTED, A.SETTLED}),
+        (BATCH_TRANSITIONS, B.PENDING, {B.POSTED, B.FAILED, B.SETTLED}),
     ],
     ids=["animal", "batch"],
 )
@@ -292,9 +296,13 @@ def test_transition_table_terminals_are_terminal_and_everything_reaches_them(tab
 def test_transition_tables_say_what_the_design_says():
     assert ANIMAL_TRANSITIONS[A.FETCHED] == {A.BATCHED}  # a fetched animal only leaves in a batch
     assert A.DISCOVERED in ANIMAL_TRANSITIONS[A.QUARANTINED] and A.DISCOVERED in ANIMAL_TRANSITIONS[A.FAILED]
-    assert ANIMAL_TRANSITIONS[A.BATCHED] == {A.POSTED, A.FAILED, A.FETCHED}  # fetched: a refused batch is split
+    # fetched: a refused batch is split; settled: a person judged its in-doubt batch delivered
+    assert ANIMAL_TRANSITIONS[A.BATCHED] == {A.POSTED, A.FAILED, A.FETCHED, A.SETTLED}
     assert BATCH_TRANSITIONS[B.PENDING] == {B.SENDING}  # nothing is answered without being sent
-    assert BATCH_TRANSITIONS[B.IN_DOUBT] == {B.SENDING}  # in doubt ends only by a re-send
+    # in doubt ends only by a re-send, or by a person's decision: delivered (settled), or re-send (pending)
+    assert BATCH_TRANSITIONS[B.IN_DOUBT] == {B.SENDING, B.SETTLED, B.PENDING}
+    assert {source for source, targets in BATCH_TRANSITIONS.items() if B.SETTLED in targets} == {B.IN_DOUBT}
+    assert {source for source, targets in ANIMAL_TRANSITIONS.items() if A.SETTLED in targets} == {A.BATCHED}
     assert B.PENDING in BATCH_TRANSITIONS[B.SENDING]  # never reached the API
 
 
@@ -313,6 +321,10 @@ def animal_in(journal, run_id, state, animal_id=1):
                 if state is A.POSTED:
                     journal.mark_sending(batch)
                     journal.mark_posted(journal.batch(batch.id), 200, "")
+                elif state is A.SETTLED:
+                    journal.mark_sending(batch)
+                    journal.mark_in_doubt(journal.batch(batch.id), "read timeout")
+                    journal.record_settlement(journal.batch(batch.id), Decision.DELIVERED, "seen downstream", "tester")
 
 
 def batch_in(journal, run_id, state, *ids):
@@ -326,8 +338,10 @@ def batch_in(journal, run_id, state, *ids):
             journal.mark_posted(batch, 200, "")
         elif state is B.FAILED:
             journal.mark_failed(batch, 422, "no", "HTTP 422")
-        elif state is B.IN_DOUBT:
+        elif state in (B.IN_DOUBT, B.SETTLED):
             journal.mark_in_doubt(batch, "read timeout")
+            if state is B.SETTLED:
+                journal.record_settlement(journal.batch(batch.id), Decision.DELIVERED, "seen downstream", "tester")
     return journal.batch(batch.id)
 
 
@@ -417,7 +431,7 @@ def test_a_pending_batch_cannot_be_answered(journal, run_id, answer):
     assert snapshot(journal) == before
 
 
-@pytest.mark.parametrize("state", [B.POSTED, B.FAILED])
+@pytest.mark.parametrize("state", [B.POSTED, B.FAILED, B.SETTLED])
 @pytest.mark.parametrize("step", STEPS)
 def test_a_finished_batch_cannot_go_anywhere(journal, run_id, state, step):
     batch = batch_in(journal, run_id, state)

@@ -204,8 +204,9 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     assert named["batch_id"] == 1 and "re-send refused" in named["reason"] and named["response_status"] == 500
 
 
-def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted(simulator, tmp_path: Path) -> None:
-    """As if the API had lost the stalled POST: the re-send is the only delivery, posted and noted as re-sent."""
+def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_once(simulator, tmp_path: Path) -> None:
+    """As if the API had lost the stalled POST: the re-send is the only delivery, but the journal cannot know
+    that, so the batch is named "at least once" (exit 1, in the run and in the audit) until a person settles it."""
     sim = simulator(animals=100, strict=True, stall_min=0.5, stall_max=0.5)
     sim.queue_chaos(Chaos.STALL, method="POST")
     journal = tmp_path / "j.db"
@@ -216,10 +217,13 @@ def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted(simulator,
 
     again = resume_run(journal)
 
-    assert again.exit_code == 0 and again.in_doubt == []
+    assert again.exit_code == 1 and again.in_doubt == [] and "1 batches posted at least once after doubt (1)" in again.message
     assert_exactly_once(sim)
     report = audited(journal)
-    assert report["ok"] and report["resent_after_doubt"] == [1]
+    assert not report["ok"] and report["resent_after_doubt"] == [1]
+    assert report["exception_counts"] == {"at_least_once": 1}
+    [named] = report["exceptions"]["at_least_once"]
+    assert (named["batch_id"], named["animals"], named["attempts"]) == (1, 100, 2)
 
 
 def _wait_until(condition, timeout: float = 10.0) -> None:

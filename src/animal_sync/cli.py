@@ -238,8 +238,8 @@ def settle(
     with open_for_settling(journal) as opened:
         done = settle_batches(opened, decision, reason, None if all_in_doubt else batch_ids, run_id=run_id)
     for row in done:
-        what = "delivered" if decision is Decision.DELIVERED else "for re-send: `animal-sync resume` sends it"
-        typer.echo(f"batch {row.batch_id} of run {row.run_id} settled as {what} ({row.user}, {row.settled_at})")
+        what = "as delivered" if decision is Decision.DELIVERED else "for re-send: `animal-sync resume` sends it"
+        typer.echo(f"batch {row.batch_id} of run {row.run_id} settled {what} ({row.user}, {row.settled_at})")
 
 
 @app.command()
