@@ -14,8 +14,9 @@ import pytest
 from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.html_report import render_html, report_data, svg_columns, throughput
-from animal_sync.journal import Journal
+from animal_sync.journal import BatchState, Decision, Journal
 from animal_sync.pipeline import start_run
+from animal_sync.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 
@@ -138,3 +139,18 @@ def test_headless_chromium_renders_the_page(journal: Path, tmp_path: Path) -> No
         capture_output=True, timeout=60, check=False,
     )
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_a_settled_batch_has_its_own_section_and_is_not_an_exception(journal: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "j.db"
+    shutil.copy(journal, copy)
+    with closing(Journal.open(copy)) as opened:
+        [doubted] = opened.batches(1, BatchState.IN_DOUBT)
+        settle(opened, Decision.DELIVERED, "seen in the <home> ledger", [doubted.id], user="alice")
+        data = report_data(opened)
+    page = Page(render_html(data))
+    words = page.words
+    assert "Settled by a person" in words and "alice" in words and "seen in the <home> ledger" in words
+    assert "in_doubt (1)" not in words and "quarantined (2)" in words  # settled: no longer an exception
+    assert f"settled by a person {doubted.id}" in words  # the summary names it too
+    assert "settled" in {attrs.get("id") for _, attrs in page.tags}

@@ -343,7 +343,11 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
         f" posted in {report['batches_posted']} batches; {report['records_rechecked']} posted records re-checked"
     )
     if report["settled_animals"]:
-        head += f"; {report['settled_animals']} animals settled as delivered by a person"
+        head = (
+            f"audit of run {report['run_id']} ({report['run_state']}): {report['posted']} of {report['discovered']} animals"
+            f" posted in {report['batches_posted']} batches and {report['settled_animals']} settled as delivered by a"
+            f" person; {report['records_rechecked']} posted or settled records re-checked"
+        )
     lines = [head]
     if report["dry_run"]:
         lines.append("dry run: nothing was meant to be posted; fetched animals are not counted as missing")
