@@ -62,7 +62,8 @@ def record(animal_id: int) -> tuple[str, str]:
 
 
 def build(journal: Journal, *fates: str) -> list[BatchRow]:
-    """A finished run with one two-animal batch per fate: posted, in_doubt, resent (posted after doubt) or pending."""
+    """A finished run with one two-animal batch per fate: posted, in_doubt, resent (posted after doubt), sending
+    or pending."""
     run = journal.start_run({}, "http://api.test")
     ids = list(range(1, 2 * len(fates) + 1))
     batches = []
@@ -169,11 +170,12 @@ def test_a_re_send_decision_covers_one_doubt_only(journal: Journal) -> None:
 
 
 def test_every_batch_is_checked_before_any_is_settled(journal: Journal) -> None:
-    posted, doubted, pending = build(journal, "posted", "in_doubt", "pending")
+    posted, doubted, pending, sending = build(journal, "posted", "in_doubt", "pending", "sending")
     before = rows(journal)
     for ids, error, says in [
         ([doubted.id, posted.id], NotSettleable, f"batch {posted.id} cannot be settled (delivered): it is posted, not in doubt"),
         ([doubted.id, pending.id], NotSettleable, "it is pending, not in doubt"),
+        ([sending.id, doubted.id], NotSettleable, "`animal-sync resume` names it in doubt first"),
         ([doubted.id, 99], UnknownBatch, "run 1 has no batch 99"),
     ]:
         with pytest.raises(error, match=says.replace("(", "\\(").replace(")", "\\)")):

@@ -434,6 +434,8 @@ def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int]
     if resent:
         parts.append(f"{len(resent)} batches posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
     tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"
+    if in_doubt or resent:
+        tail += ", `animal-sync settle` to decide what is in doubt"
     return ", ".join(parts) + tail
 
 

@@ -140,6 +140,8 @@ def _check(journal: Journal, run: RunRow, batch_id: int, decision: Decision) -> 
         )
     if batch.state is BatchState.POSTED and batch.in_doubt_at is not None:
         why = "it was re-sent after a doubt and answered 2xx; only a judgement that it was delivered can settle it"
+    elif batch.state is BatchState.SENDING:
+        why = "its POST is in flight, or was when its process died (`animal-sync resume` names it in doubt first)"
     else:
         why = f"it is {batch.state}, not in doubt"
     raise NotSettleable(batch.id, batch.state, decision, why)
