@@ -1,7 +1,8 @@
 """The `animal-sync` command line: options in, library calls out, exit codes back. No logic lives here.
 
 Exit codes: 0 finished and clean; 1 finished (or stopped) with failed, quarantined, in-doubt or missing
-animals; 2 a usage or journal error, always as one line; 130 stopped by Ctrl-C or SIGTERM.
+animals; 2 a usage or journal error, always as one line, or a credential the API refused; 130 stopped by
+Ctrl-C, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
