@@ -30,6 +30,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["--base-url", "localhost:3123"], "--base-url must be an http(s) URL"),
         (["--limit", "0"], "--limit must be 1 or more"),
         (["--get-timeout", "0"], "--get-timeout must be above 0"),
+        (["--get-timeout", "nan"], "--get-timeout must be a finite number, not nan"),
+        (["--post-timeout", "inf"], "--post-timeout must be a finite number, not inf"),
+        (["--base-url", "http://127.0.0.1:99999"], "--base-url must have a port between 1 and 65535"),
+        (["--base-url", "http://127.0.0.1:0"], "--base-url must have a port between 1 and 65535"),
+        (["--base-url", "http://127.0.0.1:http"], "--base-url must have a port between 1 and 65535"),
+        (["--base-url", "http://exa mple.org/"], "--base-url has a host name with characters a host cannot have"),
+        (["--base-url", "http://bob:pw@exa mple.org/"], "'exa mple.org'"),
+        (["--base-url", "http://[::1:3123/"], "--base-url must be an http(s) URL with a host"),
         (["--no-such-flag"], "No such option: --no-such-flag"),
     ],
 )
@@ -150,15 +158,108 @@ def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, 
         raise SystemExit(f"os._exit({code})")
 
     monkeypatch.setattr("animal_sync.cli.os._exit", hard_exit)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        stop = _stop_on_signals()
+    with _stop_on_signals() as stop:
         handler = signal.getsignal(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGHUP) is handler  # a closed terminal stops the run the same way
         handler(signal.SIGTERM, None)  # the first: finish the POSTs in flight, then stop
         assert stop.is_set() and "stopping after the POSTs in flight" in capsys.readouterr().err
         with pytest.raises(SystemExit, match=r"os\._exit\(130\)"):
             handler(signal.SIGINT, None)  # the second: now, without waiting for stalled POSTs
         assert "in doubt: run `animal-sync resume`" in capsys.readouterr().err
+
+
+def test_a_run_gives_the_caller_its_signal_handlers_back(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=30)
+    mine = {signum: (lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    before = {signum: signal.signal(signum, handler) for signum, handler in mine.items()}
+    try:
+        code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(tmp_path / "j.db"), "-q")
+        assert code == 0, err
+        assert {signum: signal.getsignal(signum) for signum in mine} == mine
     finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_good_hosts_pass_the_url_check() -> None:
+    from animal_sync.config import Settings
+
+    for url in ("http://[::1]:3123", "https://api.example.org", "http://my_host.local:8080/", "http://bücher.example"):
+        assert Settings(base_url=url).base_url == url
+
+
+def test_a_secret_is_not_echoed_in_a_url_error(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "run", "--journal", str(tmp_path / "j.db"), "--base-url", "http://bob:pw-9z@h:99999/")
+    assert code == 2 and "pw-9z" not in err and "bob:***@h:99999" in err
+
+
+def test_a_journal_holding_a_nan_setting_resumes_with_one_line(capsys, tmp_path: Path) -> None:
+    from animal_sync.config import Settings
+    from animal_sync.journal import Journal, RunState
+
+    journal = tmp_path / "j.db"
+    with Journal.open(journal) as opened:  # written by an animal-sync that let NaN through
+        run = opened.start_run({**Settings(journal=journal).journaled(), "get_timeout": float("nan")}, "http://127.0.0.1:9")
+        opened.end_run(run.id, RunState.INTERRUPTED, {})
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("animal-sync: ")
+    assert "journaled settings cannot be used (--get-timeout must be a finite number, not nan)" in err
+
+
+def test_resume_of_a_journal_that_is_not_there_creates_nothing(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "resume", "--journal", str(tmp_path / "typo.db"))
+    assert code == 2 and err == f"animal-sync: no journal at {tmp_path / 'typo.db'}; start a run with `animal-sync run`\n"
+    assert list(tmp_path.iterdir()) == []  # no journal, no -wal/-shm, no .lock
+
+
+def test_status_of_an_empty_file_says_it_holds_no_run_yet(capsys, tmp_path: Path) -> None:
+    journal = tmp_path / "j.db"
+    journal.touch()
+    for command in ("status", "audit"):
+        code, _, err = run_cli(capsys, command, "--journal", str(journal))
+        assert code == 2 and err.count("\n") == 1
+        assert "is empty: it holds no run yet; `animal-sync run` starts one" in err and "resume" not in err
+
+
+@pytest.fixture
+def dry_journal(capsys, simulator, tmp_path: Path) -> Path:
+    sim = simulator(animals=20)
+    journal = tmp_path / "j.db"
+    code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(journal), "--dry-run", "-q")
+    assert code == 0, err
+    return journal
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "a-directory"])
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_writing_a_report_or_export_where_it_cannot_go_is_one_line(capsys, dry_journal: Path, tmp_path: Path, command: str, where: str) -> None:
+    target = tmp_path / "nope" / "out.x" if where == "missing-directory" else tmp_path
+    flag = "--html" if command == "report" else "--output"
+    code, out, err = run_cli(capsys, command, "--journal", str(dry_journal), flag, str(target))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("animal-sync: "), err
+    assert str(target) in err and ("No such file or directory" in err or "directory" in err)
+    assert not list(tmp_path.glob("**/*.partial"))
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_simulate_on_a_port_that_cannot_exist_is_one_line(capsys, port: str) -> None:
+    code, _, err = run_cli(capsys, "simulate", "--port", port)
+    assert code == 2 and err.count("\n") == 1 and "Invalid value for '--port'" in err
+
+
+def test_status_and_report_show_the_api_the_last_attempt_used(capsys, simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=40, strict=True)
+    journal = str(tmp_path / "j.db")
+    gone = "http://127.0.0.1:9"  # nothing listens: the first attempt is interrupted
+    code, _, _ = run_cli(capsys, "run", "--base-url", gone, "--journal", journal, "--retries", "0", "-q")
+    assert code == 1
+    code, _, err = run_cli(capsys, "resume", "--journal", journal, "--base-url", sim.url, "-q")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "status", "--journal", journal, "--json")
+    report = json.loads(out)
+    assert (report["base_url"], report["first_base_url"]) == (sim.url, gone)
+    code, out, _ = run_cli(capsys, "status", "--journal", journal)
+    assert f"API            {sim.url}" in out and f"API at start   {gone}" in out
+    page = tmp_path / "r.html"
+    assert run_cli(capsys, "report", "--journal", journal, "--html", str(page))[0] == 0
+    assert f"<th>API</th><td>{sim.url}</td>" in page.read_text()

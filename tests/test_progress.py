@@ -161,15 +161,10 @@ def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(
 
     from animal_sync.cli import _stop_on_signals
 
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    try:
-        stop = _stop_on_signals()
+    with _stop_on_signals() as stop:
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
     assert stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"
 
 

@@ -603,9 +603,12 @@ def test_report_commands_name_what_is_wrong_with_the_journal_path(finished_journ
 
 
 class Gatekeeper:
-    """A reverse proxy in front of the simulator that answers 401 to any request without the expected credentials."""
+    """A reverse proxy in front of the simulator that answers 401 to any request without the expected credentials.
 
-    def __init__(self, upstream: Simulator, authorization: str) -> None:
+    With `post_status`, every POST gets that answer whatever it carries (a credential that may read, not write).
+    """
+
+    def __init__(self, upstream: Simulator, authorization: str, post_status: int | None = None) -> None:
         self.passed = self.refused = 0
         host, port = upstream.url.removeprefix("http://").rsplit(":", 1)
         gate = self
@@ -619,9 +622,9 @@ class Gatekeeper:
 
             def do_GET(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Authorization") != authorization:
+                if self.headers.get("Authorization") != authorization or (post_status and self.command == "POST"):
                     gate.refused += 1
-                    status, content_type, answer = 401, "application/json", b'{"detail":"unauthorized"}'
+                    status, content_type, answer = post_status or 401, "application/json", b'{"detail":"unauthorized"}'
                 else:
                     gate.passed += 1
                     connection = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -639,6 +642,8 @@ class Gatekeeper:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A client that stops mid-answer is normal here; socketserver would print it into the CLI's captured stderr.
+        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.port = self.server.server_port
 
@@ -704,3 +709,116 @@ def test_credentials_are_sent_but_never_logged_journaled_or_reported(
     for place, text in places.items():
         for secret in secrets:
             assert secret not in text, f"{secret!r} leaked into the {place}"
+
+
+def _authenticated_run(sim: Simulator, tmp_path: Path, monkeypatch, kind: str) -> tuple[Gatekeeper, Path, str]:
+    """An authenticated run stopped before its first request, behind a gate that wants its credential."""
+    if kind == "bearer-token":
+        gate, token = Gatekeeper(sim, f"Bearer {TOKEN}"), TOKEN
+        url = f"http://127.0.0.1:{gate.port}"
+    else:
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        gate, token = Gatekeeper(sim, f"Basic {basic}"), None
+        url = f"http://{USER}:{PASSWORD}@127.0.0.1:{gate.port}"
+    journal = tmp_path / "j.db"
+    stopped = threading.Event()
+    stopped.set()
+    assert start_run(settings(url, journal, token=token), stop=stopped).state == RunState.INTERRUPTED
+    assert gate.passed == gate.refused == 0
+    monkeypatch.delenv("ANIMAL_SYNC_TOKEN", raising=False)
+    monkeypatch.delenv("ANIMAL_SYNC_BASE_URL", raising=False)
+    return gate, journal, url
+
+
+@pytest.mark.parametrize("kind", ["bearer-token", "url-password"])
+def test_resuming_an_authenticated_run_without_its_credential_stops_before_sending_anything(
+    simulator, tmp_path: Path, capsys, monkeypatch, kind: str
+) -> None:
+    sim = simulator(animals=100, strict=True)
+    gate, journal, url = _authenticated_run(sim, tmp_path, monkeypatch, kind)
+    try:
+        seen = gate.passed, gate.refused
+        attempts = query(journal, "SELECT attempts FROM runs")
+        code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "-q")
+        assert code == 2
+        assert_one_line(err, "the run was authenticated and the journal keeps no secret")
+        assert "ANIMAL_SYNC_TOKEN" in err and "--base-url http://USER:PASSWORD@HOST" in err
+        assert (gate.passed, gate.refused) == seen  # not one request, so no `keeper:***` went out as a password
+        assert query(journal, "SELECT attempts FROM runs") == attempts  # the journal was left as it was
+
+        if kind == "bearer-token":
+            monkeypatch.setenv("ANIMAL_SYNC_TOKEN", TOKEN)  # the token comes back the way it came in
+        else:
+            monkeypatch.setenv("ANIMAL_SYNC_BASE_URL", url)  # and so does the password
+        code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "-q")
+        assert code == 0, err
+        assert gate.refused == seen[1] and gate.passed > seen[0]
+    finally:
+        gate.close()
+    journal_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("j.db*"))
+    for secret in (TOKEN, PASSWORD):
+        assert secret.encode() not in journal_bytes
+    assert_exactly_once(sim)
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_an_api_refusing_the_credential_stops_with_exit_2_not_a_finished_run(
+    simulator, tmp_path: Path, capsys, monkeypatch, command: str
+) -> None:
+    sim = simulator(animals=100, strict=True)
+    gate, journal, _ = _authenticated_run(sim, tmp_path, monkeypatch, "bearer-token")
+    try:
+        monkeypatch.setenv("ANIMAL_SYNC_TOKEN", "not-the-token")
+        args = ["--base-url", f"http://127.0.0.1:{gate.port}", "--abandon"] if command == "run" else []
+        code, out, err = run_cli(capsys, command, "--journal", str(journal), "-q", *args)
+    finally:
+        gate.close()
+    assert code == 2, err
+    assert "refused the credential (HTTP 401" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "0 animals posted" not in err
+    [(state,)] = query(journal, "SELECT state FROM runs ORDER BY id DESC LIMIT 1")
+    assert state == "interrupted"
+    assert animals_in(journal, "failed") == 0  # no animal is blamed for the credential
+
+
+def test_posts_refused_for_the_credential_stop_the_run_and_fail_no_animal(simulator, tmp_path: Path, capsys, monkeypatch) -> None:
+    sim = simulator(animals=100, strict=True)
+    gate = Gatekeeper(sim, f"Bearer {TOKEN}", post_status=403)
+    journal = tmp_path / "j.db"
+    monkeypatch.setenv("ANIMAL_SYNC_TOKEN", TOKEN)
+    try:
+        code, _, err = run_cli(
+            capsys, "run", "--base-url", f"http://127.0.0.1:{gate.port}", "--journal", str(journal), "-q"
+        )
+    finally:
+        gate.close()
+    assert code == 2, err
+    assert "refused the credential (HTTP 403" in err and err.count("\n") == 1
+    assert animals_in(journal, "failed") == 0 and animals_in(journal, "posted") == 0
+    assert query(journal, "SELECT count(*) FROM batches WHERE state = 'failed'") == [(0,)]
+    assert query(journal, "SELECT state FROM runs") == [("interrupted",)]
+
+
+def test_sighup_stops_a_run_cleanly_and_audit_says_a_live_run_is_running(simulator, tmp_path: Path, capsys) -> None:
+    sim = simulator(animals=2_000, strict=True)
+    journal = tmp_path / "j.db"
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=CHILD_ENV,
+    )
+    try:
+        wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+        code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
+        assert code == 1
+        assert f"the run is still running (pid {process.pid})" in out and "animal-sync resume" not in out
+        process.send_signal(signal.SIGHUP)  # the terminal it ran in was closed
+        assert process.wait(timeout=60) == 130, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "stopping after the POSTs in flight" in process.stderr.read()
+    assert query(journal, "SELECT state FROM runs") == [("interrupted",)]
+    code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
+    assert "the run is interrupted, not finished: run `animal-sync resume`" in out
+    assert run_cli(capsys, "resume", "--journal", str(journal), "-q")[0] == 0
+    assert_exactly_once(sim)

@@ -27,6 +27,7 @@ __all__ = [
     "AnimalsApi",
     "ApiUnreachable",
     "BodyTooLarge",
+    "CredentialRefused",
     "Detail",
     "FetchFailed",
     "Page",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+AUTH_REFUSED = frozenset({401, 403})  # the credential, not the request, is wrong: nothing will pass until it changes
 RETRY_AFTER_MAX = 30  # seconds: honour Retry-After, but never let one answer park a worker for hours
 LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
@@ -95,6 +97,10 @@ class BodyTooLarge(FetchFailed):
 
 class ApiUnreachable(FetchFailed):
     """The API refused or dropped connections through a whole retry budget: stop the run, do not fail animals."""
+
+
+class CredentialRefused(ApiUnreachable):
+    """The API answered 401/403: no request will pass with this credential, so stop, do not fail animals."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,8 @@ class AnimalsApi:
             raise FetchFailed(f"{kind} after {self.settings.retries} retries: {cause}") from None
         with response:
             retries = _retry_kinds(response)
+            if response.status_code in AUTH_REFUSED:
+                raise CredentialRefused(f"HTTP {response.status_code} to GET {path}")
             declared = response.headers.get("Content-Length")
             limit = self.settings.max_body_bytes
             if declared and declared.isdigit() and int(declared) > limit:

@@ -1,7 +1,8 @@
 """The `animal-sync` command line: options in, library calls out, exit codes back. No logic lives here.
 
 Exit codes: 0 finished and clean; 1 finished (or stopped) with failed, quarantined, in-doubt or missing
-animals; 2 a usage or journal error, always as one line; 130 stopped by Ctrl-C or SIGTERM.
+animals; 2 a usage or journal error, always as one line, or a credential the API refused; 130 stopped by
+Ctrl-C, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -68,8 +69,15 @@ HoldOpt = Annotated[
 ]
 
 
-def _stop_on_signals() -> threading.Event:
-    """First Ctrl-C or SIGTERM: finish in-flight POSTs and stop cleanly. Second: quit at once."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """First Ctrl-C, SIGTERM or SIGHUP: finish in-flight POSTs and stop cleanly. Second: quit at once.
+
+    The handlers last for the `with` block only: a library caller gets its own handlers back.
+    """
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
@@ -85,9 +93,12 @@ def _stop_on_signals() -> threading.Event:
         # print, not typer.echo: click writes to the stream under sys.stderr, past the proxy that keeps bars whole.
         print("animal-sync: stopping after the POSTs in flight (again to quit at once)", file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)  # None: set outside Python
 
 
 def _readonly(path: Path) -> Journal:
@@ -108,8 +119,7 @@ def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None =
 
 def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
     """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
-    stop = _stop_on_signals()
-    with progress as on_progress:
+    with _stop_on_signals() as stop, progress as on_progress:
         result = attempt(stop=stop, on_progress=on_progress)
     typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
     raise typer.Exit(result.exit_code)
@@ -308,7 +318,7 @@ def demo(
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 3123,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 3123,
     animals: Annotated[Optional[int], typer.Option(min=0, help="Number of animals (default: drawn from the seed, 5,000-6,000).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the generated animals and the chaos.")] = 1,
     chaos: Annotated[float, typer.Option(min=0.0, max=100.0, help="Percent of requests hit by chaos: half stall, half fail with 5xx.")] = 2.0,

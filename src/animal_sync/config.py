@@ -5,13 +5,15 @@ The CLI resolves flags and environment (typer's `envvar=`); this module owns the
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .api import redact_url
-from .errors import ConfigError
+from .errors import ConfigError, CredentialMissing
 
 __all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
 
@@ -41,9 +43,13 @@ class Settings:
     token: str | None = field(default=None, repr=False)  # bearer token; never journaled or logged
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"--base-url must be an http(s) URL with a host, not {self.base_url!r}")
+        _check_url(self.base_url)
+        for name in ("backoff", "connect_timeout", "get_timeout", "post_timeout"):
+            # NaN passes every comparison below and inf would wait forever; both would be journaled and
+            # then break every resume, which rebuilds these settings from the journal.
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
         if not 1 <= self.batch_size <= API_MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {API_MAX_BATCH} (the API's limit), not {self.batch_size}")
         if not 1 <= self.workers <= 256:
@@ -75,6 +81,58 @@ class Settings:
     def from_journal(cls, stored: dict[str, Any], **overrides: Any) -> Settings:
         """Rebuild a run's settings from its journal row, with what cannot be stored (secrets) passed back in."""
         data = {key: value for key, value in stored.items() if key in cls.__dataclass_fields__}
-        data.update({key: value for key, value in overrides.items() if value is not None})
-        data["journal"] = Path(data.get("journal", DEFAULT_JOURNAL))  # journaled as text; an override may be too
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "base_url" in data:
+            # The journaled URL is redacted: its "***" must never go out as a password.
+            data["base_url"] = _without_password(str(data["base_url"]))
+        data["journal"] = Path(data.get("journal", DEFAULT_JOURNAL))  # journaled as text
+        try:
+            cls(**data)  # what the journal holds, checked alone, so its faults are not blamed on a flag
+        except ConfigError as exc:
+            raise ConfigError(
+                f"the run's journaled settings cannot be used ({exc}); start a new one with `animal-sync run --abandon`"
+            ) from None
+        authenticated = bool(stored.get("authenticated")) or "***@" in str(stored.get("base_url", ""))
+        has_password = "base_url" in given and urlsplit(str(given["base_url"])).password is not None
+        if authenticated and not given.get("token") and not has_password:
+            raise CredentialMissing(
+                "the run was authenticated and the journal keeps no secret: pass the password again in"
+                " --base-url http://USER:PASSWORD@HOST (or ANIMAL_SYNC_BASE_URL), or the token in ANIMAL_SYNC_TOKEN"
+            )
+        data.update(given)
+        data["journal"] = Path(data["journal"])  # an override may be text too
         return cls(**data)
+
+
+def _check_url(url: str) -> None:
+    """An http(s) URL with a host of legal characters and a usable port, so a typo fails here, not mid-run."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an IPv6 host whose bracket is not closed; the URL may hold a password
+        raise ConfigError(f"--base-url must be an http(s) URL with a host: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--base-url must be an http(s) URL with a host, not {redact_url(url)!r}")
+    try:
+        port = parts.port  # raises ValueError for a port that is not a number or is above 65535
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--base-url must have a port between 1 and 65535, not {redact_url(url)!r}")
+    host = parts.hostname
+    if ":" in host:  # an IPv6 literal (urlsplit has dropped its brackets)
+        try:
+            ipaddress.IPv6Address(host)
+            return
+        except ValueError:
+            pass
+    elif all(char.isalnum() or char in "-._" for char in host):
+        return
+    raise ConfigError(f"--base-url has a host name with characters a host cannot have: {host!r}")
+
+
+def _without_password(url: str) -> str:
+    """`url` with its user information dropped when it carries a (redacted) password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

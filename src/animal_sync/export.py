@@ -24,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import OutputError
 from .journal import AnimalState, Journal
 from .report import select_run
 
@@ -125,12 +126,16 @@ def export(
 
 def export_to_path(journal: Journal, path: Path, **options: Any) -> int:
     """Export into `path` through a temporary file renamed at the end: a reader never sees half a file."""
+    if path.is_dir():  # found before the export, not by the rename after it
+        raise OutputError(f"cannot export to {path}: it is a directory")
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "w", encoding="utf-8", newline="") as out:
             count = export(journal, out, **options)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a missing directory, no room, no permission: one line, not a traceback
+            raise OutputError(f"cannot export to {path}: {exc.strerror or exc}") from None
         raise
     return count

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import OutputError
 from .journal import AnimalState, BatchState, Journal
 from .report import audit, select_run, status
 
@@ -252,6 +253,7 @@ def render_html(data: dict[str, Any]) -> str:
     exceptions_total = sum(au["exception_counts"].values())
     summary = _kv_table([
         ("API", st["base_url"]),
+        ("API at start", st["first_base_url"] if st["first_base_url"] != st["base_url"] else None),
         ("started", st["started_at"]),
         ("resumed", st["resumed_at"]),
         ("finished", st["finished_at"]),
@@ -312,5 +314,8 @@ def render_html(data: dict[str, Any]) -> str:
 def write_html_report(journal: Journal, path: Path, run_id: int | None = None) -> dict[str, Any]:
     """Write the page to `path`; returns the data it shows."""
     data = report_data(journal, run_id)
-    path.write_text(render_html(data), encoding="utf-8")
+    try:
+        path.write_text(render_html(data), encoding="utf-8")
+    except OSError as exc:  # a missing directory, a directory in the way, no room: one line, not a traceback
+        raise OutputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return data

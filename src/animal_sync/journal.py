@@ -352,6 +352,8 @@ class Journal:
                 f"{self.path} was written by a newer animal-sync (schema step {max(newer)}); upgrade animal-sync to use it"
             )
         if self.readonly:
+            if not tables:  # a 0-byte file, or an SQLite file nothing was ever written to
+                raise JournalError(f"{self.path} is empty: it holds no run yet; `animal-sync run` starts one")
             if known - applied:
                 raise JournalError(f"{self.path} needs a schema upgrade; run `animal-sync resume` once to apply it")
             return
@@ -447,6 +449,19 @@ class Journal:
                 [RunState.RUNNING, now(), run_id],
             )
         return self.run(run_id)
+
+    @_atomic
+    def record_attempt_url(self, run_id: int, url: str) -> None:
+        """The (redacted) API URL this attempt uses; a resume may point the run at a new one."""
+        self.db.execute("UPDATE runs SET attempt_url = ? WHERE id = ?", [url, run_id])
+
+    @_read
+    def attempt_url(self, run_id: int) -> str:
+        """The API URL the run's latest attempt used (its first URL if no attempt recorded one)."""
+        row = self.db.execute("SELECT coalesce(attempt_url, base_url) FROM runs WHERE id = ?", [run_id]).fetchone()
+        if row is None:
+            raise JournalError(f"journal {self.path} has no run {run_id}")
+        return row[0]
 
     def end_run(self, run_id: int, state: RunState, outcome: Mapping[str, Any]) -> None:
         with self.transaction(durable=True):  # the run's last word, and every answer before it, survive a power cut

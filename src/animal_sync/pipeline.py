@@ -20,7 +20,10 @@ from typing import Any
 
 import structlog
 
-from .api import AnimalsApi, ApiUnreachable, BodyTooLarge, Detail, FetchFailed, Page, PostOutcome, PostResult, redact_url
+from .api import (
+    AUTH_REFUSED, AnimalsApi, ApiUnreachable, BodyTooLarge, CredentialRefused, Detail, FetchFailed, Page, PostOutcome,
+    PostResult, redact_url,
+)
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, RunRow, RunState
@@ -129,6 +132,7 @@ class Sync:
         self.listed: set[int] = set()
         self.next_page = 1
         self.unreachable: str | None = None
+        self.refused: str | None = None  # the API turned the credential away (401/403): set with `unreachable`
         self.gets: dict[Future[Any], tuple[str, int]] = {}
         self.posts: dict[Future[PostResult], BatchRow] = {}
 
@@ -231,8 +235,10 @@ class Sync:
             result = future.result()
         except ApiUnreachable as exc:
             # Not this animal's fault: it stays discovered, and the run stops for a later resume.
-            self.counters["error_api_unreachable"] += 1
+            refused = isinstance(exc, CredentialRefused)
+            self.counters["error_credential_refused" if refused else "error_api_unreachable"] += 1
             self.unreachable = str(exc)
+            self.refused = self.refused or (str(exc) if refused else None)
             return
         except FetchFailed as exc:
             self._fetch_failed(kind, key, str(exc))
@@ -285,14 +291,18 @@ class Sync:
             self.journal.mark_posted(batch, result.status or 0, result.body or "")
             self.progress.posted += len(batch.ids)
             blog.info("batch_posted", status=result.status, resent=was_in_doubt)
-        elif result.outcome is PostOutcome.NOT_SENT:
-            # The API never saw this send; the run stops, and the batch keeps the state it had before it.
-            self.counters["error_api_unreachable"] += 1
+        elif result.outcome is PostOutcome.NOT_SENT or result.status in AUTH_REFUSED:
+            # The API never took this send (no connection, or the credential refused); the run stops, and the
+            # batch keeps the state it had before it.
+            refused = result.status in AUTH_REFUSED
+            self.counters["error_credential_refused" if refused else "error_api_unreachable"] += 1
             self.unreachable = result.error
+            self.refused = self.refused or (result.error if refused else None)
+            why = "was refused the credential" if refused else "never reached the API"
             if was_in_doubt:
-                self.journal.mark_in_doubt(batch, f"re-send never reached the API: {result.error}")
+                self.journal.mark_in_doubt(batch, f"re-send {why}: {result.error}")
             else:
-                self.journal.unsend(batch, f"never reached the API: {result.error}")
+                self.journal.unsend(batch, f"{why}: {result.error}")
         elif result.outcome is PostOutcome.UNKNOWN:
             self.counters["batch_in_doubt"] += 1
             self.journal.mark_in_doubt(batch, f"outcome unknown: {result.error}")
@@ -394,7 +404,13 @@ class Sync:
             "animals": counts, "batches": batches, "elapsed_seconds": round(elapsed, 3),
             "failed_pages": sorted(self.failed_pages),
         }
-        if self.unreachable is not None:
+        if self.refused is not None:
+            state, code = RunState.INTERRUPTED, 2  # a usage error: nothing passes until the credential changes
+            message = (
+                f"the Animals API refused the credential ({self.refused}); the journal is consistent:"
+                " pass a valid one and run `animal-sync resume`"
+            )
+        elif self.unreachable is not None:
             state, code = RunState.INTERRUPTED, 1
             message = (
                 f"the Animals API stopped answering ({self.unreachable}); the journal is consistent:"
@@ -471,6 +487,8 @@ def resume_run(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Continue the last unfinished run from its journal alone (secrets come back in through `overrides`)."""
+    if not os.path.exists(journal_path):  # a typo must not leave an empty journal and a lock file behind
+        raise JournalError(f"no journal at {journal_path}; start a run with `animal-sync run`")
     journal = Journal.open(journal_path, exclusive=True)
     try:
         last = journal.last_run()
@@ -492,6 +510,7 @@ def _execute(
     stop: threading.Event | None,
     on_progress: Callable[[Progress], None] | None,
 ) -> RunResult:
+    journal.record_attempt_url(run.id, redact_url(settings.base_url))  # status shows the API this attempt uses
     api = AnimalsApi(settings)
     try:
         return Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()

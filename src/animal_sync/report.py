@@ -109,7 +109,8 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "state": str(run.state),
-        "base_url": run.base_url,
+        "base_url": journal.attempt_url(run.id),  # the API in use: a resume may have moved the run to a new one
+        "first_base_url": run.base_url,
         "dry_run": bool(run.settings.get("dry_run")),
         "started_at": run.started_at,
         "resumed_at": run.resumed_at,
@@ -239,6 +240,7 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "settled": settled(journal, run.id),
         "exception_counts": counts,
         "exceptions": found,
+        "process": writer_process(journal.path) if run.state == RunState.RUNNING else None,
     }
 
 
@@ -273,6 +275,8 @@ def status_table(report: dict[str, Any]) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("API", report["base_url"])
+    if report.get("first_base_url", report["base_url"]) != report["base_url"]:
+        table.add_row("API at start", report["first_base_url"])
     table.add_row("started", report["started_at"])
     if report["resumed_at"]:
         table.add_row("resumed", report["resumed_at"])
@@ -354,7 +358,10 @@ def render_audit(report: dict[str, Any], shown: int = 20) -> str:
     if report["limit"] is not None:
         lines.append(f"test mode: the run was limited to the first {report['limit']} animals listed")
     lines.extend(settled_line(item) for item in report["settled"])
-    if report["run_state"] != "finished":
+    process = report.get("process")
+    if process and process["alive"]:  # resuming now would be refused: the journal is that process's
+        lines.append(f"the run is still running (pid {process['pid']}): wait for it, or follow it with `animal-sync status --watch`")
+    elif report["run_state"] != "finished":
         lines.append(f"the run is {report['run_state']}, not finished: run `animal-sync resume`")
     for kind, count in report["exception_counts"].items():
         lines.append(f"{kind}: {count}")
