@@ -48,6 +48,7 @@ __all__ = [
     "Fault",
     "Simulator",
     "SimulatorConfig",
+    "check_animal_count",
     "default_total_animals",
     "expected_home_record",
     "exactly_once",
@@ -167,6 +168,14 @@ class SimulatorConfig:
 
 
 # --------------------------------------------------------------------------- the data
+
+
+def check_animal_count(animals: int) -> None:
+    """Refuse (SimulatorError) a count upstream never has: its pages are always full, so N is a multiple of 10."""
+    if animals < 0 or animals % PAGE_SIZE:
+        raise SimulatorError(
+            f"animals must fill whole pages of {PAGE_SIZE}, as upstream's do (0, 10, 20, ...), got {animals}"
+        )
 
 
 def default_total_animals(seed: int) -> int:
@@ -822,10 +831,8 @@ class Simulator:
             raise SimulatorError(f"chaos must be a percentage 0..100, got {config.chaos}")
         if not 0 <= config.stall_min <= config.stall_max:
             raise SimulatorError(f"stalls need 0 <= stall_min <= stall_max, got {config.stall_min}..{config.stall_max}")
-        if config.animals is not None and (config.animals < 0 or config.animals % PAGE_SIZE):
-            raise SimulatorError(
-                f"animals must fill whole pages of {PAGE_SIZE}, as upstream's do (0, 10, 20, ...), got {config.animals}"
-            )
+        if config.animals is not None:
+            check_animal_count(config.animals)
         if config.idle_timeout <= 0:
             raise SimulatorError(f"idle_timeout must be positive, got {config.idle_timeout}")
         self.config = config
