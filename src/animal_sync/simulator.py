@@ -920,12 +920,12 @@ class Simulator:
 def serve(config: SimulatorConfig) -> None:
     """Serve in the foreground until Ctrl-C, for the CLI; a busy port raises SimulatorError."""
     with Simulator(config) as simulator:
-        print(
-            f"Animals API simulator on {simulator.url}: {simulator.total_animals} animals, "
-            f"chaos {config.chaos:g}%, strict {'on' if config.strict else 'off'}",
-            flush=True,
-        )
-        try:
+        try:  # the banner inside: a Ctrl-C right after it (a script that waits for it) is still a clean stop
+            print(
+                f"Animals API simulator on {simulator.url}: {simulator.total_animals} animals, "
+                f"chaos {config.chaos:g}%, strict {'on' if config.strict else 'off'}",
+                flush=True,
+            )
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
