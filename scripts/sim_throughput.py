@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 _WRK_SCRIPT = """
 request = function()
-  return wrk.format(nil, "/animals/v1/animals/" .. math.random(1, {total}))
+  return wrk.format(nil, "/animals/v1/animals/" .. math.random(0, {total} - 1))
 end
 """
 
@@ -34,7 +34,7 @@ def _client_thread(url: str, total: int, deadline: float, counts: list[int], err
     done = failed = 0
     with requests.Session() as session:
         while time.perf_counter() < deadline:
-            response = session.get(f"{url}/animals/v1/animals/{rng.randint(1, total)}", timeout=5)
+            response = session.get(f"{url}/animals/v1/animals/{rng.randrange(total)}", timeout=5)
             if response.status_code == 200:
                 done += 1
             else:

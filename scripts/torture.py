@@ -83,7 +83,7 @@ def delivered_ids(sim: Simulator) -> set[int] | None:
     verdict = sim.verify()
     if len(verdict["missing_ids"]) != verdict["missing"]:
         return None
-    return set(range(1, sim.total_animals + 1)) - set(verdict["missing_ids"])
+    return set(range(sim.total_animals)) - set(verdict["missing_ids"])
 
 
 def wait_until(condition: Any, process: subprocess.Popen[Any], timeout: float = TIMEOUT) -> bool:
@@ -313,7 +313,7 @@ def outage_case(work: Path, figures: Figures) -> None:
         verdicts = [first.verify(), back.verify()]
     doubt = in_doubt_batches(journal)
     inside = set().union(*doubt.values()) if doubt else set()
-    everyone = set(range(1, OUTAGE_ANIMALS + 1))
+    everyone = set(range(OUTAGE_ANIMALS))
     counted = before is not None and after is not None
     twice = (before & after) if counted else set()
     covered = counted and before | after == everyone

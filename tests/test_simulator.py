@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from animal_sync.simulator import (
     Simulator,
     SimulatorConfig,
     default_total_animals,
+    exactly_once,
     expected_home_record,
     generate_animal,
     serve,
@@ -49,7 +51,7 @@ def records(sim: Simulator, ids: range | list[int]) -> list[dict[str, Any]]:
 
 
 def first_id(seed: int, total: int, test: Any) -> int:
-    return next(i for i in range(1, total + 1) if test(generate_animal(seed, i)))
+    return next(i for i in range(total) if test(generate_animal(seed, i)))
 
 
 # --------------------------------------------------------------------------- shapes
@@ -74,9 +76,9 @@ def test_list_page_shape_and_order(simulator):
     sim = simulator(animals=250)
     body = get(sim, f"{LIST}?page=2").json()
     assert body["page"] == 2 and body["total_pages"] == 25
-    assert [item["id"] for item in body["items"]] == list(range(11, 21))
+    assert [item["id"] for item in body["items"]] == list(range(10, 20))
     assert all(set(item) == {"id", "name", "born_at"} for item in body["items"])
-    assert get(sim, LIST).json()["items"][0]["id"] == 1  # page defaults to 1
+    assert get(sim, LIST).json()["items"][0]["id"] == 0  # page defaults to 1, which starts at animal 0
 
 
 @pytest.mark.parametrize("page", ["abc", "1.5", "0", "-1"])
@@ -86,14 +88,23 @@ def test_list_rejects_a_bad_page_with_400(simulator, page):
     assert "page" in response.json()["detail"]
 
 
-def test_page_past_the_end_is_empty_and_last_page_partial(simulator):
-    sim = simulator(animals=25)
-    last = get(sim, f"{LIST}?page=3").json()
-    assert last["total_pages"] == 3 == sim.total_pages
-    assert [item["id"] for item in last["items"]] == [21, 22, 23, 24, 25]
+def test_ids_run_from_0_in_full_pages_of_10_and_a_page_past_the_end_is_empty(simulator):
+    sim = simulator(animals=30)
+    pages = [get(sim, f"{LIST}?page={n}").json() for n in (1, 2, 3)]
+    assert [[item["id"] for item in page["items"]] for page in pages] == [
+        list(range(0, 10)), list(range(10, 20)), list(range(20, 30))
+    ]
+    assert {page["total_pages"] for page in pages} == {3} == {sim.total_pages}
     past = get(sim, f"{LIST}?page=4")
     assert past.status_code == 200
     assert past.json() == {"page": 4, "total_pages": 3, "items": []}
+    assert get(sim, f"{LIST}/0").json() == generate_animal(1, 0)
+
+
+@pytest.mark.parametrize("animals", [25, 5, -10])
+def test_a_partial_last_page_is_refused_like_upstream_never_has_one(animals):
+    with pytest.raises(SimulatorError, match="whole pages of 10"):
+        Simulator(SimulatorConfig(animals=animals))
 
 
 def test_detail_shape_agrees_with_list_item(simulator):
@@ -106,16 +117,21 @@ def test_detail_shape_agrees_with_list_item(simulator):
         assert detail == generate_animal(7, item["id"])
 
 
-def test_unknown_id_answers_500_every_time(simulator):
+def test_unknown_id_answers_a_plain_text_500_every_time(simulator):
     sim = simulator(animals=30)
-    for raw in ["0", "31", "abc", "-1", "1.0"]:
-        assert [get(sim, f"{LIST}/{raw}").status_code for _ in range(3)] == [500, 500, 500], raw
-    assert get(sim, f"{LIST}/30").status_code == 200
+    for raw in ["30", "31", "abc", "-1", "1.0", "00x"]:
+        for _ in range(3):
+            response = get(sim, f"{LIST}/{raw}")
+            assert response.status_code == 500, raw
+            assert response.headers["Content-Type"].startswith("text/plain"), raw
+            assert response.text == "Internal Server Error", raw
+    assert get(sim, f"{LIST}/29").status_code == 200
+    assert get(sim, f"{LIST}/0").status_code == 200
 
 
 def test_home_accepts_a_batch(simulator):
     sim = simulator(animals=250)
-    response = post(sim, records(sim, range(1, 101)))
+    response = post(sim, records(sim, range(100)))
     assert response.status_code == 200
     assert response.json() == {"message": "Helped 100 find home"}
     report = get(sim, "/_verify").json()
@@ -124,16 +140,37 @@ def test_home_accepts_a_batch(simulator):
 
 
 @pytest.mark.parametrize("payload", [{"id": 1}, "x", None], ids=["object", "string", "null"])
-def test_home_rejects_a_non_array_with_400(simulator, payload):
+def test_home_rejects_a_non_array_with_422(simulator, payload):
     sim = simulator(animals=20)
-    response = post(sim, payload)
-    assert response.status_code == 400 and response.json()["detail"]
+    response = post(sim, None, data=json.dumps(payload), headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "array" in response.json()["detail"]
     assert sim.verify()["posts_rejected"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "words"),
+    [
+        (b"[{", "application/json", "not valid JSON"),
+        (b"\xff\xfe", "application/json", "not valid JSON"),
+        (b"[]", "text/plain", "Content-Type"),
+        (b"[]", "application/x-www-form-urlencoded", "Content-Type"),
+        (b"[]", None, "Content-Type"),
+    ],
+    ids=["broken-json", "not-utf8", "text-plain", "form", "no-content-type"],
+)
+def test_home_rejects_a_body_not_sent_as_json_with_422(simulator, body, content_type, words):
+    sim = simulator(animals=20)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = requests.post(sim.url + HOME, data=body, headers=headers, timeout=5)
+    assert response.status_code == 422 and words in response.json()["detail"]
+    assert sim.verify()["posts_rejected"] == 1
+    ok = requests.post(sim.url + HOME, data=b"[]", headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
+    assert ok.status_code == 200, "a charset parameter is still JSON"
 
 
 def test_home_rejects_101_items_with_400_and_delivers_nothing(simulator):
     sim = simulator(animals=250)
-    response = post(sim, records(sim, range(1, 102)))
+    response = post(sim, records(sim, range(101)))
     assert response.status_code == 400 and "100" in response.json()["detail"]
     assert sim.verify()["delivered"] == 0
 
@@ -148,14 +185,14 @@ def test_home_rejects_101_items_with_400_and_delivers_nothing(simulator):
         (lambda r: r.update(friends=["Dog", 3]), "friends"),
         (lambda r: r.update(id="5"), "id"),
         (lambda r: r.update(id=True), "id"),
-        (lambda r: r.update(id=0), "id 0"),
-        (lambda r: r.update(id=21), "id 21"),
+        (lambda r: r.update(id=-1), "id -1"),
+        (lambda r: r.update(id=20), "id 20 is not an animal here (0..19)"),
     ],
-    ids=["no-name", "bad-born", "int-born", "friends-str", "friends-int", "id-str", "id-bool", "id-0", "id-past-end"],
+    ids=["no-name", "bad-born", "int-born", "friends-str", "friends-int", "id-str", "id-bool", "id-negative", "id-past-end"],
 )
 def test_malformed_item_is_422_naming_it_and_delivers_nothing(simulator, change, words):
     sim = simulator(animals=20)
-    batch = records(sim, range(1, 6))
+    batch = records(sim, range(0, 5))
     change(batch[3])
     response = post(sim, batch)
     assert response.status_code == 422
@@ -169,8 +206,8 @@ def test_malformed_item_is_422_naming_it_and_delivers_nothing(simulator, change,
 
 
 def test_same_seed_same_animals_other_seed_different():
-    assert [generate_animal(3, i) for i in range(1, 50)] == [generate_animal(3, i) for i in range(1, 50)]
-    assert [generate_animal(3, i) for i in range(1, 50)] != [generate_animal(4, i) for i in range(1, 50)]
+    assert [generate_animal(3, i) for i in range(50)] == [generate_animal(3, i) for i in range(50)]
+    assert [generate_animal(3, i) for i in range(50)] != [generate_animal(4, i) for i in range(50)]
     assert Simulator(SimulatorConfig(seed=3)).total_animals == default_total_animals(3)
 
 
@@ -191,7 +228,7 @@ def test_default_total_is_500_to_600_full_pages():
 
 
 def test_data_distribution_looks_like_upstream():
-    animals = [generate_animal(1, i) for i in range(1, 3001)]
+    animals = [generate_animal(1, i) for i in range(3000)]
     born = [a["born_at"] for a in animals if a["born_at"] is not None]
     assert 0.13 < len(born) / len(animals) < 0.21  # upstream dates about 1 animal in 6
     assert all(isinstance(b, int) and BORN_MIN_MS <= b < BORN_MAX_MS for b in born)
@@ -221,27 +258,43 @@ def test_expected_home_record_transforms_the_detail():
 # --------------------------------------------------------------------------- verification
 
 
-def test_strict_refuses_a_repeat_atomically(simulator):
+def test_strict_takes_ids_one_at_a_time_and_refuses_at_the_first_repeat_with_a_plain_500(simulator):
     sim = simulator(animals=250, strict=True)
-    assert post(sim, records(sim, range(1, 11))).status_code == 200
-    again = post(sim, records(sim, [11, 12, 5]))
+    assert post(sim, records(sim, range(0, 10))).status_code == 200
+    again = post(sim, records(sim, [11, 12, 5, 13]))
     assert again.status_code == 500
-    assert again.json() == {"detail": "duplicate ids: [5]"}
-    twice = post(sim, records(sim, [20, 21, 20]))
-    assert twice.status_code == 500 and "[20]" in twice.json()["detail"]
+    assert again.headers["Content-Type"].startswith("text/plain") and again.text == "Internal Server Error"
+    twice = post(sim, records(sim, [20, 21, 20, 22]))
+    assert twice.status_code == 500 and twice.text == "Internal Server Error"
+    first = post(sim, records(sim, [0, 30]))
+    assert first.status_code == 500
     report = get(sim, "/_verify").json()
-    assert report["delivered"] == 10, "ids 11, 12, 20, 21 rode in refused batches"
-    assert (report["duplicates_rejected"], report["duplicate_ids"]) == (2, [5, 20])
-    assert (report["posts"], report["posts_rejected"], report["duplicates_delivered"]) == (1, 2, 0)
-    assert report["strict"] is True
+    missing = set(report["missing_ids"])
+    assert not missing & {11, 12, 20, 21}, "taken one at a time, before each refusal"
+    assert {13, 22, 30} <= missing, "nothing after the refused id is taken"
+    assert report["delivered"] == 14
+    assert (report["duplicates_rejected"], report["duplicate_ids"]) == (3, [0, 5, 20])
+    assert (report["posts"], report["posts_rejected"], report["posts_partly_taken"]) == (1, 3, 2)
+    assert report["duplicates_delivered"] == 0 and report["strict"] is True
+    assert not exactly_once(report | {"missing": 0})
+
+
+def test_strict_validates_the_whole_batch_before_taking_any_id(simulator):
+    sim = simulator(animals=250, strict=True)
+    assert post(sim, records(sim, [5])).status_code == 200
+    malformed = records(sim, [1, 2, 5]) + [{"id": 3}]
+    assert post(sim, malformed).status_code == 422, "422 for the bad item, not 500 for the repeat before it"
+    assert post(sim, records(sim, [1, 2, 5]) + records(sim, range(100, 198))).status_code == 400
+    report = sim.verify()
+    assert (report["delivered"], report["duplicates_rejected"], report["posts_rejected"]) == (1, 0, 2)
 
 
 def test_lenient_accepts_a_repeat_and_counts_it(simulator):
     sim = simulator(animals=30)
-    assert post(sim, records(sim, range(1, 11))).status_code == 200
-    assert post(sim, records(sim, [3, 11])).status_code == 200
+    assert post(sim, records(sim, range(0, 10))).status_code == 200
+    assert post(sim, records(sim, [3, 10, 10])).status_code == 200
     report = sim.verify()
-    assert (report["delivered"], report["duplicates_delivered"], report["duplicate_ids"]) == (11, 1, [3])
+    assert (report["delivered"], report["duplicates_delivered"], report["duplicate_ids"]) == (11, 2, [3, 10])
     assert report["duplicates_rejected"] == 0 and report["strict"] is False
     sim.reset_verification()
     assert sim.verify()["delivered"] == 0
@@ -297,18 +350,19 @@ def test_chaos_rates_at_40_percent(simulator):
             for animal_id in batch:
                 started = time.perf_counter()
                 response = session.get(f"{sim.url}{LIST}/{animal_id}", timeout=5)
-                out.append((response.status_code, time.perf_counter() - started, response.json()))
+                out.append((response.status_code, time.perf_counter() - started, response.text))
         return out
 
     with ThreadPoolExecutor(32) as pool:
-        results = [r for part in pool.map(one, [range(k, 1001, 32) for k in range(1, 33)]) for r in part]
+        results = [r for part in pool.map(one, [range(k, 1000, 32) for k in range(32)]) for r in part]
     failed = [r for r in results if r[0] != 200]
     stalled = [r for r in results if r[0] == 200 and r[1] > 0.4]
     print(f"{len(failed)} failed, {len(stalled)} stalled of {len(results)}")
     assert 150 <= len(failed) <= 250, len(failed)
     assert 150 <= len(stalled) <= 250, len(stalled)
     assert {status for status, _, _ in failed} == {500, 502, 503, 504}
-    assert all(body == {"detail": "chaos"} for _, _, body in failed)
+    phrases = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+    assert all(body == phrases[status] for status, _, body in failed)
     assert all(0.5 <= seconds < 2.0 for _, seconds, _ in stalled)
 
 
@@ -319,13 +373,25 @@ def test_chaos_spares_root_and_verify(simulator):
     assert time.perf_counter() - started < 1
 
 
-def test_a_chaos_failure_delivers_nothing(simulator):
+def test_a_chaos_failure_is_plain_text_delivers_nothing_and_closes_the_unread_connection(simulator):
     sim = simulator(animals=20)
-    sim.queue_chaos(Chaos.FAIL)
-    response = post(sim, records(sim, range(1, 4)))
-    assert response.status_code in (500, 502, 503, 504) and response.json() == {"detail": "chaos"}
+    sim.queue_chaos(Chaos.FAIL, Chaos.FAIL)
+    port = int(sim.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    body = json.dumps(records(sim, range(1, 4))).encode()
+    connection.request("POST", HOME, body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status in (500, 502, 503, 504)
+    assert response.getheader("Content-Type").startswith("text/plain")
+    assert response.read().decode() == HTTPStatus(response.status).phrase
+    assert response.getheader("Connection") == "close", "the body was never read, so the connection cannot go on"
     report = sim.verify()
     assert (report["delivered"], report["posts"], report["posts_rejected"]) == (0, 0, 0)
+    connection.close()
+    connection.request("GET", f"{LIST}/1")  # a GET has no body left unread: its connection stays open
+    response = connection.getresponse()
+    assert response.status in (500, 502, 503, 504) and response.read()
+    assert response.getheader("Connection") is None and not response.will_close
 
 
 def test_a_stall_does_not_hold_up_other_requests(simulator):
@@ -363,6 +429,120 @@ def test_a_stalled_post_is_delivered_after_its_client_gave_up(simulator):
         time.sleep(0.02)
     report = sim.verify()
     assert (report["delivered"], report["posts"], report["missing"]) == (1, 1, 19)
+
+
+# --------------------------------------------------------------------------- HTTP/1.1 like the real server
+
+
+def expect_continue(sim: Simulator, body: bytes) -> http.client.HTTPConnection:
+    """Send a POST's headers with `Expect: 100-continue` and hold the body back, as a careful client does."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]), timeout=5)
+    connection.putrequest("POST", HOME)
+    for name, value in [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                        ("Expect", "100-continue")]:
+        connection.putheader(name, value)
+    connection.endheaders()
+    return connection
+
+
+def received_within(connection: http.client.HTTPConnection, seconds: float) -> bytes | None:
+    """What the server sends in the next `seconds`, read off the raw socket: None if nothing, b"" if it closed."""
+    connection.sock.settimeout(seconds)
+    try:
+        return connection.sock.recv(65536)
+    except TimeoutError:
+        return None
+    finally:
+        connection.sock.settimeout(5)
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_expect_100_continue_is_answered_when_the_body_is_wanted(simulator):
+    sim = simulator(animals=20)
+    body = json.dumps(records(sim, [0])).encode()
+    connection = expect_continue(sim, body)
+    assert received_within(connection, 2) == CONTINUE
+    connection.send(body)
+    response = connection.getresponse()
+    assert response.status == 200 and json.loads(response.read()) == {"message": "Helped 1 find home"}
+    assert sim.verify()["delivered"] == 1
+    plain = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]), timeout=5)
+    plain.request("POST", HOME, body=json.dumps(records(sim, [1])), headers={"Content-Type": "application/json"})
+    plain.sock.settimeout(2)
+    assert plain.sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n"), "without Expect: no interim answer, as before"
+
+
+def test_expect_100_continue_comes_only_after_a_stall(simulator):
+    sim = simulator(animals=20, stall_min=1.5, stall_max=1.5)
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    body = json.dumps(records(sim, [0])).encode()
+    started = time.perf_counter()
+    connection = expect_continue(sim, body)
+    assert received_within(connection, 1.0) is None, "no 100 Continue while the request is stalled"
+    assert received_within(connection, 3) == CONTINUE
+    assert time.perf_counter() - started >= 1.5
+    connection.send(body)
+    assert connection.getresponse().status == 200
+    assert sim.verify()["delivered"] == 1
+
+
+def test_expect_100_continue_never_comes_before_a_chaos_failure(simulator):
+    sim = simulator(animals=20)
+    sim.queue_chaos(Chaos.FAIL, method="POST")
+    connection = expect_continue(sim, json.dumps(records(sim, [0])).encode())
+    answer = b""
+    while chunk := received_within(connection, 2):  # until the server closes the connection
+        answer += chunk
+    assert re.match(rb"HTTP/1.1 50[0234] ", answer), answer
+    assert b"100 Continue" not in answer and b"Connection: close\r\n" in answer
+    assert answer.split(b"\r\n\r\n", 1)[1] in {b"Internal Server Error", b"Bad Gateway", b"Service Unavailable",
+                                                  b"Gateway Timeout"}
+    assert sim.verify()["delivered"] == 0 and sim.verify()["posts_rejected"] == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed_but_a_stall_or_slow_body_is_not(simulator):
+    sim = simulator(animals=20, idle_timeout=0.3, stall_min=0.8, stall_max=0.8)
+    connection = http.client.HTTPConnection("127.0.0.1", int(sim.url.rsplit(":", 1)[1]), timeout=5)
+    connection.request("GET", "/")
+    assert connection.getresponse().read() == b'"Hello!"'
+    first = connection.sock
+    time.sleep(0.1)
+    connection.request("GET", "/")  # well within the idle timeout: the same connection
+    assert connection.getresponse().read() == b'"Hello!"' and connection.sock is first
+    assert received_within(connection, 1.5) == b"", "closed (EOF) after idling about 0.3 s"
+    connection.close()
+
+    sim.queue_chaos(Chaos.STALL)
+    connection.request("GET", f"{LIST}/0")  # stalled 0.8 s, longer than the idle timeout
+    stalled = connection.getresponse()
+    assert stalled.status == 200 and stalled.read()
+    body = json.dumps(records(sim, [0, 1])).encode()
+    connection.putrequest("POST", HOME)
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    connection.send(body[:10])
+    time.sleep(0.8)  # a slow body, pausing longer than the idle timeout
+    connection.send(body[10:])
+    assert connection.getresponse().status == 200
+    assert sim.verify()["delivered"] == 2
+
+
+def test_a_restart_with_another_seed_brings_another_data_set_under_the_same_ids(simulator):
+    before = simulator(seed=1)
+    port = int(before.url.rsplit(":", 1)[1])
+    first_page = get(before, f"{LIST}?page=1").json()
+    animal_0 = get(before, f"{LIST}/0").json()
+    before.stop()
+    other = next(seed for seed in range(2, 50) if default_total_animals(seed) != default_total_animals(1))
+    after = simulator(seed=other, port=port)  # the same address, restarted
+    page = get(after, f"{LIST}?page=1").json()
+    assert page["total_pages"] != first_page["total_pages"]
+    assert [item["id"] for item in page["items"]] == [item["id"] for item in first_page["items"]] == list(range(10))
+    assert page["items"] != first_page["items"]
+    assert get(after, f"{LIST}/0").json() != animal_0 and get(after, f"{LIST}/0").json()["id"] == 0
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -408,8 +588,8 @@ def test_serve_prints_one_line_and_stops_cleanly_on_ctrl_c():
 def test_bad_config_is_refused_in_one_line():
     with pytest.raises(SimulatorError, match="unknown fault 'gremlins'"):
         Simulator(SimulatorConfig(animals=10, faults={3: "gremlins"}))
-    with pytest.raises(SimulatorError, match="ids run 1..10"):
-        Simulator(SimulatorConfig(animals=10, faults={11: "html"}))
+    with pytest.raises(SimulatorError, match="ids run 0..9"):
+        Simulator(SimulatorConfig(animals=10, faults={10: "html"}))
     with pytest.raises(SimulatorError, match="stall"):
         Simulator(SimulatorConfig(stall_min=3, stall_max=1))
 
@@ -426,7 +606,7 @@ UNDELIVERABLE = [3, 4, 5, 6, 7, 8, 12]
 
 @pytest.fixture
 def hostile(simulator):
-    return simulator(animals=45, seed=4, faults=FAULTS)
+    return simulator(animals=50, seed=4, faults=FAULTS)
 
 
 def detail(sim: Simulator, animal_id: int) -> requests.Response:
@@ -473,7 +653,7 @@ def test_fault_long_name_is_5000_characters(hostile):
     assert len(name) == 5000 and name.startswith(generate_animal(4, 11)["name"])
     assert hostile.expected_record(11)["name"] == name == expected_home_record(4, 11, FAULTS)["name"]
     listed = get(hostile, f"{LIST}?page=2").json()["items"]
-    assert listed[0] == {"id": 11, "name": generate_animal(4, 11)["name"], "born_at": generate_animal(4, 11)["born_at"]}
+    assert listed[1] == {"id": 11, "name": generate_animal(4, 11)["name"], "born_at": generate_animal(4, 11)["born_at"]}
 
 
 def test_fault_huge_body_streams_20_mb_of_valid_json(hostile):
@@ -489,8 +669,8 @@ def test_fault_huge_body_streams_20_mb_of_valid_json(hostile):
 
 def test_fault_duplicate_listing_repeats_the_id_on_the_next_page(hostile):
     ids = {n: [item["id"] for item in get(hostile, f"{LIST}?page={n}").json()["items"]] for n in (2, 3)}
-    assert ids[2] == list(range(11, 21)), "its own page is unchanged"
-    assert ids[3] == [13] + list(range(21, 31)), "and it shows up again, as an 11th item, on the next"
+    assert ids[2] == list(range(10, 20)), "its own page is unchanged"
+    assert ids[3] == [13] + list(range(20, 30)), "and it shows up again, as an 11th item, on the next"
 
     assert detail(hostile, 13).json() == generate_animal(4, 13)
 
@@ -498,7 +678,7 @@ def test_fault_duplicate_listing_repeats_the_id_on_the_next_page(hostile):
 def test_fault_total_pages_change_grows_only_its_page(hostile):
     pages = {n: get(hostile, f"{LIST}?page={n}").json() for n in range(1, 7)}
     assert [pages[n]["total_pages"] for n in range(1, 7)] == [5, 5, 6, 5, 5, 5]
-    assert pages[6]["items"] == [] and [i["id"] for i in pages[5]["items"]] == list(range(41, 46))
+    assert pages[6]["items"] == [] and [i["id"] for i in pages[5]["items"]] == list(range(40, 50))
 
 
 def test_faults_are_never_in_the_list_items(hostile):
@@ -510,9 +690,9 @@ def test_faults_are_never_in_the_list_items(hostile):
 def test_verify_excludes_undeliverable_faults_from_missing(hostile):
     report = hostile.verify()
     assert report["faulted_ids"] == UNDELIVERABLE
-    assert report["missing"] == 45 - len(UNDELIVERABLE)
-    assert report["missing_ids"] == [i for i in range(1, 46) if i not in UNDELIVERABLE]
-    good = [i for i in range(1, 46) if i not in UNDELIVERABLE]
+    assert report["missing"] == 50 - len(UNDELIVERABLE)
+    assert report["missing_ids"] == [i for i in range(50) if i not in UNDELIVERABLE]
+    good = [i for i in range(50) if i not in UNDELIVERABLE]
     for start in range(0, len(good), 20):
         assert post(hostile, records(hostile, good[start:start + 20])).status_code == 200
     report = hostile.verify()
@@ -527,7 +707,7 @@ def test_verify_flags_delivered_faulted_ids_and_clean_names_for_renamed_animals(
     assert report["faulted_delivered"] == [3]
     assert report["content_mismatches"] == 1
     assert report["mismatch_examples"][0]["field"] == "name" and report["mismatch_examples"][0]["id"] == 10
-    assert report["missing"] == 45 - len(UNDELIVERABLE) - 1
+    assert report["missing"] == 50 - len(UNDELIVERABLE) - 1
 
 
 @pytest.mark.parametrize(
@@ -535,8 +715,6 @@ def test_verify_flags_delivered_faulted_ids_and_clean_names_for_renamed_animals(
     [({}, True), ({"missing": 1}, False), ({"duplicates_rejected": 3}, False), ({"content_mismatches": 1}, False)],
 )
 def test_exactly_once_reads_a_verdict(simulator, change, clean):
-    from animal_sync.simulator import exactly_once
-
     verdict = simulator(animals=0).verify() | change
     assert exactly_once(verdict) is clean
     assert not exactly_once({}) and not exactly_once({"missing": 0})  # no answer, or half of one, is not clean

@@ -104,7 +104,6 @@ def test_transform_non_object_reason_names_the_type():
         ({"id": None}, "id"),
         ({"id": "x"}, "id"),
         ({"id": "1"}, "id"),
-        ({"id": 0}, "id"),
         ({"id": -3}, "id"),
         ({"id": 1.0}, "id"),
         ({"id": True}, "id"),
@@ -143,6 +142,14 @@ def test_transform_invalid_reason_mentions_field(overrides, field):
     assert field in str(info.value)
 
 
+def test_animal_0_is_an_animal():
+    # Upstream's ids start at 0 (its own example is {"id": 0, "name": "Cobra", ...}); 0 must not read as "no id".
+    assert transform(raw(id=0)) == COBRA_OUT | {"id": 0}
+    assert check_matches(raw(id=0), 0) is None
+    with pytest.raises(InvalidRecord, match="asked for 0, got False"):
+        check_matches(raw(id=False), 0)
+
+
 def test_invalid_record_is_a_value_error():
     assert issubclass(InvalidRecord, ValueError)
 
@@ -151,8 +158,10 @@ def test_invalid_record_is_a_value_error():
     ("overrides", "reason"),
     [
         ({"id": ...}, "missing id"),
-        ({"id": "x"}, "id is not a positive integer: 'x'"),
-        ({"id": True}, "id is not a positive integer: True"),
+        ({"id": "x"}, "id is not a non-negative integer: 'x'"),
+        ({"id": True}, "id is not a non-negative integer: True"),
+        ({"id": False}, "id is not a non-negative integer: False"),
+        ({"id": -1}, "id is not a non-negative integer: -1"),
         ({"name": ...}, "missing name"),
         ({"born_at": "yesterday"}, "born_at is not epoch milliseconds, an ISO-8601 string or null: 'yesterday'"),
         ({"born_at": 1.4e12}, "born_at is not epoch milliseconds, an ISO-8601 string or null: 1400000000000.0"),

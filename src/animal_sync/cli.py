@@ -319,18 +319,28 @@ def demo(
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 3123,
-    animals: Annotated[Optional[int], typer.Option(min=0, help="Number of animals (default: drawn from the seed, 5,000-6,000).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the generated animals and the chaos.")] = 1,
+    animals: Annotated[Optional[int], typer.Option(min=0, help="Number of animals, whole pages of 10 (default: drawn from the seed, 5,000-6,000).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the animals, their page count and the chaos; restart with another to model upstream's restart.")] = 1,
     chaos: Annotated[float, typer.Option(min=0.0, max=100.0, help="Percent of requests hit by chaos: half stall, half fail with 5xx.")] = 2.0,
     stall_min: Annotated[float, typer.Option(min=0.0, help="Shortest stall, seconds.")] = 5.0,
     stall_max: Annotated[float, typer.Option(min=0.0, help="Longest stall, seconds.")] = 15.0,
-    strict: Annotated[bool, typer.Option(help="Answer 500 to a batch that repeats an already delivered id.")] = False,
+    strict: Annotated[bool, typer.Option(help="Take a batch's ids one at a time; answer a plain-text 500 at the first already delivered.")] = False,
     fault: Annotated[
         Optional[list[str]],
         typer.Option(help="Hostile data for one animal, ID=KIND (repeatable), e.g. 7=bad_born_at; kinds: see the docs."),
     ] = None,
 ) -> None:
-    """Serve the bundled Animals API simulator until Ctrl-C."""
+    """Serve the bundled Animals API simulator until Ctrl-C.
+
+    It is as strict as the real server. Ids run 0..N-1 in full pages of 10; a page past the end lists none and
+    an unknown id answers a plain-text 500. Of the requests --chaos hits, half stall (5-15 s by default)
+    before they are handled and half fail at once with a plain-text 500/502/503/504, unhandled, the body
+    unread (the connection is then closed). `Expect: 100-continue` is answered only when the body is read, so
+    after any stall. Idle keep-alive connections are closed after 5 s. POST /home takes a JSON array of at most
+    100 (400 above that, 422 for a malformed item or a body that is not JSON); with --strict it takes the ids
+    one at a time and answers a plain-text 500 at the first one already delivered, keeping the ids before it.
+    A restart of the real server draws a new data set: restart with another --seed for the same.
+    """
     from .simulator import SimulatorConfig, serve
 
     if stall_max < stall_min:

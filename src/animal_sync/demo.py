@@ -21,7 +21,7 @@ from .errors import SimulatorError
 from .journal import Journal
 from .pipeline import start_run
 from .report import audit, render_audit
-from .simulator import exactly_once
+from .simulator import check_animal_count, exactly_once
 
 __all__ = ["SimulatorProcess", "run_demo"]
 
@@ -85,6 +85,8 @@ def run_demo(
 
     `progress` makes the context that yields the run's `on_progress` callback (bars, log events, or None).
     """
+    if animals is not None:
+        check_animal_count(animals)  # here, in one line, rather than as the child simulator's dying words
     for suffix in ("", "-wal", "-shm"):
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
     extra = ["--animals", str(animals)] if animals is not None else []

@@ -1,7 +1,22 @@
 """The bundled Animals API: a seeded stand-in for the upstream, so tests, demos and benchmarks need no network.
 
-It speaks the real API's shapes and failure habits (slow requests, 5xx, 500 for unknown ids) and also
-judges what a client delivers with its own code, never the client's, so a bug cannot hide in both.
+It speaks the real API's shapes and failure habits and is never kinder than the real server, so a client that
+passes here has met what production will do to it:
+- Ids start at 0: page p lists ids 10(p-1)..10p-1, in full pages of 10, so N animals are ids 0..N-1; a page past
+  the end answers `items: []`; any other detail id answers a plain-text `500 Internal Server Error`, every time.
+- Chaos, on every path but / and /_verify: a request stalls 5-15 s before it is handled, or fails at once with
+  500/502/503/504 and a short plain-text body, without being handled and without its body being read (so the
+  connection is then closed). A POST whose client gave up during a stall is still handled afterwards.
+- HTTP/1.1 keep-alive, with idle connections closed after `idle_timeout` (about 5 s); `Expect: 100-continue` is
+  honoured late, as the real server does: `100 Continue` is sent only when the handler starts reading the body,
+  so after any stall, and never before a chaos failure.
+- POST /home: a JSON array (Content-Type application/json) of at most 100 well-formed animals; 400 over 100,
+  422 for a body that is not JSON, not an array, not sent as JSON, or holds a malformed item, checked for the
+  whole batch before any id is taken. Strict mode then takes the ids one at a time and answers a plain-text 500
+  at the first id already delivered (or repeated in the batch): the ids before it stay delivered.
+- A restart draws a new data set: restart with another seed for a new page count and new animals under the
+  same ids.
+It also judges what a client delivers with its own code, never the client's, so a bug cannot hide in both.
 Every animal is derived from (seed, id) on demand: a million animals cost a bytearray, not a million dicts.
 """
 
@@ -33,6 +48,7 @@ __all__ = [
     "Fault",
     "Simulator",
     "SimulatorConfig",
+    "check_animal_count",
     "default_total_animals",
     "expected_home_record",
     "exactly_once",
@@ -80,6 +96,7 @@ MISSING_IDS_CAP = 1_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 HUGE_BODY_BYTES = 20 * 1024 * 1024
 WRONG_ID_OFFSET = 1_000_000
+LINGER_SECONDS = 1.0  # how long a connection closed on an unread body keeps dropping what the client sends
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _JSON = "application/json"
@@ -147,9 +164,18 @@ class SimulatorConfig:
     stall_max: float = 15.0
     strict: bool = False
     faults: Mapping[int, str] = field(default_factory=dict)  # id -> Fault value
+    idle_timeout: float = 5.0  # seconds a keep-alive connection may wait for its next request
 
 
 # --------------------------------------------------------------------------- the data
+
+
+def check_animal_count(animals: int) -> None:
+    """Refuse (SimulatorError) a count upstream never has: its pages are always full, so N is a multiple of 10."""
+    if animals < 0 or animals % PAGE_SIZE:
+        raise SimulatorError(
+            f"animals must fill whole pages of {PAGE_SIZE}, as upstream's do (0, 10, 20, ...), got {animals}"
+        )
 
 
 def default_total_animals(seed: int) -> int:
@@ -248,8 +274,8 @@ def _item_problem(item: Any, total: int) -> str | None:
     animal_id, name, born_at, friends = item["id"], item["name"], item["born_at"], item["friends"]
     if type(animal_id) is not int:
         return f"id must be an integer, got {animal_id!r}"
-    if not 1 <= animal_id <= total:
-        return f"id {animal_id} is not an animal here (1..{total})"
+    if not 0 <= animal_id < total:
+        return f"id {animal_id} is not an animal here (0..{total - 1})"
     if not isinstance(name, str):
         return f"name must be a string, got {name!r}"
     if born_at is not None:
@@ -288,13 +314,14 @@ class _Ledger:
     def reset(self) -> None:
         """Forget every delivery (tests reuse one simulator)."""
         with self._lock:
-            self._delivered = bytearray(self.total + 1)  # index = id; 1 once delivered
+            self._delivered = bytearray(self.total)  # index = id; 1 once delivered
             self._count = 0
             self._duplicate_ids: set[int] = set()
             self._duplicates_rejected = 0
             self._duplicates_delivered = 0
             self._posts = 0
             self._posts_rejected = 0
+            self._posts_partly_taken = 0  # strict refusals that had delivered some ids first
             self._mismatches = 0
             self._examples: list[dict[str, Any]] = []
 
@@ -303,37 +330,47 @@ class _Ledger:
         with self._lock:
             self._posts_rejected += 1
 
-    def accept(self, records: list[dict[str, Any]], expected: Callable[[int], dict[str, Any]]) -> list[int]:
-        """Record a well-formed batch; returns the duplicate ids if strict mode refused it whole."""
-        judged = []  # one list of field differences per wrong record; judged outside the lock
-        for record in records:
-            if record["id"] not in self.faulted:
-                differences = _mismatches(expected(record["id"]), record)
-                if differences:
-                    judged.append(differences)
+    def accept(self, records: list[dict[str, Any]], expected: Callable[[int], dict[str, Any]]) -> int | None:
+        """Record a well-formed batch; returns the id strict mode refused it at, or None if all was taken.
+
+        Strict mode takes the ids one at a time, as the real server does: the ids before the first repeat
+        (already delivered, or earlier in this very batch) are delivered, the rest of the batch is not.
+        """
+        judged = [  # per record, its field differences; judged outside the lock
+            None if record["id"] in self.faulted else _mismatches(expected(record["id"]), record)
+            for record in records
+        ]
         with self._lock:
-            seen: set[int] = set()
-            repeated = []
+            delivered = self._delivered
+            taken = 0  # records handled before a refusal (all of them when none)
+            fresh: list[int] = []
+            repeated: list[int] = []
+            refused_at = None
             for record in records:
                 animal_id = record["id"]
-                if self._delivered[animal_id] or animal_id in seen:
+                if delivered[animal_id]:
                     repeated.append(animal_id)
-                seen.add(animal_id)
+                    if self.strict:
+                        refused_at = animal_id
+                        break
+                else:
+                    delivered[animal_id] = 1
+                    fresh.append(animal_id)
+                taken += 1
+            self._count += len(fresh)
             self._note_duplicates(repeated)
-            if repeated and self.strict:
-                self._duplicates_rejected += len(repeated)
+            for differences in judged[:taken]:
+                if differences:
+                    self._mismatches += 1
+                    self._examples.extend(differences[: MISMATCH_EXAMPLES_CAP - len(self._examples)])
+            if refused_at is not None:
+                self._duplicates_rejected += 1
                 self._posts_rejected += 1
-                return sorted(set(repeated))
+                self._posts_partly_taken += 1 if fresh else 0
+                return refused_at
             self._duplicates_delivered += len(repeated)
-            for animal_id in seen:
-                if not self._delivered[animal_id]:
-                    self._delivered[animal_id] = 1
-                    self._count += 1
-            self._mismatches += len(judged)
-            for fields in judged:
-                self._examples.extend(fields[: MISMATCH_EXAMPLES_CAP - len(self._examples)])
             self._posts += 1
-            return []
+            return None
 
     def _note_duplicates(self, ids: list[int]) -> None:
         for animal_id in ids:
@@ -343,7 +380,7 @@ class _Ledger:
 
     def _missing_ids(self) -> list[int]:
         found: list[int] = []
-        position = self._delivered.find(0, 1)
+        position = self._delivered.find(0)
         while position != -1 and len(found) < MISSING_IDS_CAP:
             if position not in self.faulted:
                 found.append(position)
@@ -366,6 +403,7 @@ class _Ledger:
                 "duplicates_delivered": self._duplicates_delivered,
                 "posts": self._posts,
                 "posts_rejected": self._posts_rejected,
+                "posts_partly_taken": self._posts_partly_taken,
                 "content_mismatches": self._mismatches,
                 "mismatch_examples": list(self._examples),
                 "strict": self.strict,
@@ -391,6 +429,21 @@ def _detail(status: int, message: str) -> _Reply:
     return _json_reply(status, {"detail": message})
 
 
+_TEXT = "text/plain; charset=utf-8"
+_PLAIN_FAILURES = {status: _Reply(status, HTTPStatus(status).phrase.encode(), _TEXT) for status in FAILURE_STATUSES}
+
+
+def _plain_failure(status: int = 500) -> _Reply:
+    """The real server's bare 5xx: the status phrase as plain text (e.g. "Internal Server Error"), no JSON."""
+    return _PLAIN_FAILURES[status]
+
+
+def _is_json_type(content_type: str) -> bool:
+    """application/json or application/*+json, parameters (charset) ignored."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
 class _Draw(NamedTuple):
     kind: Chaos
     stall: float = 0.0
@@ -412,7 +465,7 @@ class _AnimalsApi:
         self._extra_listing: dict[int, list[int]] = {}  # page -> ids repeated on it
         self._grown_pages: set[int] = set()  # pages that report one page more
         for animal_id, fault in self.faults.items():
-            page = (animal_id - 1) // PAGE_SIZE + 1
+            page = animal_id // PAGE_SIZE + 1
             if fault is Fault.DUPLICATE_LISTING:
                 self._extra_listing.setdefault(page + 1, []).append(animal_id)
             elif fault is Fault.TOTAL_PAGES_CHANGE:
@@ -455,7 +508,7 @@ class _AnimalsApi:
 
     # routes -----------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: str, body: bytes) -> _Reply:
+    def handle(self, method: str, path: str, query: str, body: bytes, content_type: str = _JSON) -> _Reply:
         """Route one request that chaos let through."""
         if path == _LIST_PATH or path.startswith(_DETAIL_PREFIX) or path in _CALM_PATHS:
             if method != "GET":
@@ -470,7 +523,7 @@ class _AnimalsApi:
         if path == _HOME_PATH:
             if method != "POST":
                 return _detail(405, "Method Not Allowed")
-            return self._home(body)
+            return self._home(body, content_type)
         return _detail(404, "Not Found")
 
     def _list(self, query: str) -> _Reply:
@@ -478,29 +531,36 @@ class _AnimalsApi:
         if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
             return _detail(400, f"page must be an integer >= 1, got {raw!r}")
         page = int(raw)
-        first = (page - 1) * PAGE_SIZE + 1
-        ids = list(self._extra_listing.get(page, ())) + list(range(first, min(first + PAGE_SIZE, self.total + 1)))
+        first = (page - 1) * PAGE_SIZE
+        ids = list(self._extra_listing.get(page, ())) + list(range(first, min(first + PAGE_SIZE, self.total)))
         total_pages = self.total_pages + (1 if page in self._grown_pages else 0)
         items = [_list_item(self.seed, i) for i in ids]
         return _json_reply(200, {"page": page, "total_pages": total_pages, "items": items})
 
     def _animal(self, raw_id: str) -> _Reply:
-        if not (raw_id.isascii() and raw_id.isdigit()) or not 1 <= int(raw_id) <= self.total:
-            return _detail(500, "Internal Server Error")  # upstream fails this way, every time
+        if not (raw_id.isascii() and raw_id.isdigit()) or not int(raw_id) < self.total:
+            return _plain_failure(500)  # upstream fails this way, every time
         animal_id = int(raw_id)
         record = generate_animal(self.seed, animal_id)
         fault = self.faults.get(animal_id)
         return _json_reply(200, record) if fault is None else _faulty_detail(record, fault)
 
-    def _home(self, body: bytes) -> _Reply:
-        try:
-            batch = json.loads(body)
-        except ValueError:
+    def _home(self, body: bytes, content_type: str) -> _Reply:
+        # The whole batch is validated before any id is taken, as a pydantic-validated endpoint does.
+        problem = None
+        if not _is_json_type(content_type):
+            problem = f"expected a JSON body (Content-Type application/json), got {content_type or 'none'!r}"
+        else:
+            try:
+                batch = json.loads(body)
+            except ValueError:
+                problem = "body is not valid JSON"
+            else:
+                if not isinstance(batch, list):
+                    problem = f"expected a JSON array of animals, got {type(batch).__name__}"
+        if problem:
             self.ledger.reject()
-            return _detail(400, "body is not valid JSON")
-        if not isinstance(batch, list):
-            self.ledger.reject()
-            return _detail(400, f"expected a JSON array of animals, got {type(batch).__name__}")
+            return _detail(422, problem)
         if len(batch) > MAX_BATCH:
             self.ledger.reject()
             return _detail(400, f"Sorry, only {MAX_BATCH} animals at a time (got {len(batch)})")
@@ -510,9 +570,8 @@ class _AnimalsApi:
                 self.ledger.reject()
                 label = f"id {item['id']!r}" if isinstance(item, dict) and "id" in item else "no id"
                 return _detail(422, f"item {index} ({label}): {problem}")
-        repeated = self.ledger.accept(batch, self.expected)
-        if repeated:
-            return _detail(500, f"duplicate ids: {repeated}")
+        if self.ledger.accept(batch, self.expected) is not None:
+            return _plain_failure(500)  # strict: refused at a repeated id, the ids before it taken
         return _json_reply(200, {"message": f"Helped {len(batch)} find home"})
 
     def expected(self, animal_id: int) -> dict[str, Any]:
@@ -528,8 +587,8 @@ def _parse_faults(faults: Mapping[int, str], total: int) -> dict[int, Fault]:
         except ValueError:
             known = ", ".join(f.value for f in Fault)
             raise SimulatorError(f"unknown fault {kind!r} for id {animal_id} (known: {known})") from None
-        if not 1 <= animal_id <= total:
-            raise SimulatorError(f"fault {kind} names id {animal_id}, but ids run 1..{total}")
+        if not 0 <= animal_id < total:
+            raise SimulatorError(f"fault {kind} names id {animal_id}, but ids run 0..{total - 1}")
     return parsed
 
 
@@ -591,9 +650,34 @@ class _Handler(BaseHTTPRequestHandler):
     error_content_type = _JSON
     error_message_format = '{"detail":"%(code)d %(message)s"}'
     server: _Server
+    _continue_due = False  # the client sent `Expect: 100-continue` and has not been told to go on yet
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence the per-request access log."""
+
+    def handle(self) -> None:
+        """Serve requests until the client or a reply ends the connection, or it idles past idle_timeout."""
+        idle = self.server.api.config.idle_timeout
+        self.close_connection = False
+        while not self.close_connection:
+            # Only the wait for a request's first byte is timed: a stall or a slow body is never cut.
+            self.connection.settimeout(idle)
+            try:
+                if not self.rfile.peek(1):
+                    return  # the client closed
+            except (TimeoutError, OSError):
+                return  # idle too long: hang up, as the real server does
+            self.connection.settimeout(None)
+            self.handle_one_request()
+
+    def parse_request(self) -> bool:
+        self._continue_due = False
+        return super().parse_request()
+
+    def handle_expect_100(self) -> bool:
+        """Defer `100 Continue` until the body is read (stdlib sends it as soon as the headers are parsed)."""
+        self._continue_due = True
+        return True
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._serve()
@@ -601,20 +685,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _serve(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
         api = self.server.api
         path, _, query = self.path.partition("?")
         if path not in _CALM_PATHS:
             draw = api.draw_chaos(self.command)
-            if draw.kind is Chaos.FAIL:
-                self._send(_detail(draw.status, "chaos"))
+            if draw.kind is Chaos.FAIL:  # answered at once, unhandled, its body never read
+                self._send_unread(_plain_failure(draw.status))
                 return
             if draw.kind is Chaos.STALL and not self._stall(draw.stall):
                 self.close_connection = True
                 return
-        self._send(api.handle(self.command, path, query, body))
+        body = self._read_body()
+        if body is None:
+            return
+        content_type = self.headers.get("Content-Type", "")
+        self._send(api.handle(self.command, path, query, body, content_type))
 
     def _stall(self, seconds: float) -> bool:
         """Sleep before handling; False if the simulator stopped meanwhile (then nothing is handled)."""
@@ -626,16 +711,56 @@ class _Handler(BaseHTTPRequestHandler):
             api.note_stall(-1)
 
     def _read_body(self) -> bytes | None:
+        """The request body, after any deferred `100 Continue`; None if it was refused or never fully came."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            self._send(_detail(411, "send a Content-Length; chunked bodies are not supported"))
+            self._send_unread(_detail(411, "send a Content-Length; chunked bodies are not supported"))
             return None
         raw = self.headers.get("Content-Length", "0")
         if not raw.isdigit() or int(raw) > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._send(_detail(413 if raw.isdigit() else 400, f"unacceptable Content-Length {raw!r}"))
+            self._send_unread(_detail(413 if raw.isdigit() else 400, f"unacceptable Content-Length {raw!r}"))
             return None
-        return self.rfile.read(int(raw)) if raw != "0" else b""
+        length = int(raw)
+        if length == 0:
+            return b""
+        if self._continue_due:
+            self._continue_due = False
+            try:
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                self.close_connection = True
+                return None
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client left before sending it all: nothing to handle
+            self.close_connection = True
+            return None
+        return body
+
+    def _send_unread(self, reply: _Reply) -> None:
+        """Answer without reading the request's body; if there is one, the connection cannot go on, so close it."""
+        unread = self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers
+        if unread:
+            self.close_connection = True
+        self._send(reply)
+        if unread:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close after a reply that left the body unread: stop sending, then drop what still arrives, briefly.
+
+        Closing with unread bytes would send a TCP reset, which can destroy the reply before the client reads it.
+        """
+        connection = self.connection
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            connection.settimeout(LINGER_SECONDS)
+            dropped = 0
+            while dropped <= MAX_BODY_BYTES:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+        except OSError:
+            pass
 
     def _send(self, reply: _Reply) -> None:
         head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
@@ -706,8 +831,10 @@ class Simulator:
             raise SimulatorError(f"chaos must be a percentage 0..100, got {config.chaos}")
         if not 0 <= config.stall_min <= config.stall_max:
             raise SimulatorError(f"stalls need 0 <= stall_min <= stall_max, got {config.stall_min}..{config.stall_max}")
-        if config.animals is not None and config.animals < 0:
-            raise SimulatorError(f"animals must not be negative, got {config.animals}")
+        if config.animals is not None:
+            check_animal_count(config.animals)
+        if config.idle_timeout <= 0:
+            raise SimulatorError(f"idle_timeout must be positive, got {config.idle_timeout}")
         self.config = config
         self._api = _AnimalsApi(config)
         self._server: _Server | None = None
@@ -793,12 +920,12 @@ class Simulator:
 def serve(config: SimulatorConfig) -> None:
     """Serve in the foreground until Ctrl-C, for the CLI; a busy port raises SimulatorError."""
     with Simulator(config) as simulator:
-        print(
-            f"Animals API simulator on {simulator.url}: {simulator.total_animals} animals, "
-            f"chaos {config.chaos:g}%, strict {'on' if config.strict else 'off'}",
-            flush=True,
-        )
-        try:
+        try:  # the banner inside: a Ctrl-C right after it (a script that waits for it) is still a clean stop
+            print(
+                f"Animals API simulator on {simulator.url}: {simulator.total_animals} animals, "
+                f"chaos {config.chaos:g}%, strict {'on' if config.strict else 'off'}",
+                flush=True,
+            )
             threading.Event().wait()
         except KeyboardInterrupt:
             pass

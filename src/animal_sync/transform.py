@@ -47,8 +47,8 @@ def _record_id(raw: Mapping[str, Any]) -> int:
     value = raw.get("id")
     if value is None:
         raise InvalidRecord("missing id")
-    if not _is_int(value) or value < 1:
-        raise InvalidRecord(f"id is not a positive integer: {_show(value)}")
+    if not _is_int(value) or value < 0:  # ids start at 0: animal 0 is as real as any other
+        raise InvalidRecord(f"id is not a non-negative integer: {_show(value)}")
     return value
 
 
