@@ -30,6 +30,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["--base-url", "localhost:3123"], "--base-url must be an http(s) URL"),
         (["--limit", "0"], "--limit must be 1 or more"),
         (["--get-timeout", "0"], "--get-timeout must be above 0"),
+        (["--get-deadline", "0"], "--get-deadline must be a finite number of seconds above 0"),
+        (["--get-deadline", "inf"], "--get-deadline must be a finite number of seconds above 0"),
+        (["--get-deadline", "nan"], "--get-deadline must be a finite number of seconds above 0"),
         (["--no-such-flag"], "No such option: --no-such-flag"),
     ],
 )
