@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from itertools import product
+from pathlib import Path
 
 import pytest
 
@@ -121,7 +122,8 @@ def test_open_creates_the_file_and_applies_the_migrations(path):
     try:
         assert path.is_file()
         applied = [tuple(row) for row in journal.db.execute("SELECT migration_set, name FROM _sqlite_migrations")]
-        assert applied == [MIGRATION]
+        assert applied[0] == MIGRATION
+        assert [name for _, name in applied] == sorted(p.stem for p in (Path(__file__).parents[1] / "migrations").glob("0*.py"))
         assert {"runs", "pages", "animals", "batches", "counters"} <= set(journal.db.table_names())
         assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: durable steps ask for FULL
@@ -153,7 +155,7 @@ def test_reopening_applies_nothing_twice(path):
     for _ in range(2):
         Journal.open(path).close()
     assert sqlite3.connect(path).execute("SELECT * FROM _sqlite_migrations").fetchall() == first
-    assert len(first) == 1
+    assert len(first) == len(list((Path(__file__).parents[1] / "migrations").glob("0*.py")))
 
 
 def test_reopening_keeps_the_rows(path):
@@ -242,6 +244,16 @@ def test_total_pages_keeps_the_largest_reported(journal, run_id):
     assert journal.run(run_id).total_pages == 4
     journal.record_page(run_id, 3, [3], total_pages=6)
     assert journal.run(run_id).total_pages == 6
+
+
+def test_a_page_keeps_its_digest_and_the_items_it_set_aside(journal, run_id):
+    assert journal.first_listed_page(run_id) is None
+    bad = [{"item": '{"id": 3.7}', "reason": "id 3.7 is float, not an integer"}]
+    journal.record_page(run_id, 2, [11], total_pages=2, digest="b2", bad_items=bad)
+    journal.record_page(run_id, 1, [1], total_pages=2, digest="a1")
+    assert journal.first_listed_page(run_id) == (1, "a1")
+    assert journal.bad_listing_items(run_id) == [{"page": 2, **bad[0]}]
+    assert journal.animal_ids(run_id, A.DISCOVERED) == [1, 11]
 
 
 def test_runs_of_one_journal_keep_their_animals_apart(journal, run_id):
