@@ -201,7 +201,10 @@ class Sync:
 
     def _schedule_check(self, pool: ThreadPoolExecutor) -> None:
         """List the baseline page again: its total and digest tell whether the upstream drew a new data set."""
-        if self.baseline is None or any(kind == "check" for kind, _ in self.gets.values()):
+        if self.baseline is None:
+            self.recheck_due = False  # nothing listed yet: nothing to compare with
+            return
+        if any(kind == "check" for kind, _ in self.gets.values()):
             return
         self.last_check = time.monotonic()
         self.next_periodic_check = self.last_check + RECHECK_EVERY
