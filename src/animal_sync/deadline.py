@@ -1,4 +1,4 @@
-"""A total deadline for each GET attempt, and a way to drop every GET in flight at once.
+"""A total deadline for each try of a GET, and a way to drop every GET in flight at once.
 
 A socket read timeout bounds one `recv`, not an answer: an upstream that trickles a byte every half second
 (status line, headers or body) never trips it. One watchdog thread per API client holds the socket each GET
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
