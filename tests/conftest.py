@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socketserver
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,3 +39,72 @@ def _fresh_logging() -> Iterator[None]:
     """A CLI test configures structlog with the stderr of its own capture; later tests must not inherit it."""
     yield
     structlog.reset_defaults()
+
+
+class Trickler(socketserver.ThreadingTCPServer):
+    """An HTTP server on 127.0.0.1 that answers slowly on purpose: a byte every `pause` seconds.
+
+    `script` holds one mode per request, then "normal": "headers" trickles the status line and headers,
+    "body" sends the headers at once and trickles the body; both go on for up to `length` seconds. Only
+    real sockets can show this: each byte arrives well within any read timeout, so only a deadline ends it.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, pause: float = 0.05, length: float = 30.0) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.pause, self.length = pause, length
+        self.script: deque[str] = deque()
+        self.bodies: Callable[[str], bytes] = lambda path: b'{"page": 1, "total_pages": 1, "items": []}'
+        self.seen: list[str] = []
+        self.released = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _TrickleHandler(socketserver.StreamRequestHandler):
+    server: Trickler
+
+    def handle(self) -> None:
+        request_line = self.rfile.readline().decode("latin-1")
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        path = request_line.split(" ")[1] if " " in request_line else "/"
+        self.server.seen.append(path)
+        mode = self.server.script.popleft() if self.server.script else "normal"
+        body = self.server.bodies(path)
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        try:
+            if mode == "headers":
+                self._trickle(head.encode() + b" " * 10_000)
+            elif mode == "body":
+                self.wfile.write(head.encode())
+                self._trickle(b" " * 10_000)
+            else:
+                self.wfile.write(head.encode() + body)
+        except OSError:
+            pass  # the client hung up: that is the point
+
+    def _trickle(self, data: bytes) -> None:
+        ends = time.monotonic() + self.server.length
+        for index in range(len(data)):
+            if time.monotonic() > ends or self.server.released.is_set():
+                return
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            time.sleep(self.server.pause)
+
+
+@pytest.fixture
+def trickler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trickler]:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = Trickler()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield server
+    server.released.set()
+    server.shutdown()
+    server.server_close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,10 +147,10 @@ def test_a_detail_body_is_kept_byte_for_byte(api, mocked):
         b'"items"',
         b'{"items": [{"id": 1}]}',
         b'{"total_pages": 3}',
-        b'{"items": [{"name": "no id"}], "total_pages": 3}',
-        b'{"items": [{"id": "x"}], "total_pages": 3}',
-        b'{"items": [null], "total_pages": 3}',
         b'{"items": [], "total_pages": null}',
+        b'{"items": [], "total_pages": 2.5}',
+        b'{"items": [], "total_pages": true}',
+        b'{"items": {"id": 1}, "total_pages": 3}',
         b"\xff\xfe",
     ],
 )
@@ -160,6 +161,37 @@ def test_list_page_that_is_not_a_listing_fails(api, mocked, body):
     message = str(exc_info.value)
     assert message.startswith("page 1: not a listing") and "\n" not in message
     assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({"id": 3.7}, "id 3.7 is float, not an integer"),
+        ({"id": 3.0}, "id 3.0 is float, not an integer"),
+        ({"id": 10**20}, "id 100000000000000000000 is outside 0 .. 2**63-1"),
+        ({"id": -1}, "id -1 is outside 0 .. 2**63-1"),
+        ({"id": True}, "id True is bool, not an integer"),
+        ({"id": "7"}, "id '7' is str, not an integer"),
+        ({"name": "no id"}, "item has no id"),
+        (None, "item is NoneType, not an object"),
+    ],
+)
+def test_a_listing_item_without_a_journalable_id_is_set_aside_never_coerced(api, mocked, item, reason):
+    mocked.get(LIST_URL, json={"page": 1, "total_pages": 3, "items": [{"id": 0}, item, {"id": 2**63 - 1}]})
+    page = api.list_page(1)
+    assert page.ids == [0, 2**63 - 1]
+    assert page.bad_items == [{"item": json.dumps(item), "reason": reason}]
+
+
+def test_a_page_digest_names_its_animals_not_only_its_ids(api, mocked):
+    def items(name):
+        return {"page": 1, "total_pages": 3, "items": [{"id": 0, "name": name, "born_at": None}]}
+
+    mocked.get(LIST_URL, json=items("Cobra"))
+    mocked.get(LIST_URL, json=items("Cobra"))
+    mocked.get(LIST_URL, json=items("Dog"))
+    first, again, other = (api.list_page(1) for _ in range(3))
+    assert first.digest == again.digest != other.digest and first.ids == other.ids
 
 
 def test_list_page_not_200_fails(api, mocked):
@@ -486,3 +518,101 @@ def test_the_real_server_sees_the_bearer_token_on_every_try(upstream):
 def test_the_real_server_sees_no_authorization_without_a_token(upstream, live):
     live.fetch_detail(7)
     assert upstream.authorization == [None]
+
+
+def test_a_get_dropped_every_time_fails_but_is_not_unreachable_and_names_its_retries(upstream, live):
+    """Connections that open and then close (a reset after an answer) mean the API is up: no outage."""
+    upstream.answer(*[Answer(drop=True)] * 4)
+    with pytest.raises(FetchFailed) as exc_info:
+        live.fetch_detail(7)
+    assert not isinstance(exc_info.value, ApiUnreachable)
+    assert str(exc_info.value).startswith("connection_dropped after 3 retries")
+    assert exc_info.value.retries == ["connection_dropped"] * 3
+    assert len(upstream.seen) == 4
+
+
+def test_a_get_that_finally_fails_still_counts_its_retries(upstream, live):
+    upstream.answer(*[Answer(502, b"bad gateway")] * 4)
+    with pytest.raises(FetchFailed) as by_status:
+        live.fetch_detail(7)
+    upstream.answer(*[Answer(stall=2.0)] * 4)
+    with pytest.raises(FetchFailed) as by_stall:
+        live.list_page(1)
+    assert by_status.value.retries == ["http_502"] * 3
+    assert by_stall.value.retries == ["read_timeout"] * 3
+
+
+def test_a_refused_connection_names_the_retries_it_made(closed_port_url):
+    api = real_api(closed_port_url)
+    try:
+        with pytest.raises(ApiUnreachable) as exc_info:
+            api.fetch_detail(1)
+    finally:
+        api.close()
+    assert exc_info.value.retries == ["connect_error"] * 3
+
+
+DETAIL = b'{"id": 7, "name": "Cobra", "born_at": null, "friends": ""}'
+
+
+def trickle_api(url: str, **overrides) -> AnimalsApi:
+    return real_api(url, **{"get_timeout": 1.0, "get_deadline": 0.4, **overrides})
+
+
+@pytest.mark.parametrize("mode", ["headers", "body"])
+def test_an_answer_that_trickles_is_cut_at_the_deadline_and_resent(trickler, mode):
+    """A byte every 0.05 s never trips the 1 s read timeout; the 0.4 s deadline ends the try and it is re-sent."""
+    trickler.bodies = lambda path: DETAIL
+    trickler.script.append(mode)
+    api = trickle_api(trickler.url)
+    started = time.monotonic()
+    try:
+        detail = api.fetch_detail(7)
+    finally:
+        api.close()
+    assert detail.body == DETAIL and detail.retries == ["get_deadline"]
+    assert time.monotonic() - started < 2.0 and len(trickler.seen) == 2
+
+
+def test_an_answer_that_always_trickles_fails_after_the_budget_not_never(trickler):
+    trickler.script.extend(["headers", "body"] * 3)
+    api = trickle_api(trickler.url, retries=3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchFailed) as exc_info:
+            api.fetch_detail(7)
+    finally:
+        api.close()
+    assert not isinstance(exc_info.value, ApiUnreachable)
+    assert time.monotonic() - started < 4 * 0.4 + 1.5
+    assert exc_info.value.retries.count("get_deadline") == 3
+
+
+def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(trickler):
+    trickler.script.extend(["headers"] * 20)
+    api = trickle_api(trickler.url, get_deadline=60.0)
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            api.fetch_detail(7)
+        except FetchFailed as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not trickler.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # well inside the trickle
+    started = time.monotonic()
+    api.abandon_gets()
+    worker.join(5)
+    try:
+        assert not worker.is_alive() and time.monotonic() - started < 1.0
+        assert [str(exc) for exc in outcome] == ["abandoned: the run is stopping"]
+        with pytest.raises(FetchFailed, match="abandoned"):
+            api.fetch_detail(8)
+        assert len(trickler.seen) == 1  # nothing was re-sent after the stop
+    finally:
+        api.close()

@@ -38,6 +38,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["--base-url", "http://exa mple.org/"], "--base-url has a host name with characters a host cannot have"),
         (["--base-url", "http://bob:pw@exa mple.org/"], "'exa mple.org'"),
         (["--base-url", "http://[::1:3123/"], "--base-url must be an http(s) URL with a host"),
+        (["--get-deadline", "0"], "--get-deadline must be a finite number of seconds above 0"),
+        (["--get-deadline", "inf"], "--get-deadline must be a finite number of seconds above 0"),
+        (["--get-deadline", "nan"], "--get-deadline must be a finite number of seconds above 0"),
         (["--no-such-flag"], "No such option: --no-such-flag"),
     ],
 )

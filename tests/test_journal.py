@@ -248,6 +248,16 @@ def test_total_pages_keeps_the_largest_reported(journal, run_id):
     assert journal.run(run_id).total_pages == 6
 
 
+def test_a_page_keeps_its_digest_and_the_items_it_set_aside(journal, run_id):
+    assert journal.first_listed_page(run_id) is None
+    bad = [{"item": '{"id": 3.7}', "reason": "id 3.7 is float, not an integer"}]
+    journal.record_page(run_id, 2, [11], total_pages=2, digest="b2", bad_items=bad)
+    journal.record_page(run_id, 1, [1], total_pages=2, digest="a1")
+    assert journal.first_listed_page(run_id) == (1, "a1")
+    assert journal.bad_listing_items(run_id) == [{"page": 2, **bad[0]}]
+    assert journal.animal_ids(run_id, A.DISCOVERED) == [1, 11]
+
+
 def test_runs_of_one_journal_keep_their_animals_apart(journal, run_id):
     other = journal.start_run({}, "http://api.test").id
     journal.record_page(run_id, 1, [1, 2], total_pages=1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,201 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+# --- the upstream changing under a run --------------------------------------------------------------------------
+
+
+def _port(sim: Simulator) -> int:
+    return int(sim.url.rsplit(":", 1)[1])
+
+
+def _interrupted_after(sim: Simulator, journal: Path, posted: int) -> int:
+    """Stop a run once `posted` animals are delivered, then stop its simulator; return the port it served on."""
+    port = _port(sim)
+    stop = threading.Event()
+    first = start_run(settings(sim.url, journal), stop=stop, on_progress=_stop_when(posted, stop))
+    assert first.exit_code == 130
+    sim.stop()
+    return port
+
+
+@pytest.mark.parametrize(
+    ("restarted", "says"),
+    [
+        (dict(animals=300, seed=2), "page 1 now lists other animals under the same ids"),
+        (dict(animals=150, seed=1), "total_pages was 30, the API now says 15 (fewer pages: ids it listed are gone)"),
+    ],
+)
+def test_a_resume_against_a_new_data_set_stops_with_exit_1_and_posts_nothing(simulator, tmp_path: Path, restarted, says) -> None:
+    before = simulator(animals=300, seed=1, strict=True)
+    journal = tmp_path / "j.db"
+    port = _interrupted_after(before, journal, 100)
+    after = simulator(port=port, strict=True, **restarted)
+
+    result = resume_run(journal)
+
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert says in result.message and "`animal-sync run --abandon`" in result.message
+    assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        figures = status(opened)
+        assert opened.run(1).outcome["upstream_changed"] in result.message
+    assert says in figures["message"]
+    report = audited(journal)
+    assert not report["ok"] and report["exceptions"]["upstream_changed"] == [{"reason": result.message.split(": ", 1)[1].split(". Its")[0]}]
+    again = resume_run(journal)  # every resume says the same, until the run is abandoned
+    assert again.exit_code == 1 and says in again.message and after.verify()["posts"] == 0
+
+
+def test_a_resume_against_the_same_data_set_passes_the_check_and_finishes(simulator, tmp_path: Path) -> None:
+    before = simulator(animals=300, seed=1, strict=True)
+    journal = tmp_path / "j.db"
+    port = _interrupted_after(before, journal, 100)
+    delivered = before.verify()["delivered"]
+    after = simulator(animals=300, seed=1, strict=True, port=port)
+
+    result = resume_run(journal)
+
+    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert after.verify()["delivered"] + delivered >= 300
+
+
+def test_a_restart_with_fewer_animals_mid_run_stops_it_instead_of_failing_animals_one_by_one(simulator, tmp_path: Path) -> None:
+    before = simulator(animals=400, seed=1, strict=True)
+    journal = tmp_path / "j.db"
+    port = _port(before)
+    restarted: list[Simulator] = []
+
+    def restart(progress: Progress) -> None:
+        if progress.posted >= 100 and progress.pages_listed == 40 and not restarted:
+            before.stop()
+            restarted.append(simulator(animals=100, seed=1, strict=True, port=port))
+
+    result = start_run(settings(before.url, journal, retries=3), on_progress=restart)
+
+    assert restarted, "the listing did not finish before 100 animals were posted"
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1), result.message
+    assert "total_pages was 40, the API now says 10 (fewer pages" in result.message
+    assert "stopped answering" not in result.message
+
+
+def test_a_total_that_changes_mid_listing_stops_the_run_and_journals_nothing_of_it(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=200, strict=True, faults={124: "total_pages_change"})
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(sim.url, journal, workers=2))
+
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert "total_pages was 20, the API now says 21 (more pages)" in result.message
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        assert opened.run(1).total_pages == 20
+        assert 13 not in opened.listed_pages(1)
+
+
+# --- a listing that never starts, and listing items set aside ---------------------------------------------------
+
+
+def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=50, chaos=100, stall_min=0.3, stall_max=0.3)
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(sim.url, journal, retries=2))
+
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert result.message.startswith("the listing never started: page 1 could not be listed (")
+    assert "resume" in result.message
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        assert sum(status(opened)["retries"].values()) == 2  # the retries of the GET that finally failed
+
+
+def test_a_page_1_answering_404_is_named(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=50)
+    result = start_run(settings(sim.url + "/wrong-prefix", tmp_path / "j.db", retries=1))
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert "page 1 could not be listed (page 1: HTTP 404" in result.message
+
+
+class _OddListing(BaseHTTPRequestHandler):
+    """One page whose items hold ids no journal can take, among good ones; details and POSTs answered plainly."""
+
+    items = [{"id": 2}, {"id": 3.7}, {"id": 10**20}, {"id": -1}, {"id": "2"}, {"id": True}, {"id": 1}]
+    posted: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        if "?page=" in self.path:
+            page = int(self.path.rsplit("=", 1)[1])
+            self._json({"page": page, "total_pages": 1, "items": self.items if page == 1 else []})
+        else:
+            animal_id = int(self.path.rsplit("/", 1)[1])
+            self._json({"id": animal_id, "name": "Cobra", "born_at": None, "friends": ""})
+
+    def do_POST(self) -> None:  # noqa: N802
+        batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _OddListing.posted.extend(record["id"] for record in batch)
+        self._json({"message": f"Helped {len(batch)} find home"})
+
+    def _json(self, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_listing_items_with_ids_the_journal_cannot_hold_are_set_aside_and_audited(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddListing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    journal = tmp_path / "j.db"
+    try:
+        result = start_run(settings(f"http://127.0.0.1:{server.server_port}", journal))
+        again = resume_run(journal)  # the journal holds nothing a resume chokes on
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.state, result.exit_code) == (RunState.FINISHED, 1)
+    assert result.counts == {"posted": 2} and sorted(_OddListing.posted) == [1, 2]
+    assert "5 listing items set aside" in result.message
+    assert again.exit_code == 1 and sorted(_OddListing.posted) == [1, 2]
+    report = audited(journal)
+    assert report["exception_counts"] == {"bad_listing_item": 5}
+    assert [item["reason"] for item in report["exceptions"]["bad_listing_item"]] == [
+        "id 3.7 is float, not an integer",
+        "id 100000000000000000000 is outside 0 .. 2**63-1",
+        "id -1 is outside 0 .. 2**63-1",
+        "id '2' is str, not an integer",
+        "id True is bool, not an integer",
+    ]
+
+
+# --- stopping does not wait for GETs ----------------------------------------------------------------------------
+
+
+def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_discovered(trickler, tmp_path: Path) -> None:
+    listing = {"page": 1, "total_pages": 1, "items": [{"id": 0, "name": "Cobra", "born_at": None}]}
+    trickler.bodies = lambda path: json.dumps(listing).encode()
+    trickler.script.extend(["normal"] + ["headers"] * 50)  # the listing answers; every detail trickles
+    journal = tmp_path / "j.db"
+    stop = threading.Event()
+    stopped_at: list[float] = []
+
+    def stop_during_the_trickle(progress: Progress) -> None:
+        if len(trickler.seen) >= 2 and not stop.is_set():
+            time.sleep(0.3)  # well inside the trickle
+            stopped_at.append(time.monotonic())
+            stop.set()
+
+    result = start_run(
+        settings(trickler.url, journal, get_deadline=60.0, get_timeout=5.0), stop=stop, on_progress=stop_during_the_trickle
+    )
+
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 130)
+    assert time.monotonic() - stopped_at[0] < 1.5
+    assert result.counts == {"discovered": 1}
+    time.sleep(0.3)
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        assert opened.count_animals(1) == {"discovered": 1}  # the dropped GET's late result touched nothing

@@ -194,8 +194,8 @@ def test_the_api_going_away_mid_run_ends_it_with_exit_1_and_resume_finishes_when
 HOSTILE = {  # id -> fault; ids spread over pages 1-13 of 20
     3: Fault.BAD_BORN_AT, 14: Fault.FRIENDS_TYPE, 25: Fault.MISSING_NAME, 36: Fault.WRONG_ID, 47: Fault.HTML,
     58: Fault.TRUNCATED, 69: Fault.EXTRA_FIELDS, 80: Fault.UNICODE_NAME, 91: Fault.LONG_NAME, 102: Fault.HUGE_BODY,
-    113: Fault.DUPLICATE_LISTING, 124: Fault.TOTAL_PAGES_CHANGE,
-}
+    113: Fault.DUPLICATE_LISTING,
+}  # Fault.TOTAL_PAGES_CHANGE stops a run (the upstream changed under it): test_pipeline covers it
 QUARANTINE_REASONS = {  # what the journal must say about each undeliverable kind
     3: "born_at is not epoch milliseconds, an ISO-8601 string or null: 'yesterday'",
     14: "friends is neither a comma-joined string nor a list: 42",
@@ -309,11 +309,17 @@ def test_an_id_listed_on_two_pages_is_posted_once(hostile_run) -> None:
     assert 113 not in sim.verify()["duplicate_ids"]
 
 
-def test_total_pages_growing_mid_listing_is_followed(hostile_run) -> None:
-    _, journal = hostile_run
-    assert query(journal, "SELECT total_pages FROM runs") == [(21,)]  # page 13 said 21, the others 20
-    assert query(journal, "SELECT count(*), max(page) FROM pages") == [(21, 21)]
-    assert query(journal, "SELECT items FROM pages WHERE page = 21") == [(0,)]
+def test_total_pages_changing_mid_listing_stops_the_run_and_audit_names_it(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=200, strict=True, faults={124: Fault.TOTAL_PAGES_CHANGE.value})
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal))
+    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert query(journal, "SELECT total_pages FROM runs") == [(20,)]  # page 13 said 21: not journaled
+    assert query(journal, "SELECT count(*) FROM pages WHERE total_pages != 20") == [(0,)]
+    report = audited(journal)
+    assert not report["ok"]
+    assert report["exceptions"]["upstream_changed"] == [{"reason": "total_pages was 20, the API now says 21 (more pages)"}]
+    assert sim.verify()["duplicates_rejected"] == sim.verify()["duplicates_delivered"] == 0
 
 
 def test_deliverable_oddities_alone_finish_clean(simulator, tmp_path: Path) -> None:

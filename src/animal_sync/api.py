@@ -7,6 +7,7 @@ stall and is re-sent only when the API surely did not handle it: a connection th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
+
+from .deadline import Abandoned, Watchdog, guarded_pool_classes
 
 if TYPE_CHECKING:  # for annotations only: config imports redact_url from here
     from .config import Settings
@@ -43,11 +46,26 @@ AUTH_REFUSED = frozenset({401, 403})  # the credential, not the request, is wron
 RETRY_AFTER_MAX = 30  # seconds: honour Retry-After, but never let one answer park a worker for hours
 LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
+SQLITE_INT_MAX = 2**63 - 1  # the largest id an SQLite INTEGER holds
+
+
+class _Retry(Retry):
+    """urllib3's Retry, except that a spent budget's MaxRetryError keeps the history of the retries it made.
+
+    Without it a GET that finally fails would hide its retries from the counters (urllib3 drops the history).
+    """
+
+    def increment(self, *args: Any, **kwargs: Any) -> Retry:
+        try:
+            return super().increment(*args, **kwargs)
+        except MaxRetryError as exc:
+            exc.retry_history = self.history  # type: ignore[attr-defined]
+            raise
 
 
 def _retry(method: str, retries: int, backoff: float, *, read: int) -> Retry:
     """The shared shape of both policies: they differ only in their method and in whether a read error is retried."""
-    return Retry(
+    return _Retry(
         total=retries,
         connect=retries,
         read=read,
@@ -88,7 +106,15 @@ def redact_url(url: str) -> str:
 
 
 class FetchFailed(Exception):
-    """A GET whose retry budget is spent, or whose answer is unusable; str() is the journaled reason."""
+    """A GET whose retry budget is spent, or whose answer is unusable; str() is the journaled reason.
+
+    `retries` names the retries made on the way, so a request that finally failed is counted like one that
+    succeeded.
+    """
+
+    def __init__(self, reason: str, retries: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.retries = list(retries or [])
 
 
 class BodyTooLarge(FetchFailed):
@@ -96,7 +122,11 @@ class BodyTooLarge(FetchFailed):
 
 
 class ApiUnreachable(FetchFailed):
-    """The API refused or dropped connections through a whole retry budget: stop the run, do not fail animals."""
+    """No connection could be opened through a whole retry budget: stop the run, do not fail animals.
+
+    A connection closed after it was opened (a keep-alive connection the server dropped, a reset after an
+    answer) is not an outage: the API is up and answering, so that GET is only a FetchFailed.
+    """
 
 
 class CredentialRefused(ApiUnreachable):
@@ -105,10 +135,14 @@ class CredentialRefused(ApiUnreachable):
 
 @dataclass(frozen=True)
 class Page:
+    """A listed page: the usable ids, the items set aside (with why), and a digest of what it listed."""
+
     page: int
     total_pages: int
     ids: list[int]
     retries: list[str] = field(default_factory=list)
+    bad_items: list[dict[str, Any]] = field(default_factory=list)  # {"item": text, "reason": text}
+    digest: str | None = None  # of the items' id, name and born_at: the same page of another data set differs
 
 
 @dataclass(frozen=True)
@@ -138,14 +172,7 @@ class PostResult:
 
 def _retry_kinds(response: requests.Response) -> list[str]:
     """Name each retry urllib3 made on the way to this response (its `Retry.history`), for the counters."""
-    retries = getattr(response.raw, "retries", None)
-    kinds = []
-    for attempt in getattr(retries, "history", ()):
-        if attempt.status is not None:
-            kinds.append(f"http_{attempt.status}")
-        else:
-            kinds.append(_error_kind(attempt.error))
-    return kinds
+    return _history_kinds(getattr(getattr(response.raw, "retries", None), "history", ()))
 
 
 def _error_kind(error: BaseException | None) -> str:
@@ -156,6 +183,61 @@ def _error_kind(error: BaseException | None) -> str:
     if isinstance(error, ProtocolError):
         return "connection_dropped"
     return type(error).__name__ if error else "unknown"
+
+
+def _history_kinds(history: Sequence[Any]) -> list[str]:
+    return [f"http_{attempt.status}" if attempt.status is not None else _error_kind(attempt.error) for attempt in history]
+
+
+def _deadline_kinds(kinds: list[str], expiries: int) -> list[str]:
+    """Name as `get_deadline` the retries urllib3 made after the watchdog cut a try short (it saw a drop)."""
+    named = list(kinds)
+    for index, kind in enumerate(named):
+        if expiries <= 0:
+            break
+        if kind == "connection_dropped":
+            named[index], expiries = "get_deadline", expiries - 1
+    return named
+
+
+def _max_retry(exc: BaseException) -> MaxRetryError | None:
+    return next((arg for arg in getattr(exc, "args", ()) if isinstance(arg, MaxRetryError)), None)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= SQLITE_INT_MAX
+
+
+def _bad_item(item: Any) -> str | None:
+    """Why a listing item cannot be journaled as an animal id, or None when it can."""
+    if not isinstance(item, dict):
+        return f"item is {type(item).__name__}, not an object"
+    if "id" not in item:
+        return "item has no id"
+    value = item["id"]
+    if type(value) is not int:  # bool is an int subclass; a float or a string is not an id, whatever it reads as
+        return f"id {value!r} is {type(value).__name__}, not an integer"
+    if not 0 <= value <= SQLITE_INT_MAX:
+        return f"id {value} is outside 0 .. 2**63-1"
+    return None
+
+
+def _digest(items: list[Any]) -> str:
+    """What a page lists, in brief: the same page of a data set drawn afresh (same ids, other animals) differs."""
+    brief = [[item.get(k) for k in ("id", "name", "born_at")] if isinstance(item, dict) else item for item in items]
+    return hashlib.sha256(json.dumps(brief, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """The GET adapter: its connections report each socket to the deadline watchdog before waiting on it."""
+
+    def __init__(self, watchdog: Watchdog, **kwargs: Any) -> None:
+        self._watchdog = watchdog  # set first: HTTPAdapter.__init__ builds the pool manager
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog)
 
 
 def _root_cause(exc: BaseException) -> BaseException | None:
@@ -185,8 +267,12 @@ class AnimalsApi:
         if settings.token:
             self.session.headers["Authorization"] = f"Bearer {settings.token}"
         self.session.headers["Accept"] = "application/json"
-        gets = HTTPAdapter(
-            pool_connections=1, pool_maxsize=settings.workers, max_retries=get_retry(settings.retries, settings.backoff)
+        self._watchdog = Watchdog(settings.get_deadline)
+        gets = _GuardedAdapter(
+            self._watchdog,
+            pool_connections=1,
+            pool_maxsize=settings.workers,
+            max_retries=get_retry(settings.retries, settings.backoff),
         )
         posts = HTTPAdapter(
             pool_connections=1,
@@ -200,18 +286,53 @@ class AnimalsApi:
         self._post_timeout = (settings.connect_timeout, settings.post_timeout)
 
     def close(self) -> None:
+        self._watchdog.close()
         self.session.close()
 
+    def abandon_gets(self) -> None:
+        """Cut every GET in flight and fail any later one at once (a stopping run drops their results)."""
+        self._watchdog.abandon()
+
     def _get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes, list[str]]:
-        """GET with the retry policy; the body is read up to the size limit and no further."""
+        """GET with the retry policy, each try bounded in total by the deadline; a try cut short is re-sent."""
+        history: list[str] = []
+        while True:
+            try:
+                with self._watchdog.attempt() as attempt:
+                    try:
+                        status, body, retries = self._get_once(path, params)
+                    except FetchFailed as exc:
+                        exc.retries = history + _deadline_kinds(exc.retries, attempt.expiries - attempt.expired)
+                        if not attempt.expired:
+                            raise
+                        history = exc.retries
+                    else:
+                        retries = history + _deadline_kinds(retries, attempt.expiries - attempt.expired)
+                        if not attempt.expired:
+                            return status, body, retries
+                        history = retries
+            except Abandoned:
+                raise FetchFailed("abandoned: the run is stopping", history) from None
+            # The last try's answer trickled past the deadline (headers cut mid-way, or its body): re-send it.
+            if len(history) >= self.settings.retries:
+                raise FetchFailed(
+                    f"get_deadline after {self.settings.retries} retries:"
+                    f" no whole answer within {self.settings.get_deadline:g} s",
+                    history,
+                )
+            history.append("get_deadline")
+
+    def _get_once(self, path: str, params: dict[str, Any] | None) -> tuple[int, bytes, list[str]]:
+        """One GET through urllib3's retry policy; the body is read up to the size limit and no further."""
         try:
             response = self.session.get(self.base_url + path, params=params, timeout=self._get_timeout, stream=True)
         except requests.RequestException as exc:
             cause = _root_cause(exc)
             kind = _error_kind(cause)
-            if kind in ("connect_error", "connection_dropped"):
-                raise ApiUnreachable(f"{kind} after {self.settings.retries} retries: {cause}") from None
-            raise FetchFailed(f"{kind} after {self.settings.retries} retries: {cause}") from None
+            history = _history_kinds(getattr(_max_retry(exc), "retry_history", ()))
+            if kind == "connect_error":
+                raise ApiUnreachable(f"{kind} after {self.settings.retries} retries: {cause}", history) from None
+            raise FetchFailed(f"{kind} after {self.settings.retries} retries: {cause}", history) from None
         with response:
             retries = _retry_kinds(response)
             if response.status_code in AUTH_REFUSED:
@@ -219,36 +340,52 @@ class AnimalsApi:
             declared = response.headers.get("Content-Length")
             limit = self.settings.max_body_bytes
             if declared and declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+                raise BodyTooLarge(f"body of {declared} bytes is over the {limit}-byte limit", retries)
             chunks, size = [], 0
             try:
                 for chunk in response.iter_content(64 * 1024):
                     size += len(chunk)
                     if size > limit:
-                        raise BodyTooLarge(f"body is over the {limit}-byte limit")
+                        raise BodyTooLarge(f"body is over the {limit}-byte limit", retries)
                     chunks.append(chunk)
             except requests.RequestException as exc:  # one answer cut short: this record's problem, not an outage
-                raise FetchFailed(f"body cut short after {size} bytes: {_root_cause(exc)}") from None
+                raise FetchFailed(f"body cut short after {size} bytes: {_root_cause(exc)}", retries) from None
             return response.status_code, b"".join(chunks), retries
 
     def list_page(self, page: int) -> Page:
-        """One page of the listing; a body that is not a listing is a FetchFailed (the page stays unlisted)."""
+        """One page of the listing; a body that is not a listing is a FetchFailed (the page stays unlisted).
+
+        An item whose id is not one an SQLite INTEGER holds exactly (0 .. 2**63-1, a JSON integer) is set aside
+        with its reason, never coerced: 3.7 is not 3, and 10**20 would overflow the journal.
+        """
         status, body, retries = self._get(LIST_PATH, {"page": page})
         if status != 200:
-            raise FetchFailed(f"page {page}: HTTP {status} after {len(retries)} retries")
+            raise FetchFailed(f"page {page}: HTTP {status} after {len(retries)} retries", retries)
         try:
             data = json.loads(body)
-            ids = [int(item["id"]) for item in data["items"]]
-            total = int(data["total_pages"])
+            items, total = data["items"], data["total_pages"]
         except (ValueError, TypeError, KeyError) as exc:
-            raise FetchFailed(f"page {page}: not a listing ({type(exc).__name__}: {exc})") from None
-        return Page(page=page, total_pages=total, ids=ids, retries=retries)
+            raise FetchFailed(f"page {page}: not a listing ({type(exc).__name__}: {exc})", retries) from None
+        if not isinstance(items, list) or not _is_count(total):
+            raise FetchFailed(
+                f"page {page}: not a listing (items {type(items).__name__}, total_pages {total!r})", retries
+            )
+        ids, bad = [], []
+        for item in items:
+            reason = _bad_item(item)
+            if reason is None:
+                ids.append(item["id"])
+            else:
+                bad.append({"item": json.dumps(item)[:200], "reason": reason})
+        return Page(page=page, total_pages=total, ids=ids, retries=retries, bad_items=bad, digest=_digest(items))
 
     def fetch_detail(self, animal_id: int) -> Detail:
         """One animal's detail body as received; a non-200 answer past the retry budget is a FetchFailed."""
         status, body, retries = self._get(f"{LIST_PATH}/{animal_id}")
         if status != 200:
-            raise FetchFailed(f"HTTP {status} after {len(retries)} retries: {body[:200].decode('utf-8', 'replace')}")
+            raise FetchFailed(
+                f"HTTP {status} after {len(retries)} retries: {body[:200].decode('utf-8', 'replace')}", retries
+            )
         return Detail(animal_id=animal_id, body=body, retries=retries)
 
     def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:

@@ -35,6 +35,7 @@ class Settings:
     backoff: float = 0.05  # urllib3 backoff_factor; the first retry is immediate, then 0.1, 0.2, ... capped at 2 s
     connect_timeout: float = 3.05
     get_timeout: float = 1.0  # far above a normal answer, far below a stall: a stalled GET is re-sent, not waited on
+    get_deadline: float = 10.0  # a GET try's whole answer, headers and body: bounds an upstream that trickles
     post_timeout: float = 30.0  # above the longest stall: the API still handles a stalled POST, so wait it out
     max_body_bytes: int = 1_000_000  # a detail body above this is refused, not read into memory
     resend_in_doubt: bool = True  # at-least-once for in-doubt batches; False holds them for a person to decide
@@ -61,6 +62,8 @@ class Settings:
         for name in ("connect_timeout", "get_timeout", "post_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be above 0, not {getattr(self, name)}")
+        if not (math.isfinite(self.get_deadline) and self.get_deadline > 0):
+            raise ConfigError(f"--get-deadline must be a finite number of seconds above 0, not {self.get_deadline}")
         if self.backoff < 0:
             raise ConfigError(f"--backoff must be 0 or more, not {self.backoff}")
         if self.limit is not None and self.limit < 1:

@@ -472,7 +472,7 @@ class Journal:
 
     @_atomic
     def set_total_pages(self, run_id: int, total_pages: int) -> None:
-        """Keep the largest total the API has reported, so a total that grows mid-run widens the listing."""
+        """Keep the largest total the API has reported (the pipeline stops a run whose total changes)."""
         self.db.execute(
             "UPDATE runs SET total_pages = max(coalesce(total_pages, 0), ?) WHERE id = ?", [total_pages, run_id]
         )
@@ -481,11 +481,20 @@ class Journal:
 
     @_atomic
     def record_page(
-        self, run_id: int, page: int, ids: Sequence[int], total_pages: int, max_new: int | None = None
+        self,
+        run_id: int,
+        page: int,
+        ids: Sequence[int],
+        total_pages: int,
+        max_new: int | None = None,
+        *,
+        digest: str | None = None,
+        bad_items: Sequence[Mapping[str, Any]] = (),
     ) -> list[int]:
         """Journal a listed page and its ids; return the ids seen for the first time (an id on two pages counts once).
 
         `max_new` caps how many new ids are taken (test mode's --limit): the rest are not journaled at all.
+        `digest` fingerprints what the page listed; `bad_items` are the items set aside, kept with their reason.
         """
         stamp = now()
         new_ids: list[int] = []
@@ -500,8 +509,9 @@ class Journal:
             if cursor.rowcount:
                 new_ids.append(animal_id)
         self.db.execute(
-            "INSERT OR REPLACE INTO pages (run_id, page, items, total_pages, listed_at) VALUES (?, ?, ?, ?, ?)",
-            [run_id, page, len(ids), total_pages, stamp],
+            "INSERT OR REPLACE INTO pages (run_id, page, items, total_pages, listed_at, digest, bad_items)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [run_id, page, len(ids), total_pages, stamp, digest, json.dumps(list(map(dict, bad_items))) if bad_items else None],
         )
         self.set_total_pages(run_id, total_pages)
         return new_ids
@@ -509,6 +519,22 @@ class Journal:
     @_read
     def listed_pages(self, run_id: int) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT page FROM pages WHERE run_id = ?", [run_id])}
+
+    @_read
+    def first_listed_page(self, run_id: int) -> tuple[int, str | None] | None:
+        """The lowest page listed and its digest: what a resume lists again to check the data set is the same."""
+        row = self.db.execute(
+            "SELECT page, digest FROM pages WHERE run_id = ? ORDER BY page LIMIT 1", [run_id]
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    @_read
+    def bad_listing_items(self, run_id: int) -> list[dict[str, Any]]:
+        """Listing items set aside (an id the journal cannot hold), each with its page and reason."""
+        rows = self.db.execute(
+            "SELECT page, bad_items FROM pages WHERE run_id = ? AND bad_items IS NOT NULL ORDER BY page", [run_id]
+        )
+        return [{"page": page, **item} for page, items in rows for item in json.loads(items)]
 
     # -- animals ---------------------------------------------------------------------------------------------
 

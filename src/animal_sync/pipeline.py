@@ -37,6 +37,8 @@ log = structlog.get_logger("animal_sync")
 STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once around every POST)
 QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordinator commits
 SPLIT_ON = frozenset({400, 422})  # answers that refuse a batch for its content: bisect it to find the culprit
+RECHECK_SECONDS = 2.0  # a failed detail re-lists the first page to see whether the data set changed, at most this often
+RECHECK_EVERY = 30.0  # and so does a long run now and then: a restart that fails nothing is still found
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _fetch(api: AnimalsApi, animal_id: int) -> Fetched:
     try:
         detail = api.fetch_detail(animal_id)
     except BodyTooLarge as exc:  # refused unread: bad data to quarantine, like any malformed record
-        return Fetched(animal_id, None, None, str(exc), [])
+        return Fetched(animal_id, None, None, str(exc), exc.retries)
     return _examine(detail)
 
 
@@ -128,11 +130,20 @@ class Sync:
         self.to_fetch: deque[int] = deque()
         self.unbatched: list[int] = []
         self.to_post: deque[BatchRow] = deque()
-        self.failed_pages: set[int] = set()
+        self.failed_pages: dict[int, str] = {}  # page -> why it could not be listed in this attempt
         self.listed: set[int] = set()
         self.next_page = 1
         self.unreachable: str | None = None
         self.refused: str | None = None  # the API turned the credential away (401/403): set with `unreachable`
+        # The data set is checked before anything of a resumed run is fetched or sent: ids are positions, so a
+        # restarted upstream serves other animals under the journaled ids.
+        self.baseline: tuple[int, str | None] | None = None  # (page, digest) listed again to compare
+        self.verified = True
+        self.changed: str | None = None  # how the upstream changed under this run; the run stops
+        self.check_failed: str | None = None
+        self.recheck_due = False
+        self.last_check = float("-inf")
+        self.next_periodic_check = time.monotonic() + RECHECK_EVERY
         self.gets: dict[Future[Any], tuple[str, int]] = {}
         self.posts: dict[Future[PostResult], BatchRow] = {}
 
@@ -149,6 +160,8 @@ class Sync:
         if retried:
             self.log.info("retrying_exceptions", animals=retried)
         self.listed = self.journal.listed_pages(run_id)
+        self.baseline = self.journal.first_listed_page(run_id)
+        self.verified = self.baseline is None  # nothing listed yet: the first page answered sets the baseline
         self.progress.pages_listed = len(self.listed)
         self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
         self.unbatched = self.journal.animal_ids(run_id, AnimalState.FETCHED)
@@ -185,10 +198,35 @@ class Sync:
     def _page_in_flight(self, page: int) -> bool:
         return ("page", page) in self.gets.values()
 
+    def _halted(self) -> bool:
+        """Whether this attempt must stop asking the API for more (its in-flight POSTs are still finished)."""
+        return (
+            self.stop.is_set() or self.unreachable is not None or self.changed is not None or self.check_failed is not None
+        )
+
+    def _schedule_check(self, pool: ThreadPoolExecutor) -> None:
+        """List the baseline page again: its total and digest tell whether the upstream drew a new data set."""
+        if self.baseline is None:
+            self.recheck_due = False  # nothing listed yet: nothing to compare with
+            return
+        if any(kind == "check" for kind, _ in self.gets.values()):
+            return
+        self.last_check = time.monotonic()
+        self.next_periodic_check = self.last_check + RECHECK_EVERY
+        self.recheck_due = False
+        self.gets[pool.submit(self.api.list_page, self.baseline[0])] = ("check", self.baseline[0])
+
     def _listing_done(self) -> bool:
         return not self._pages_left() and not any(kind == "page" for kind, _ in self.gets.values())
 
     def _schedule_gets(self, pool: ThreadPoolExecutor) -> None:
+        if not self.verified:
+            self._schedule_check(pool)
+            return  # nothing of a resumed run is fetched before its data set is known to be the same
+        now = time.monotonic()
+        idle = not self.to_fetch and not self.gets  # nothing else to wait for: check at once
+        if (self.recheck_due and (idle or now - self.last_check >= RECHECK_SECONDS)) or now >= self.next_periodic_check:
+            self._schedule_check(pool)
         capacity = self.settings.workers * QUEUE_DEPTH
         low_water = self.settings.workers * 8  # list ahead only while the fetch queue runs low: memory stays flat
         pages_in_flight = sum(1 for kind, _ in self.gets.values() if kind == "page")
@@ -236,39 +274,82 @@ class Sync:
         except ApiUnreachable as exc:
             # Not this animal's fault: it stays discovered, and the run stops for a later resume.
             refused = isinstance(exc, CredentialRefused)
+            self._count_retries(exc.retries)
             self.counters["error_credential_refused" if refused else "error_api_unreachable"] += 1
             self.unreachable = str(exc)
             self.refused = self.refused or (str(exc) if refused else None)
             return
         except FetchFailed as exc:
+            self._count_retries(exc.retries)
             self._fetch_failed(kind, key, str(exc))
             return
-        if kind == "page":
+        if kind == "check":
+            self._checked(result)
+        elif kind == "page":
             self._listed(result)
         else:
             self._fetched(result)
 
     def _fetch_failed(self, kind: str, key: int, reason: str) -> None:
         self.counters[f"error_{kind}_failed"] += 1
+        if kind == "check":
+            self.log.warning("check_failed", page=key, reason=reason)
+            if not self.verified:  # a resume cannot go on without knowing the data set is the same
+                self.check_failed = f"page {key} could not be listed again to check the data set ({reason})"
+            return
         if kind == "page":
-            self.failed_pages.add(key)
+            self.failed_pages[key] = reason
             self.log.warning("page_failed", page=key, reason=reason)
             return
         self.journal.record_fetch_failed(self.run.id, key, reason, attempts=1)
         self.progress.failed += 1
+        self.recheck_due = True  # a listed id that stopped answering may mean the upstream restarted
         self.log.warning("retry_budget_exhausted", animal_id=key, reason=reason)
+
+    def _difference(self, page: Page) -> str | None:
+        """How this listing contradicts what the run journaled, or None: the total, or the baseline page's items."""
+        total = self.progress.total_pages
+        if total is not None and page.total_pages != total:
+            fewer = "fewer pages: ids it listed are gone" if page.total_pages < total else "more pages"
+            return f"total_pages was {total}, the API now says {page.total_pages} ({fewer})"
+        if self.baseline is not None and self.baseline[0] == page.page and self.baseline[1] not in (None, page.digest):
+            return f"page {page.page} now lists other animals under the same ids"
+        return None
+
+    def _upstream_changed(self, what: str) -> None:
+        if self.changed is None:
+            self.changed = what
+            self.counters["upstream_changed"] += 1
+            self.log.error("upstream_changed", change=what)
+
+    def _checked(self, page: Page) -> None:
+        self._count_retries(page.retries)
+        what = self._difference(page)
+        if what is not None:
+            self._upstream_changed(what)
+        else:
+            self.verified = True
 
     def _listed(self, page: Page) -> None:
         self._count_retries(page.retries)
+        what = self._difference(page)
+        if what is not None:  # journal nothing of it: one run never mixes two data sets
+            self._upstream_changed(what)
+            return
         room = None if self.settings.limit is None else self.settings.limit - self.progress.discovered
-        new_ids = self.journal.record_page(self.run.id, page.page, page.ids, page.total_pages, max_new=room)
+        new_ids = self.journal.record_page(
+            self.run.id, page.page, page.ids, page.total_pages, max_new=room, digest=page.digest,
+            bad_items=page.bad_items,
+        )
+        for item in page.bad_items:
+            self.counters["bad_listing_item"] += 1
+            self.log.warning("bad_listing_item", page=page.page, item=item["item"], reason=item["reason"])
         self.listed.add(page.page)
         self.progress.pages_listed += 1
         self.progress.discovered += len(new_ids)
-        if self.progress.total_pages is None or page.total_pages > self.progress.total_pages:
-            if self.progress.total_pages is not None:
-                self.log.warning("total_pages_changed", before=self.progress.total_pages, after=page.total_pages)
-            self.progress.total_pages = page.total_pages
+        self.progress.total_pages = page.total_pages
+        if self.baseline is None or page.page < self.baseline[0]:
+            self.baseline = (page.page, page.digest)
         self.to_fetch.extend(new_ids)
 
     def _fetched(self, fetched: Fetched) -> None:
@@ -349,14 +430,19 @@ class Sync:
         try:
             self._loop(get_pool, post_pool)
         finally:
-            get_pool.shutdown(wait=True, cancel_futures=True)  # queued GETs are dropped; their results would be ignored
+            # GETs are safe to drop: cut those in flight, cancel the queued ones, and do not wait for their threads.
+            self.api.abandon_gets()
+            get_pool.shutdown(wait=False, cancel_futures=True)
             post_pool.shutdown(wait=True)
         return self._finish(time.monotonic() - started)
 
     def _loop(self, get_pool: ThreadPoolExecutor, post_pool: ThreadPoolExecutor) -> None:
         while True:
-            stopping = self.stop.is_set() or self.unreachable is not None
+            stopping = self._halted()
             step_started = time.monotonic()
+            if stopping and self.gets:  # dropped unread: a late result must not touch the journal
+                self.api.abandon_gets()
+                self.gets.clear()
             answered = [future for future in self.posts if future.done()]
             if answered:  # their own commit: nothing else in the step can delay it or take it down with it
                 with self.journal.transaction():
@@ -364,6 +450,7 @@ class Sync:
                         self._take_post(self.posts.pop(future), future.result())
             with self.journal.transaction():
                 self._collect_gets()
+                stopping = stopping or self._halted()
                 if not stopping:
                     self._schedule_gets(get_pool)
                 listing_done = self._listing_done()
@@ -372,7 +459,7 @@ class Sync:
                 self.journal.add_counters(self.run.id, self.counters)
                 self.counters.clear()
             due = []
-            if not stopping and self.to_post and len(self.posts) < self.settings.post_workers:
+            if not stopping and self.verified and self.to_post and len(self.posts) < self.settings.post_workers:
                 with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
                     due = self._due_posts()
             for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
@@ -382,7 +469,7 @@ class Sync:
                 self.on_progress(self.progress)
             if stopping and not self.posts:
                 return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
-            if not stopping and fetching_done and not self.posts and not self.to_post:
+            if not stopping and fetching_done and not self.posts and not self.to_post and not self.recheck_due:
                 return
             pending = list(self.gets) + list(self.posts)
             if pending:
@@ -410,6 +497,15 @@ class Sync:
                 f"the Animals API refused the credential ({self.refused}); the journal is consistent:"
                 " pass a valid one and run `animal-sync resume`"
             )
+        elif self.changed is not None:
+            state, code = RunState.INTERRUPTED, 1
+            outcome["upstream_changed"] = self.changed
+            message = (
+                f"the upstream data set changed under this run: {self.changed}. Its ids now name other animals"
+                " than the journaled ones, so the run stopped instead of mixing two data sets (nothing more was"
+                " fetched or posted). Start over with `animal-sync run --abandon`, or `animal-sync resume` if"
+                " the old data set is served again"
+            )
         elif self.unreachable is not None:
             state, code = RunState.INTERRUPTED, 1
             message = (
@@ -419,16 +515,27 @@ class Sync:
         elif self.stop.is_set():
             state, code = RunState.INTERRUPTED, 130
             message = "stopped; the journal is consistent: run `animal-sync resume` to continue"
+        elif self.check_failed is not None:
+            state, code = RunState.INTERRUPTED, 1
+            message = f"{self.check_failed}; nothing was fetched or posted: run `animal-sync resume` to try again"
+        elif self.progress.total_pages is None:  # page 1 never answered with a listing: nothing was synced
+            state, code = RunState.INTERRUPTED, 1
+            reason = self.failed_pages.get(1, "no answer")
+            message = f"the listing never started: page 1 could not be listed ({reason}); run `animal-sync resume` to try again"
         else:
             unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
             if not self.settings.dry_run:
                 unfinished.append(AnimalState.FETCHED)
             # A batch answered 2xx only after a doubt went out at least once: the audit's verdict, and so ours.
             resent = [batch.id for batch in unsettled_resends(self.journal, run_id)]
-            exceptions = sum(counts.get(state, 0) for state in unfinished) + len(in_doubt) + len(self.failed_pages) + len(resent)
+            bad_items = len(self.journal.bad_listing_items(run_id))
+            exceptions = (
+                sum(counts.get(state, 0) for state in unfinished)
+                + len(in_doubt) + len(self.failed_pages) + bad_items + len(resent)
+            )
             state = RunState.FINISHED
             code = 0 if exceptions == 0 else 1
-            message = _summary(counts, in_doubt, self.failed_pages, self.settings.dry_run, resent)
+            message = _summary(counts, in_doubt, self.failed_pages, bad_items, self.settings.dry_run, resent)
         outcome["message"] = message
         self.journal.end_run(run_id, state, outcome)
         self.log.info("run_finished", state=str(state), exit_code=code, elapsed=round(elapsed, 3), **{
@@ -437,7 +544,14 @@ class Sync:
         return RunResult(run_id, state, code, message, counts, in_doubt)
 
 
-def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int], dry_run: bool, resent: list[int]) -> str:
+def _summary(
+    counts: dict[str, int],
+    in_doubt: list[int],
+    failed_pages: dict[int, str],
+    bad_items: int,
+    dry_run: bool,
+    resent: list[int],
+) -> str:
     posted = counts.get(AnimalState.POSTED, 0)
     parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
     for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
@@ -447,6 +561,8 @@ def _summary(counts: dict[str, int], in_doubt: list[int], failed_pages: set[int]
         parts.append(f"{len(in_doubt)} batches in doubt ({', '.join(map(str, in_doubt[:10]))})")
     if failed_pages:
         parts.append(f"{len(failed_pages)} pages could not be listed")
+    if bad_items:
+        parts.append(f"{bad_items} listing items set aside (an id the journal cannot hold)")
     if resent:
         parts.append(f"{len(resent)} batches posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
     tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"

@@ -136,8 +136,9 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
 def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
 
-    Exception kinds: unlisted_page, missing, failed, quarantined, in_doubt, at_least_once, duplicate, orphan,
-    mismatch. A batch a person settled (`settle`) is listed apart, under "settled", and is not an exception.
+    Exception kinds: upstream_changed, unlisted_page, bad_listing_item, missing, failed, quarantined, in_doubt,
+    at_least_once, duplicate, orphan, mismatch. A batch a person settled (`settle`) is listed apart, under
+    "settled", and is not an exception.
     """
     run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
@@ -149,6 +150,9 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         if counts[kind] <= EXAMPLES:
             found.setdefault(kind, []).append(detail)
 
+    changed = (run.outcome or {}).get("upstream_changed")
+    if changed:  # the last attempt saw the upstream serve another data set under the journaled ids
+        exception("upstream_changed", reason=changed)
     limit = run.settings.get("limit")
     listed = journal.listed_pages(run.id)
     if limit is None:  # a --limit run stops listing on purpose once it has its animals
@@ -157,6 +161,9 @@ def audit(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
                 exception("unlisted_page", page=page)
     if run.total_pages is None:
         exception("unlisted_page", page=1, reason="the listing never started")
+
+    for item in journal.bad_listing_items(run.id):
+        exception("bad_listing_item", **item)
 
     in_doubt = journal.batches(run.id, BatchState.IN_DOUBT)
     held = {animal_id for batch in in_doubt for animal_id in batch.ids}

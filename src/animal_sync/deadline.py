@@ -1,0 +1,148 @@
+"""A total deadline for each try of a GET, and a way to drop every GET in flight at once.
+
+A socket read timeout bounds one `recv`, not an answer: an upstream that trickles a byte every half second
+(status line, headers or body) never trips it. One watchdog thread per API client holds the socket each GET
+is waiting on and shuts it down when the attempt's deadline passes; the blocked read then ends, urllib3 or the
+caller re-sends the GET like a stalled one. `abandon()` does the same to every GET at once and makes any
+later attempt fail before it is sent, so a stopping run never waits for GETs whose results it will drop.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+__all__ = ["Abandoned", "Attempt", "Watchdog", "guarded_pool_classes"]
+
+
+class Abandoned(Exception):
+    """The client dropped its GETs (a stopping run): not an OSError, so no retry policy re-sends it."""
+
+
+@dataclass
+class Attempt:
+    """One GET on one thread: the deadline of the try in progress, its socket, and how often one was cut short."""
+
+    deadline: float | None = None
+    sock: socket.socket | None = None
+    expired: bool = False  # the try in progress was cut short
+    expiries: int = 0  # tries cut short so far (urllib3 re-sends those cut before their headers ended)
+
+
+class Watchdog:
+    """Shuts down the socket of any GET try that outlives its deadline; one thread, started on first use."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._local = threading.local()
+        self._attempts: dict[int, Attempt] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.abandoned = False
+
+    @contextmanager
+    def attempt(self) -> Iterator[Attempt]:
+        """Watch every try this thread makes inside the block; each try gets its own deadline as it starts."""
+        if self.abandoned:
+            raise Abandoned("GETs were abandoned")
+        current = Attempt()
+        with self._cond:
+            self._attempts[id(current)] = current
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="get-deadline", daemon=True)
+                self._thread.start()
+        self._local.current = current
+        try:
+            yield current
+        finally:
+            self._local.current = None
+            with self._cond:
+                self._attempts.pop(id(current), None)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Called by a guarded connection before it waits for an answer on `sock`: a new try starts its clock."""
+        if self.abandoned:
+            raise Abandoned("GETs were abandoned")
+        current: Attempt | None = getattr(self._local, "current", None)
+        if current is None or sock is None:
+            return
+        with self._cond:
+            current.deadline, current.sock, current.expired = time.monotonic() + self.seconds, sock, False
+            self._cond.notify()
+
+    def abandon(self) -> None:
+        """Cut every GET in flight now and refuse new ones: their results will not be looked at."""
+        with self._cond:
+            self.abandoned = True
+            for current in self._attempts.values():
+                if current.sock is not None:
+                    _shut(current.sock)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                waits = []
+                for current in self._attempts.values():
+                    if current.deadline is None or current.expired:
+                        continue
+                    if current.deadline <= now:
+                        current.expired = True
+                        current.expiries += 1
+                        if current.sock is not None:
+                            _shut(current.sock)
+                    else:
+                        waits.append(current.deadline - now)
+                self._cond.wait(min(waits, default=None))
+
+
+def _shut(sock: socket.socket) -> None:
+    """End any blocked read on `sock` (shutdown wakes a reader; close alone does not)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is waiting on it
+
+
+def guarded_pool_classes(watchdog: Watchdog) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose connections report each socket to `watchdog` before waiting on it."""
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            watchdog.watch(None)  # refuses at once when abandoned, before anything is sent
+            super().request(*args, **kwargs)
+
+        def getresponse(self) -> Any:
+            watchdog.watch(self.sock)
+            return super().getresponse()
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            watchdog.watch(None)
+            super().request(*args, **kwargs)
+
+        def getresponse(self) -> Any:
+            watchdog.watch(self.sock)
+            return super().getresponse()
+
+    class GuardedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
