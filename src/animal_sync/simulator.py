@@ -120,7 +120,9 @@ class Fault(str, Enum):
 
     The list item stays clean except for the two listing kinds. duplicate_listing: the id is also
     the first item of the next page (even when that page is past the end). total_pages_change: the
-    page holding the id reports total_pages + 1; that extra page answers `items: []` as usual.
+    page holding the id reports total_pages + 1 (that extra page answers `items: []` as usual), as a
+    restarted upstream would: a correct client stops the run there rather than mix two data sets, so
+    the animal itself is sound (deliverable) but the run that meets it does not finish.
     Undeliverable kinds (a correct client quarantines them) are the invalid ones plus huge_body,
     which a client should refuse by size; `/_verify` lists them as faulted_ids, not missing.
     """
