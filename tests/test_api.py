@@ -211,7 +211,7 @@ def test_a_502_then_200_post_is_delivered_after_one_resend(api, mocked):
 def test_a_422_is_refused_with_its_body_and_never_resent(api, mocked):
     mocked.post(HOME_URL, status=422, json={"error": "born_at is not a date"})
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status) == (PostOutcome.REFUSED, 422)
+    assert (result.outcome, result.status) == (PostOutcome.REFUSED_AFTER_READING, 422)
     assert json.loads(result.body) == {"error": "born_at is not a date"}
     assert result.error.startswith("HTTP 422: ") and "born_at is not a date" in result.error
     assert len(mocked.calls) == 1
@@ -220,14 +220,14 @@ def test_a_422_is_refused_with_its_body_and_never_resent(api, mocked):
 def test_a_400_is_refused(api, mocked):
     mocked.post(HOME_URL, status=400, body="too many")
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED, 400, "too many")
+    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED_AFTER_READING, 400, "too many")
     assert len(mocked.calls) == 1
 
 
 def test_a_post_answering_500_every_time_is_refused_after_the_budget(api, mocked):
     mocked.post(HOME_URL, status=500, body="down")
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED, 500, "down")
+    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED_BEFORE_READING, 500, "down")
     assert len(mocked.calls) == 1 + 3
 
 
@@ -452,7 +452,7 @@ def test_a_refused_connection_is_not_sent_for_a_post(closed_port_url):
         result = api.post_batch(RECORDS)
     finally:
         api.close()
-    assert result.outcome == PostOutcome.NOT_SENT
+    assert result.outcome == PostOutcome.NEVER_RECEIVED
     assert result.status is None and result.error.startswith("connect_error")
 
 

@@ -201,7 +201,7 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     report = audited(journal)
     assert report["exception_counts"] == {"in_doubt": 1}
     [named] = report["exceptions"]["in_doubt"]
-    assert named["batch_id"] == 1 and "re-send refused" in named["reason"] and named["response_status"] == 500
+    assert named["batch_id"] == 1 and "on a re-send" in named["reason"] and "repeat" in named["reason"] and named["response_status"] == 500
 
 
 def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted(simulator, tmp_path: Path) -> None:

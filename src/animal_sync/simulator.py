@@ -595,6 +595,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence the per-request access log."""
 
+    def handle_expect_100(self) -> bool:
+        """Never send `100 Continue`: stdlib would send it before chaos, a promise the real server never makes."""
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._serve()
 
