@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from continue_server import ContinueServer, Fate
 
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
@@ -227,3 +229,75 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+# --- Expect: 100-continue against a server that behaves like uvicorn (tests/continue_server.py) -------
+
+
+@pytest.fixture
+def continuing():
+    servers: list[ContinueServer] = []
+
+    def start(**kwargs: object) -> ContinueServer:
+        servers.append(ContinueServer(**kwargs).start())  # type: ignore[arg-type]
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def counters(journal: Path) -> dict[str, int]:
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        return opened.counters(1)
+
+
+def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path: Path) -> None:
+    server = continuing(ids=list(range(1, 301)))
+    server.script(Fate(), Fate(stall=5.0))  # the second POST stalls for longer than the whole run should take
+    journal = tmp_path / "j.db"
+    started = time.monotonic()
+
+    result = start_run(settings(server.url, journal, post_workers=1, get_timeout=0.3, post_timeout=30.0))
+
+    assert (result.exit_code, result.in_doubt) == (0, [])
+    assert time.monotonic() - started < 3.0  # the stall cost one 0.3 s wait, not 5 s
+    assert server.ledger.delivered == Counter(range(1, 301))
+    figures = counters(journal)
+    assert figures["retry_body_withheld"] == 1
+    assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
+    assert audited(journal)["ok"]
+
+
+def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a_repeat_at_once(
+    continuing, tmp_path: Path
+) -> None:
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(fail_after=True), Fate(fail_after=True))
+    journal = tmp_path / "j.db"
+
+    first = start_run(settings(server.url, journal, retries=10))
+
+    assert first.in_doubt == [1] and server.ledger.posts == 1  # not re-sent blindly, though 10 retries were allowed
+    assert counters(journal)["post_refused_after_reading"] == 1
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].startswith("refused_after_reading: HTTP 500")
+
+    again = resume_run(journal)  # at-least-once re-send: the handler reads it and refuses it
+
+    assert again.in_doubt == [1] and server.ledger.posts == 2  # one try, journaled at once
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert "on a re-send" in named["reason"] and "a repeat, the first send was delivered" in named["reason"]
+    assert counters(journal)["resend_refused"] == 1
+
+
+def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_so(continuing, tmp_path: Path) -> None:
+    server = continuing(ids=list(range(1, 251)), speaks_continue=False)
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(server.url, journal, get_timeout=0.2))
+
+    assert result.exit_code == 0
+    assert server.ledger.delivered == Counter(range(1, 251)) and server.ledger.continues_sent == 0
+    figures = counters(journal)
+    assert figures["post_body_after_wait"] == 3 and "post_body_after_continue" not in figures
