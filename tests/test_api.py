@@ -575,14 +575,17 @@ def test_a_5xx_after_the_body_is_refused_after_reading_and_never_resent(continui
 
 def test_a_server_that_never_sends_100_continue_gets_every_batch_exactly_once(continuing):
     server = continuing(speaks_continue=False)
-    server.script(Fate(), Fate(stall=0.6), Fate())
+    server.script(Fate(), Fate(stall=0.6), Fate(), Fate(stall=0.3), Fate())
     with closing(real_api(server.url, get_timeout=0.2, post_timeout=3.0)) as api:
-        results = [api.post_batch(batch(i)) for i in (1, 2, 3)]
+        results = [api.post_batch(batch(i)) for i in range(1, 6)]
     # The body follows the 0.2 s wait, as RFC 9110 and curl do; silence proves nothing, so the stall is waited out.
-    assert [(r.outcome, r.release, r.retries) for r in results] == [(PostOutcome.DELIVERED, BodyRelease.AFTER_WAIT, [])] * 3
-    settle_handlers(server, 3)
-    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1}
-    assert (server.ledger.posts, server.ledger.abandoned, server.ledger.continues_sent) == (3, 0, 0)
+    # After three answers without a 100 the server is taken not to speak it, and the wait is no longer paid.
+    assert [(r.outcome, r.release, r.retries) for r in results] == (
+        [(PostOutcome.DELIVERED, BodyRelease.AFTER_WAIT, [])] * 3 + [(PostOutcome.DELIVERED, BodyRelease.AT_ONCE, [])] * 2
+    )
+    settle_handlers(server, 5)
+    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    assert (server.ledger.posts, server.ledger.abandoned, server.ledger.continues_sent) == (5, 0, 0)
 
 
 def test_before_any_100_continue_a_stalled_post_sends_its_body_after_the_wait(continuing):
@@ -634,6 +637,7 @@ def test_a_post_asks_for_100_continue_and_a_get_does_not(api, mocked):
         (500, BodyRelease.AFTER_CONTINUE, PostOutcome.REFUSED_AFTER_READING),
         (422, BodyRelease.AFTER_CONTINUE, PostOutcome.REFUSED_AFTER_READING),
         (500, BodyRelease.AFTER_WAIT, PostOutcome.REFUSED_BEFORE_READING),  # no evidence: the old rule
+        (502, BodyRelease.AT_ONCE, PostOutcome.REFUSED_BEFORE_READING),
         (500, None, PostOutcome.REFUSED_BEFORE_READING),
         (400, None, PostOutcome.REFUSED_AFTER_READING),
     ],
@@ -649,7 +653,7 @@ def _answered(release):
     return response
 
 
-@pytest.mark.parametrize("release", [None, BodyRelease.AFTER_WAIT, BodyRelease.WITHHELD])
+@pytest.mark.parametrize("release", [None, BodyRelease.AFTER_WAIT, BodyRelease.AT_ONCE, BodyRelease.WITHHELD])
 def test_the_post_policy_retries_a_5xx_the_handler_did_not_read(release):
     retry = post_retry(4, 0)
     assert isinstance(retry, ContinueRetry)

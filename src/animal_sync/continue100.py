@@ -51,6 +51,7 @@ class BodyRelease(StrEnum):
 
     AFTER_CONTINUE = "after_continue"  # the handler asked for it with 100 Continue, so it read it
     AFTER_WAIT = "after_wait"  # no 100 Continue from a server not known to send one: sent anyway (as today)
+    AT_ONCE = "at_once"  # a server that has answered POSTs without ever sending 100 Continue: not waited for
     WITHHELD = "withheld"  # a final answer came first: the handler never saw the batch
 
 
@@ -62,19 +63,35 @@ class BodyWithheld(ConnectTimeoutError):
 
 
 class ExpectContinue:
-    """One server's 100-continue behaviour in this run: how long to wait, and whether it has ever sent a 100."""
+    """One server's 100-continue behaviour in this run: how long to wait, and whether it has ever sent a 100.
+
+    A server that answers SILENT_ANSWERS POSTs without a `100 Continue` before any has come (HTTP/1.0, a proxy)
+    is taken not to speak it: its POSTs send their body at once instead of paying the wait on every batch.
+    """
+
+    SILENT_ANSWERS = 3  # the API's first POSTs all stalling is about one run in a million
 
     def __init__(self, wait: float) -> None:
         self.wait = wait
         self._seen = threading.Event()  # set once, read by every POST thread
+        self._silent = 0
+        self._lock = threading.Lock()
 
     @property
     def speaks_continue(self) -> bool:
         """Whether this server has answered `100 Continue` during the run: only then is silence a proof."""
         return self._seen.is_set()
 
+    @property
+    def worth_waiting(self) -> bool:
+        return self._seen.is_set() or self._silent < self.SILENT_ANSWERS
+
     def heard_continue(self) -> None:
         self._seen.set()
+
+    def answered_without_continue(self) -> None:
+        with self._lock:
+            self._silent += 1
 
 
 class ContinueConnection(HTTPConnection):
@@ -97,7 +114,7 @@ class ContinueConnection(HTTPConnection):
         """Send the headers, then wait for the handler's `100 Continue` before urllib3 goes on to the body."""
         super().endheaders(message_body, encode_chunked=encode_chunked)
         if self._expecting:
-            self._release = self._await_continue()
+            self._release = self._await_continue() if self.expect.worth_waiting else BodyRelease.AT_ONCE
 
     def send(self, data: Any) -> None:
         if self._release is BodyRelease.WITHHELD:
@@ -115,6 +132,8 @@ class ContinueConnection(HTTPConnection):
         finally:
             self.__dict__.pop("response_class", None)
         setattr(response, _RELEASE_ATTR, release)
+        if release is BodyRelease.AFTER_WAIT:
+            self.expect.answered_without_continue()
         return response
 
     def _await_continue(self) -> BodyRelease:
