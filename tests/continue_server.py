@@ -28,6 +28,7 @@ class Fate:
     stall: float = 0.0  # seconds before the handler runs
     fail_before: int | None = None  # a chaos status answered at once, body unread
     fail_after: bool = False  # the handler reads the body, then answers 500 (a strict API's repeat)
+    hang_up: bool = False  # the connection is closed before the handler runs (an idle keep-alive timeout)
 
 
 @dataclass
@@ -102,6 +103,8 @@ class _Connection(socketserver.StreamRequestHandler):
         try:
             if fate.stall:
                 server.released.wait(fate.stall)
+            if fate.hang_up:
+                return False
             if fate.fail_before is not None:
                 self._answer(fate.fail_before, b"Service Unavailable", "text/plain", close=True)
                 return False

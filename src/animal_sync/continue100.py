@@ -84,6 +84,7 @@ class ExpectContinue:
 
     @property
     def worth_waiting(self) -> bool:
+        """Whether a POST should wait for `100 Continue` at all (not for a server known to stay silent)."""
         return self._seen.is_set() or self._silent < self.SILENT_ANSWERS
 
     def heard_continue(self) -> None:
@@ -146,11 +147,11 @@ class ContinueConnection(HTTPConnection):
             readable, _, _ = select.select([sock], [], [], max(0.0, remaining))
             if not readable:
                 if self.expect.speaks_continue:
-                    raise BodyWithheld(self, f"no 100 Continue within {self.expect.wait} s: body withheld, connection closed")
+                    raise BodyWithheld(f"no 100 Continue within {self.expect.wait} s: body withheld, connection closed")
                 return BodyRelease.AFTER_WAIT
             peeked = sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
             if not peeked:
-                raise BodyWithheld(self, "connection closed before 100 Continue: body withheld")
+                raise BodyWithheld("connection closed before 100 Continue: body withheld")
             status_line = _STATUS_LINE.match(peeked)
             if status_line is not None and int(status_line.group(1)) >= 200:
                 return BodyRelease.WITHHELD  # a final answer before the body: getresponse() reads it
