@@ -267,6 +267,10 @@ def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path
     assert figures["retry_body_withheld"] == 1
     assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
     assert audited(journal)["ok"]
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        report = status(opened)
+    assert report["posts"] == {"delivered": 3, "body_after_continue": 3}  # named as everywhere, not as errors
+    assert report["retries"]["body_withheld"] == 1 and not any(name.startswith("post_") for name in report["errors"])
 
 
 def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a_repeat_at_once(
