@@ -145,7 +145,7 @@ class PostResult:
     body: str | None
     error: str | None
     retries: list[str] = field(default_factory=list)
-    release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, or withheld
+    release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
 
     @property
     def unread(self) -> bool:
@@ -156,7 +156,7 @@ class PostResult:
 def classify_answer(status: int, release: BodyRelease | None) -> PostOutcome:
     """What a final answer says about the batch, given what became of its body on that try.
 
-    Without 100-continue evidence (`release` None or AFTER_WAIT) the old rule stands: the API's 5xx come
+    Without 100-continue evidence (`release` None, AFTER_WAIT or AT_ONCE) the old rule stands: the API's 5xx come
     before its handler (which is why they are retried), while a 4xx judges the batch's content.
     """
     if 200 <= status < 300:

@@ -200,12 +200,19 @@ class ContinueAdapter(HTTPAdapter):
 class ContinueRetry(Retry):
     """A `Retry` that never repeats a POST whose body the handler read: its 5xx is evidence, not chaos."""
 
-    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> Retry:
-        response = kwargs.get("response")
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
         if response is not None and body_release(response) is BodyRelease.AFTER_CONTINUE:
             # urllib3 hands back this answer unretried (raise_on_status=False), as when the budget is spent.
-            raise MaxRetryError(kwargs.get("_pool"), url or "", reason=None)  # type: ignore[arg-type]
-        return super().increment(method, url, *args, **kwargs)
+            raise MaxRetryError(_pool, url or "", reason=None)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def body_release(response: Any) -> BodyRelease | None:
