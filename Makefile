@@ -23,7 +23,7 @@ test: $(STAMP)
 torture: $(STAMP)
 	$(BIN)/python scripts/torture.py
 
-## bench: the benchmark table (floor, journal overhead, real conditions, scale); medians of 3
+## bench: the benchmark table (floor, journal overhead, scale: medians of 3; real conditions: 5 paired repetitions)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 

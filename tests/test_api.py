@@ -14,12 +14,15 @@ import socket
 import threading
 import time
 from collections import deque
+from contextlib import closing
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import responses
 from responses import matchers
+from continue_server import ContinueServer, Fate
+from urllib3 import HTTPResponse
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from animal_sync.api import (
@@ -29,11 +32,13 @@ from animal_sync.api import (
     ApiUnreachable,
     FetchFailed,
     PostOutcome,
+    classify_answer,
     get_retry,
     post_retry,
     redact_url,
 )
 from animal_sync.config import Settings
+from animal_sync.continue100 import BodyRelease, BodyWithheld, ContinueRetry
 
 BASE = "http://api.test"
 LIST_URL = BASE + LIST_PATH
@@ -243,7 +248,7 @@ def test_a_502_then_200_post_is_delivered_after_one_resend(api, mocked):
 def test_a_422_is_refused_with_its_body_and_never_resent(api, mocked):
     mocked.post(HOME_URL, status=422, json={"error": "born_at is not a date"})
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status) == (PostOutcome.REFUSED, 422)
+    assert (result.outcome, result.status) == (PostOutcome.REFUSED_AFTER_READING, 422)
     assert json.loads(result.body) == {"error": "born_at is not a date"}
     assert result.error.startswith("HTTP 422: ") and "born_at is not a date" in result.error
     assert len(mocked.calls) == 1
@@ -252,14 +257,14 @@ def test_a_422_is_refused_with_its_body_and_never_resent(api, mocked):
 def test_a_400_is_refused(api, mocked):
     mocked.post(HOME_URL, status=400, body="too many")
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED, 400, "too many")
+    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED_AFTER_READING, 400, "too many")
     assert len(mocked.calls) == 1
 
 
 def test_a_post_answering_500_every_time_is_refused_after_the_budget(api, mocked):
     mocked.post(HOME_URL, status=500, body="down")
     result = api.post_batch(RECORDS)
-    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED, 500, "down")
+    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED_BEFORE_READING, 500, "down")
     assert len(mocked.calls) == 1 + 3
 
 
@@ -484,7 +489,7 @@ def test_a_refused_connection_is_not_sent_for_a_post(closed_port_url):
         result = api.post_batch(RECORDS)
     finally:
         api.close()
-    assert result.outcome == PostOutcome.NOT_SENT
+    assert result.outcome == PostOutcome.NEVER_RECEIVED
     assert result.status is None and result.error.startswith("connect_error")
 
 
@@ -616,3 +621,191 @@ def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(tric
         assert len(trickler.seen) == 1  # nothing was re-sent after the stop
     finally:
         api.close()
+
+
+# --- Expect: 100-continue against a server that behaves like uvicorn (tests/continue_server.py) -------
+
+
+@pytest.fixture
+def continuing(monkeypatch):
+    """Factory: a raw server that sends 100 Continue only when its handler starts reading the body."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    servers: list[ContinueServer] = []
+
+    def start(**kwargs) -> ContinueServer:
+        servers.append(ContinueServer(**kwargs).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def batch(*ids: int) -> list[dict]:
+    return [{"id": i, "name": f"a{i}", "born_at": None, "friends": []} for i in ids]
+
+
+def settle_handlers(server: ContinueServer, count: int) -> None:
+    """Wait until `count` POST handlers have finished, stalled ones included."""
+    for _ in range(count):
+        assert server.handlers_done.acquire(timeout=5)
+
+
+def test_a_post_stalled_before_handling_is_resent_and_delivered_exactly_once_within_about_a_second(continuing):
+    server = continuing()
+    server.script(Fate(), Fate(stall=1.5), Fate())
+    api = real_api(server.url, get_timeout=0.3, post_timeout=5.0)
+    try:
+        assert api.post_batch(batch(1)).release is BodyRelease.AFTER_CONTINUE  # the server has spoken 100 once
+        started = time.monotonic()
+        result = api.post_batch(batch(2, 3))
+        elapsed = time.monotonic() - started
+    finally:
+        api.close()
+    assert (result.outcome, result.release, result.retries) == (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE, ["body_withheld"])
+    assert elapsed < 1.0  # the 0.3 s wait and a re-send, not the 1.5 s stall
+    settle_handlers(server, 3)  # the stalled handler wakes, goes to read the body, finds the client gone
+    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1}
+    assert (server.ledger.posts, server.ledger.bodies_read, server.ledger.abandoned) == (3, 2, 1)
+
+
+def test_a_5xx_before_100_continue_is_retried_with_the_body_never_sent(continuing):
+    server = continuing()
+    server.script(Fate(fail_before=503), Fate())
+    with closing(real_api(server.url)) as api:
+        result = api.post_batch(batch(7))
+        again = api.post_batch(batch(8))  # the refused request promised a body it never sent: a fresh connection
+    assert (result.outcome, result.retries, result.release) == (PostOutcome.DELIVERED, ["http_503"], BodyRelease.AFTER_CONTINUE)
+    assert again.outcome is PostOutcome.DELIVERED
+    assert server.ledger.delivered == {7: 1, 8: 1}
+    assert (server.ledger.posts, server.ledger.bodies_read, server.ledger.connections) == (3, 2, 2)
+
+
+def test_a_connection_closed_before_100_continue_is_resent_safely(continuing):
+    server = continuing()
+    server.script(Fate(), Fate(hang_up=True), Fate())
+    with closing(real_api(server.url)) as api:
+        api.post_batch(batch(1))
+        result = api.post_batch(batch(2))
+    # Without 100-continue a connection dropped after the request is an unknown outcome; here the body never left.
+    assert (result.outcome, result.retries) == (PostOutcome.DELIVERED, ["body_withheld"])
+    assert server.ledger.delivered == {1: 1, 2: 1}
+
+
+def test_a_final_5xx_before_100_continue_is_refused_before_reading(continuing):
+    server = continuing()
+    server.script(*[Fate(fail_before=502)] * 4)
+    with closing(real_api(server.url)) as api:
+        result = api.post_batch(batch(7))
+    assert (result.outcome, result.status, result.release) == (PostOutcome.REFUSED_BEFORE_READING, 502, BodyRelease.WITHHELD)
+    assert result.unread and result.retries == ["http_502"] * 3
+    assert server.ledger.bodies_read == 0 and not server.ledger.delivered
+
+
+def test_a_5xx_after_the_body_is_refused_after_reading_and_never_resent(continuing):
+    server = continuing()
+    server.script(Fate(fail_after=True), Fate())
+    with closing(real_api(server.url)) as api:
+        result = api.post_batch(batch(7))
+    assert (result.outcome, result.status, result.body) == (PostOutcome.REFUSED_AFTER_READING, 500, "Internal Server Error")
+    assert result.retries == [] and not result.unread
+    assert (server.ledger.posts, server.ledger.bodies_read) == (1, 1)  # one try, though 3 retries were allowed
+
+
+def test_a_server_that_never_sends_100_continue_gets_every_batch_exactly_once(continuing):
+    server = continuing(speaks_continue=False)
+    server.script(Fate(), Fate(stall=0.6), Fate(), Fate(stall=0.3), Fate())
+    with closing(real_api(server.url, get_timeout=0.2, post_timeout=3.0)) as api:
+        results = [api.post_batch(batch(i)) for i in range(1, 6)]
+    # The body follows the 0.2 s wait, as RFC 9110 and curl do; silence proves nothing, so the stall is waited out.
+    # After three answers without a 100 the server is taken not to speak it, and the wait is no longer paid.
+    assert [(r.outcome, r.release, r.retries) for r in results] == (
+        [(PostOutcome.DELIVERED, BodyRelease.AFTER_WAIT, [])] * 3 + [(PostOutcome.DELIVERED, BodyRelease.AT_ONCE, [])] * 2
+    )
+    settle_handlers(server, 5)
+    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    assert (server.ledger.posts, server.ledger.abandoned, server.ledger.continues_sent) == (5, 0, 0)
+
+
+def test_before_any_100_continue_a_stalled_post_sends_its_body_after_the_wait(continuing):
+    server = continuing()
+    server.script(Fate(stall=0.5))
+    with closing(real_api(server.url, get_timeout=0.2, post_timeout=3.0)) as api:
+        result = api.post_batch(batch(1))
+    # The late 100 Continue that follows the stall is skipped like any interim answer.
+    assert (result.outcome, result.release, result.retries) == (PostOutcome.DELIVERED, BodyRelease.AFTER_WAIT, [])
+    assert server.ledger.delivered == {1: 1} and server.ledger.posts == 1
+
+
+def test_a_stall_on_every_try_is_never_received(continuing):
+    server = continuing()
+    server.script(Fate(), *[Fate(stall=3.0)] * 2)
+    with closing(real_api(server.url, retries=1, get_timeout=0.2)) as api:
+        api.post_batch(batch(1))
+        result = api.post_batch(batch(2))
+    assert result.outcome is PostOutcome.NEVER_RECEIVED
+    assert result.error == "body_withheld: no 100 Continue within 0.2 s: body withheld, connection closed"
+    assert server.ledger.delivered == {1: 1}
+
+
+def test_keep_alive_carries_posts_and_gets_on_their_connections(continuing):
+    server = continuing(ids=[1])
+    with closing(real_api(server.url)) as api:
+        for i in range(3):
+            assert api.post_batch(batch(i)).outcome is PostOutcome.DELIVERED
+    assert server.ledger.connections == 1 and server.ledger.continues_sent == 3
+
+
+# --- Expect: 100-continue as values ------------------------------------------------------------------
+
+
+def test_a_post_asks_for_100_continue_and_a_get_does_not(api, mocked):
+    mocked.post(HOME_URL, status=200, match=[matchers.header_matcher({"Expect": "100-continue"})])
+    mocked.get(LIST_URL + "/7", body=b"{}")
+    assert api.post_batch(RECORDS).outcome is PostOutcome.DELIVERED
+    api.fetch_detail(7)
+    assert "Expect" not in mocked.calls[1].request.headers
+
+
+@pytest.mark.parametrize(
+    "status, release, outcome",
+    [
+        (200, BodyRelease.AFTER_CONTINUE, PostOutcome.DELIVERED),
+        (201, None, PostOutcome.DELIVERED),
+        (503, BodyRelease.WITHHELD, PostOutcome.REFUSED_BEFORE_READING),
+        (422, BodyRelease.WITHHELD, PostOutcome.REFUSED_BEFORE_READING),
+        (500, BodyRelease.AFTER_CONTINUE, PostOutcome.REFUSED_AFTER_READING),
+        (422, BodyRelease.AFTER_CONTINUE, PostOutcome.REFUSED_AFTER_READING),
+        (500, BodyRelease.AFTER_WAIT, PostOutcome.REFUSED_BEFORE_READING),  # no evidence: the old rule
+        (502, BodyRelease.AT_ONCE, PostOutcome.REFUSED_BEFORE_READING),
+        (500, None, PostOutcome.REFUSED_BEFORE_READING),
+        (400, None, PostOutcome.REFUSED_AFTER_READING),
+    ],
+)
+def test_classify_answer_by_status_and_what_became_of_the_body(status, release, outcome):
+    assert classify_answer(status, release) is outcome
+
+
+def _answered(release):
+    """A urllib3 503 response on which the connection noted the body's fate, as ContinueConnection does."""
+    response = HTTPResponse(body=b"", status=503)
+    setattr(response, "animal_sync_body_release", release)
+    return response
+
+
+@pytest.mark.parametrize("release", [None, BodyRelease.AFTER_WAIT, BodyRelease.AT_ONCE, BodyRelease.WITHHELD])
+def test_the_post_policy_retries_a_5xx_the_handler_did_not_read(release):
+    retry = post_retry(4, 0)
+    assert isinstance(retry, ContinueRetry)
+    assert retry.increment("POST", "/home", response=_answered(release)).status == 3
+
+
+def test_the_post_policy_never_retries_a_5xx_after_100_continue():
+    with pytest.raises(MaxRetryError):
+        post_retry(4, 0).increment("POST", "/home", response=_answered(BodyRelease.AFTER_CONTINUE))
+
+
+def test_a_withheld_body_counts_against_the_connect_budget():
+    retry = post_retry(4, 0).increment("POST", "/home", error=BodyWithheld("no 100 Continue"))
+    assert (retry.connect, retry.read) == (3, 0)

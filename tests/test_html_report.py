@@ -54,7 +54,8 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sim.queue_chaos(Chaos.STALL, method="POST")
     path = tmp_path_factory.mktemp("html") / "j.db"
     try:
-        settings = Settings(base_url=sim.url, journal=path, post_timeout=0.3, resend_in_doubt=False)
+        settings = Settings(base_url=sim.url, journal=path, post_timeout=0.3, get_timeout=0.3, post_workers=1,
+                            resend_in_doubt=False)
         assert start_run(settings).exit_code == 1
     finally:
         sim.stop()

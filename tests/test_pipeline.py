@@ -6,11 +6,13 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from continue_server import ContinueServer, Fate
 
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
@@ -184,7 +186,9 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     sim.queue_chaos(Chaos.STALL, method="POST")
     journal = tmp_path / "j.db"
 
-    first = start_run(settings(sim.url, journal, post_timeout=0.2, retries=2))
+    # The first POST, alone in flight, meets a server not yet known to speak 100-continue: its body goes after
+    # the 0.2 s wait, and the stall outlasts the read timeout.
+    first = start_run(settings(sim.url, journal, post_timeout=0.2, get_timeout=0.2, retries=2, post_workers=1))
 
     assert first.exit_code == 1 and first.in_doubt == [1] and first.counts["posted"] == 150
     _wait_until(lambda: sim.verify()["delivered"] == 250)  # the stalled POST was handled after all
@@ -204,7 +208,7 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     report = audited(journal)
     assert report["exception_counts"] == {"in_doubt": 1}
     [named] = report["exceptions"]["in_doubt"]
-    assert named["batch_id"] == 1 and "re-send refused" in named["reason"] and named["response_status"] == 500
+    assert named["batch_id"] == 1 and "on a re-send" in named["reason"] and "repeat" in named["reason"] and named["response_status"] == 500
 
 
 def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_once(simulator, tmp_path: Path) -> None:
@@ -432,3 +436,80 @@ def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_dis
     time.sleep(0.3)
     with closing(Journal.open(journal, readonly=True)) as opened:
         assert opened.count_animals(1) == {"discovered": 1}  # the dropped GET's late result touched nothing
+
+
+# --- Expect: 100-continue against a server that behaves like uvicorn (tests/continue_server.py) -------
+
+
+@pytest.fixture
+def continuing():
+    servers: list[ContinueServer] = []
+
+    def start(**kwargs: object) -> ContinueServer:
+        servers.append(ContinueServer(**kwargs).start())  # type: ignore[arg-type]
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def counters(journal: Path) -> dict[str, int]:
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        return opened.counters(1)
+
+
+def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path: Path) -> None:
+    server = continuing(ids=list(range(1, 301)))
+    server.script(Fate(), Fate(stall=5.0))  # the second POST stalls for longer than the whole run should take
+    journal = tmp_path / "j.db"
+    started = time.monotonic()
+
+    result = start_run(settings(server.url, journal, post_workers=1, get_timeout=0.3, post_timeout=30.0))
+
+    assert (result.exit_code, result.in_doubt) == (0, [])
+    assert time.monotonic() - started < 3.0  # the stall cost one 0.3 s wait, not 5 s
+    assert server.ledger.delivered == Counter(range(1, 301))
+    figures = counters(journal)
+    assert figures["retry_body_withheld"] == 1
+    assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
+    assert audited(journal)["ok"]
+    with closing(Journal.open(journal, readonly=True)) as opened:
+        report = status(opened)
+    assert report["posts"] == {"delivered": 3, "body_after_continue": 3}  # named as everywhere, not as errors
+    assert report["retries"]["body_withheld"] == 1 and not any(name.startswith("post_") for name in report["errors"])
+
+
+def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a_repeat_at_once(
+    continuing, tmp_path: Path
+) -> None:
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(fail_after=True), Fate(fail_after=True))
+    journal = tmp_path / "j.db"
+
+    first = start_run(settings(server.url, journal, retries=10))
+
+    assert first.in_doubt == [1] and server.ledger.posts == 1  # not re-sent blindly, though 10 retries were allowed
+    assert counters(journal)["post_refused_after_reading"] == 1
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].startswith("refused_after_reading: HTTP 500")
+
+    again = resume_run(journal)  # at-least-once re-send: the handler reads it and refuses it
+
+    assert again.in_doubt == [1] and server.ledger.posts == 2  # one try, journaled at once
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert "on a re-send" in named["reason"] and "a repeat, the first send was delivered" in named["reason"]
+    assert counters(journal)["resend_refused"] == 1
+
+
+def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_so(continuing, tmp_path: Path) -> None:
+    server = continuing(ids=list(range(1, 551)), speaks_continue=False)
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1))
+
+    assert result.exit_code == 0
+    assert server.ledger.delivered == Counter(range(1, 551)) and server.ledger.continues_sent == 0
+    figures = counters(journal)  # the run's journal says which behaviour it met: three waits, then none
+    assert figures["post_body_after_wait"] == 3 and figures["post_body_at_once"] == 3
+    assert "post_body_after_continue" not in figures

@@ -1,8 +1,9 @@
 """The Animals API client: one Session, a urllib3 `Retry` policy per method, and what each outcome means.
 
 The API stalls about 1 request in 100 for 5-15 s *before* handling it, and fails about 1 in 100 with a 5xx
-*without* handling it. So a GET is cut short and re-sent (it is idempotent), while a POST waits out any
-stall and is re-sent only when the API surely did not handle it: a connection that never opened, or a 5xx.
+*without* handling it. So a GET is cut short and re-sent (it is idempotent), while a POST is re-sent only
+when the API surely did not handle it: a connection that never opened, a body withheld because the handler
+never asked for it (`Expect: 100-continue`, see continue100), or a 5xx given before the handler read it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
+from .continue100 import (
+    EXPECT_CONTINUE,
+    BodyRelease,
+    BodyWithheld,
+    ContinueAdapter,
+    ContinueRetry,
+    ExpectContinue,
+    body_release,
+)
 
 if TYPE_CHECKING:  # for annotations only: config imports redact_url from here
     from .config import Settings
@@ -36,6 +46,7 @@ __all__ = [
     "Page",
     "PostOutcome",
     "PostResult",
+    "classify_answer",
     "get_retry",
     "post_retry",
     "redact_url",
@@ -63,9 +74,9 @@ class _Retry(Retry):
             raise
 
 
-def _retry(method: str, retries: int, backoff: float, *, read: int) -> Retry:
+def _retry(method: str, retries: int, backoff: float, *, read: int, policy: type[Retry] = _Retry) -> Retry:
     """The shared shape of both policies: they differ only in their method and in whether a read error is retried."""
-    return _Retry(
+    return policy(
         total=retries,
         connect=retries,
         read=read,
@@ -88,12 +99,14 @@ def get_retry(retries: int, backoff: float) -> Retry:
 
 
 def post_retry(retries: int, backoff: float) -> Retry:
-    """POSTs are re-sent only when the API surely did not handle them: a failed connect, or a 5xx answer.
+    """POSTs are re-sent only when the API surely did not handle them: a failed connect, a withheld body, or a
+    5xx answer the handler gave without reading the body.
 
     A read timeout or a connection dropped after sending (`read=0`) is never re-sent: the API may have
-    delivered the batch, so the caller marks it in doubt instead of risking a double delivery.
+    delivered the batch, so the caller marks it in doubt instead of risking a double delivery. Nor is a 5xx
+    given after `100 Continue` (`ContinueRetry`): the handler read that batch.
     """
-    return _retry("POST", retries, backoff, read=0)
+    return _retry("POST", retries, backoff, read=0, policy=ContinueRetry)
 
 
 def redact_url(url: str) -> str:
@@ -155,9 +168,12 @@ class Detail:
 
 
 class PostOutcome(StrEnum):
+    """A POST's fate, named the same in the journal, the logs, `status`, `audit` and the HTML report."""
+
     DELIVERED = "delivered"  # 2xx
-    REFUSED = "refused"  # a final 4xx/5xx answer: the API did not take the batch
-    NOT_SENT = "not_sent"  # no connection could be opened: the API never saw it
+    NEVER_RECEIVED = "never_received"  # no connection, or every try's body withheld: the API never saw it
+    REFUSED_BEFORE_READING = "refused_before_reading"  # a final answer before the handler read the batch
+    REFUSED_AFTER_READING = "refused_after_reading"  # a final 4xx/5xx from a handler that read the batch
     UNKNOWN = "unknown"  # sent, answer lost (read timeout, dropped connection): maybe delivered
 
 
@@ -168,6 +184,27 @@ class PostResult:
     body: str | None
     error: str | None
     retries: list[str] = field(default_factory=list)
+    release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
+
+    @property
+    def unread(self) -> bool:
+        """Proof that no handler saw the last try: its body was withheld, so a refusal says nothing of the batch."""
+        return self.release is BodyRelease.WITHHELD
+
+
+def classify_answer(status: int, release: BodyRelease | None) -> PostOutcome:
+    """What a final answer says about the batch, given what became of its body on that try.
+
+    Without 100-continue evidence (`release` None, AFTER_WAIT or AT_ONCE) the old rule stands: the API's 5xx come
+    before its handler (which is why they are retried), while a 4xx judges the batch's content.
+    """
+    if 200 <= status < 300:
+        return PostOutcome.DELIVERED
+    if release is BodyRelease.WITHHELD:
+        return PostOutcome.REFUSED_BEFORE_READING
+    if release is BodyRelease.AFTER_CONTINUE or status < 500:
+        return PostOutcome.REFUSED_AFTER_READING
+    return PostOutcome.REFUSED_BEFORE_READING
 
 
 def _retry_kinds(response: requests.Response) -> list[str]:
@@ -176,6 +213,8 @@ def _retry_kinds(response: requests.Response) -> list[str]:
 
 
 def _error_kind(error: BaseException | None) -> str:
+    if isinstance(error, BodyWithheld):  # a ConnectTimeoutError too: the body never left
+        return "body_withheld"
     if isinstance(error, ConnectTimeoutError):  # includes NewConnectionError (refused)
         return "connect_error"
     if isinstance(error, ReadTimeoutError):
@@ -274,7 +313,10 @@ class AnimalsApi:
             pool_maxsize=settings.workers,
             max_retries=get_retry(settings.retries, settings.backoff),
         )
-        posts = HTTPAdapter(
+        # A POST waits for `100 Continue` about as long as a GET waits for its answer: far above a handler
+        # starting, far below a stall.
+        posts = ContinueAdapter(
+            ExpectContinue(wait=settings.get_timeout),
             pool_connections=1,
             pool_maxsize=settings.post_workers,
             max_retries=post_retry(settings.retries, settings.backoff),
@@ -389,18 +431,23 @@ class AnimalsApi:
         return Detail(animal_id=animal_id, body=body, retries=retries)
 
     def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:
-        """POST one batch and say what is known of its fate; never raises for a network outcome."""
+        """POST one batch and say what is known of its fate; never raises for a network outcome.
+
+        The body waits for the handler's `100 Continue`, so a stall or a chaos 5xx never sees it (continue100).
+        """
         try:
-            response = self.session.post(self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout)
+            response = self.session.post(
+                self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE
+            )
         except requests.RequestException as exc:
             cause = _root_cause(exc)
             kind = _error_kind(cause)
-            outcome = PostOutcome.NOT_SENT if kind == "connect_error" else PostOutcome.UNKNOWN
+            never = kind in ("connect_error", "body_withheld")
+            outcome = PostOutcome.NEVER_RECEIVED if never else PostOutcome.UNKNOWN
             return PostResult(outcome, None, None, f"{kind}: {cause}")
         retries = _retry_kinds(response)
         body = response.text[:2000]
-        if 200 <= response.status_code < 300:
-            return PostResult(PostOutcome.DELIVERED, response.status_code, body, None, retries)
-        return PostResult(
-            PostOutcome.REFUSED, response.status_code, body, f"HTTP {response.status_code}: {body[:300]}", retries
-        )
+        release = body_release(response.raw)
+        outcome = classify_answer(response.status_code, release)
+        error = None if outcome is PostOutcome.DELIVERED else f"HTTP {response.status_code}: {body[:300]}"
+        return PostResult(outcome, response.status_code, body, error, retries, release)

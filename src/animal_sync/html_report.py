@@ -250,6 +250,7 @@ def render_html(data: dict[str, Any]) -> str:
     state_bars = [(state.value, animals.get(state.value, 0), STATE_COLOURS[state]) for state in AnimalState]
     retry_bars = [(name, n, "#6a1b9a") for name, n in st["retries"].items()]
     error_bars = [(name, n, "#c62828") for name, n in st["errors"].items()]
+    post_bars = [(name, n, "#1565c0") for name, n in st["posts"].items()]
     exceptions_total = sum(au["exception_counts"].values())
     summary = _kv_table([
         ("API", st["base_url"]),
@@ -298,6 +299,8 @@ def render_html(data: dict[str, Any]) -> str:
 <h2 id="retries">Retries and errors</h2>
 <h3>Retries by kind (requests re-sent by the retry policy)</h3>
 {svg_hbars(retry_bars, title="retries by kind")}
+<h3>POST outcomes, and whether each body waited for 100 Continue</h3>
+{svg_hbars(post_bars, title="POST outcomes")}
 <h3>Errors by kind</h3>
 {svg_hbars(error_bars, title="errors by kind")}
 <h2 id="settled">Settled by a person</h2>

@@ -367,13 +367,17 @@ class Sync:
     def _take_post(self, batch: BatchRow, result: PostResult) -> None:
         self._count_retries(result.retries)
         was_in_doubt = batch.in_doubt_at is not None
-        blog = self.log.bind(batch_id=batch.id, animals=len(batch.ids))
-        if result.outcome is PostOutcome.DELIVERED:
+        outcome = result.outcome
+        self.counters[f"post_{outcome}"] += 1  # the outcome classes, journaled as counters for status and report
+        if result.release is not None:
+            self.counters[f"post_body_{result.release}"] += 1  # which 100-continue behaviour the run met
+        blog = self.log.bind(batch_id=batch.id, animals=len(batch.ids), outcome=str(outcome))
+        if outcome is PostOutcome.DELIVERED:
             self.journal.mark_posted(batch, result.status or 0, result.body or "")
             self.progress.posted += len(batch.ids)
             blog.info("batch_posted", status=result.status, resent=was_in_doubt)
-        elif result.outcome is PostOutcome.NOT_SENT or result.status in AUTH_REFUSED:
-            # The API never took this send (no connection, or the credential refused); the run stops, and the
+        elif outcome is PostOutcome.NEVER_RECEIVED or result.status in AUTH_REFUSED:
+            # The API never took this send (never received, or the credential refused); the run stops, and the
             # batch keeps the state it had before it.
             refused = result.status in AUTH_REFUSED
             self.counters["error_credential_refused" if refused else "error_api_unreachable"] += 1
@@ -381,25 +385,33 @@ class Sync:
             self.refused = self.refused or (result.error if refused else None)
             why = "was refused the credential" if refused else "never reached the API"
             if was_in_doubt:
-                self.journal.mark_in_doubt(batch, f"re-send {why}: {result.error}")
+                self.journal.mark_in_doubt(batch, f"{outcome}: the re-send {why}: {result.error}")
             else:
-                self.journal.unsend(batch, f"{why}: {result.error}")
-        elif result.outcome is PostOutcome.UNKNOWN:
+                self.journal.unsend(batch, f"{outcome}: {why}: {result.error}")
+        elif outcome is PostOutcome.UNKNOWN:
             self.counters["batch_in_doubt"] += 1
-            self.journal.mark_in_doubt(batch, f"outcome unknown: {result.error}")
+            self.journal.mark_in_doubt(batch, f"{outcome}: {result.error}")
             blog.warning("batch_in_doubt", reason=result.error)
         elif was_in_doubt:
-            # A re-send the API refuses: most likely the first send was delivered (a strict API refuses repeats).
-            self.journal.mark_in_doubt(
-                batch, f"re-send refused by the API ({result.error}); the first send was probably delivered",
-                status=result.status, body=result.body,
-            )
-            self.counters["resend_refused"] += 1
+            if result.unread:  # the handler never saw the re-send: no new evidence either way
+                reason = f"{outcome} on a re-send ({result.error}): still in doubt"
+            else:
+                # A refused re-send: on a strict API a repeat, so the first send was delivered; journaled at once.
+                # Proof when the handler read it (100 Continue), the old inference when the server gave no sign.
+                proof = "a repeat" if outcome is PostOutcome.REFUSED_AFTER_READING else "probably a repeat"
+                reason = f"{outcome} on a re-send ({result.error}): {proof}, the first send was delivered"
+                self.counters["resend_refused"] += 1
+            self.journal.mark_in_doubt(batch, reason, status=result.status, body=result.body)
             blog.warning("batch_resend_refused", status=result.status, body=result.body)
         elif result.status in SPLIT_ON and len(batch.ids) > 1:
             self._split(batch, result)
+        elif outcome is PostOutcome.REFUSED_AFTER_READING and (result.status or 0) >= 500:
+            # A handler that read the batch failed: a strict API may have taken the ids before its failure.
+            self.counters["batch_in_doubt"] += 1
+            self.journal.mark_in_doubt(batch, f"{outcome}: {result.error}", status=result.status, body=result.body)
+            blog.warning("batch_in_doubt", status=result.status, body=result.body)
         else:
-            self.journal.mark_failed(batch, result.status, result.body, result.error or "refused")
+            self.journal.mark_failed(batch, result.status, result.body, f"{outcome}: {result.error or 'refused'}")
             self.progress.failed += len(batch.ids)
             self.counters[f"batch_failed_http_{result.status}"] += 1
             blog.error("batch_failed", status=result.status, body=result.body)

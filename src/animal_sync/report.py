@@ -121,7 +121,9 @@ def status(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
         "animals": {"total": discovered, **animals},
         "batches": batches,
         "retries": {name.removeprefix("retry_"): n for name, n in counters.items() if name.startswith("retry_")},
-        "errors": {name: n for name, n in counters.items() if not name.startswith("retry_")},
+        # POST outcomes (delivered, never_received, refused_before_reading, ...) and what became of the bodies.
+        "posts": {name.removeprefix("post_"): n for name, n in counters.items() if name.startswith("post_")},
+        "errors": {name: n for name, n in counters.items() if not name.startswith(("retry_", "post_"))},
         "throughput_per_second": round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
         "left": {
             "pages": None if run.total_pages is None else max(0, run.total_pages - listed),
@@ -297,6 +299,7 @@ def status_table(report: dict[str, Any]) -> Table:
     table.add_row("", _counts_grid(states))
     table.add_row("batches", _counts_grid(report["batches"]))
     table.add_row("retries", _counts_line(report["retries"]))
+    table.add_row("POSTs", _counts_line(report["posts"]))
     table.add_row("errors", _counts_line(report["errors"]))
     table.add_row("throughput", f"{report['throughput_per_second'] or 0:,.1f} animals/s")
     table.add_row(
