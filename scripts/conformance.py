@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from torture import QUIET, TIMEOUT, cli, kill, phase_at_kill, posted, query, scalar, wait_until
 
 from animal_sync.demo import SimulatorProcess
+from animal_sync.errors import SimulatorError
 
 PAGE_SIZE = 10  # the API's listing: 10 animals a page, so total_pages says how many animals to expect
 IN_FLIGHT_WAIT = 20.0  # seconds to watch for a POST in flight before the late kill settles for between posts
@@ -180,25 +181,28 @@ def summary(outcome: Outcome, journal: Path, elapsed: float) -> tuple[str, bool]
 def main(api_url: str | None, animals: int | None, journal_dir: Path | None) -> int:
     started = time.monotonic()
     work = journal_dir or Path(tempfile.mkdtemp(prefix="animal-sync-conformance-"))  # kept: settle or inspect it later
-    work.mkdir(parents=True, exist_ok=True)
     journal = work / "conformance.db"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"conformance: cannot use {work} for the journal: {exc.strerror}", file=sys.stderr)
+        return 2
     if journal.exists():
         print(f"conformance: {journal} exists: a second sync would deliver every animal again; use an empty --journal "
               "directory", file=sys.stderr)
         return 2
     outcome = Outcome()
-    bundled: Callable[[], AbstractContextManager[Any]]
-    if api_url is None:
-        extra = ["--animals", str(animals)] if animals is not None else []
-        bundled = lambda: SimulatorProcess("--strict", "--chaos", CHAOS, *extra)  # noqa: E731
-    else:
-        bundled = nullcontext
-    with bundled() as simulator:
-        sync(api_url or simulator.url, journal, work / "conformance.log", outcome)
-        audit(journal, outcome)
-        outcome.in_doubt_animals = in_doubt_animals(journal)
-        if simulator is not None:
-            outcome.verdict = simulator.verify()
+    extra = ["--animals", str(animals)] if animals is not None else []
+    try:
+        with SimulatorProcess("--strict", "--chaos", CHAOS, *extra) if api_url is None else nullcontext() as simulator:
+            sync(api_url or simulator.url, journal, work / "conformance.log", outcome)
+            audit(journal, outcome)
+            outcome.in_doubt_animals = in_doubt_animals(journal)
+            if simulator is not None:
+                outcome.verdict = simulator.verify()
+    except SimulatorError as exc:
+        print(f"conformance: the bundled simulator: {exc}", file=sys.stderr)
+        return 1
     line, ok = summary(outcome, journal, time.monotonic() - started)
     print(line, flush=True)
     if any(step.code == 2 for step in outcome.steps[:-1]):
