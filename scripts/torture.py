@@ -35,7 +35,10 @@ from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_onc
 
 SEED = 20261122
 KILLS = 20
-KILL_ANIMALS = 15_000  # each kill waits for a share of what is left (progress_target), so all 20 land mid-run
+KILL_ANIMALS = 15_000  # each kill runs to at most a share of what is left (progress_targets): all 20 land mid-run
+# Stalled GETs queued before a between-posts kill, two per GET worker: on a fast machine the POSTs overlap back to
+# back, and only a pause in fetching lets them drain to a moment with none in flight.
+GAP_STALLS = 32
 CHAOS_ANIMALS = 5_000
 OUTAGE_ANIMALS = 1_700  # each ledger's list of missing ids stays under its cap of 1,000
 TIMEOUT = 600  # per child, seconds
@@ -150,14 +153,16 @@ def phase_at_kill(journal: Path, attempt: int) -> str:
     return "fetching"  # listing, fetching and batching, no POST in flight
 
 
-def progress_target(base: int, attempt: int, rng: random.Random) -> int:
-    """How many posted animals to wait for before kill `attempt`: a random part of an even share of what is LEFT.
+def progress_targets(base: int, attempt: int, rng: random.Random) -> tuple[int, int]:
+    """Posted counts for kill `attempt`: when to start looking for its instant, and the most it may run to.
 
-    This kill, every later one and the final resume each keep a share, so however fast the machine, no kill finds
-    the run already finished (a fixed count per kill ran out of animals before kill 18 on a fast machine).
+    The ceiling is an even share of what is LEFT (this kill, every later one and the final resume each keep one);
+    the start is a random part of it. So however fast the machine, no kill finds the run already finished: fixed
+    counts ran out of animals before kill 18 on a fast machine, where POSTs overlap so tightly that waiting for a
+    moment between them let the run race on.
     """
     share = (KILL_ANIMALS - base) // (KILLS - attempt + 2)
-    return base + int(rng.random() * share)
+    return base + int(rng.random() * share), base + share
 
 
 def kills_case(work: Path, figures: Figures) -> None:
@@ -176,7 +181,7 @@ def kills_case(work: Path, figures: Figures) -> None:
         for attempt in range(1, KILLS + 1):
             process = subprocess.Popen(first if attempt == 1 else resume, stdout=subprocess.DEVNULL, stderr=log)
             started, base = time.monotonic(), posted(journal)
-            target = progress_target(base, attempt, rng)
+            target, ceiling = progress_targets(base, attempt, rng)
             # Instants chosen to reach every phase: by the clock, by the journal's progress, or by what is in flight.
             how = "listing" if attempt == 1 else rng.choice(["start-up", "time", "time", "between-posts", "between-posts",
                                                               "post-in-flight", "post-in-flight"])
@@ -187,9 +192,12 @@ def kills_case(work: Path, figures: Figures) -> None:
             elif how == "time":  # by the clock, but never past this kill's share of the work on a fast machine
                 pause = rng.uniform(0.5, 2.5)
                 landed = wait_until(lambda: time.monotonic() - started >= pause or posted(journal) >= target, process)
-            elif how == "between-posts":  # some progress, then a moment with no POST in flight
+            elif how == "between-posts":  # some progress, then a moment with no POST in flight (or the ceiling)
                 landed = wait_until(lambda: posted(journal) >= target, process)
-                landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "fetching", process)
+                sim.queue_chaos(*[Chaos.STALL] * GAP_STALLS, method="GET")  # fetching pauses, the POSTs drain
+                landed = landed and wait_until(
+                    lambda: phase_at_kill(journal, attempt) == "fetching" or posted(journal) >= ceiling, process
+                )
             else:  # some progress, then a POST this attempt sent, held in flight by a stall however fast the machine
                 landed = wait_until(lambda: posted(journal) >= target, process)
                 sim.queue_chaos(Chaos.STALL, method="POST")
