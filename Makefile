@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test torture bench clean
+.PHONY: demo test torture conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 ## torture: the long reliability suite (20 SIGKILLs, chaos, outage); prints one line of figures
 torture: $(STAMP)
 	$(BIN)/python scripts/torture.py
+
+## conformance: one sync killed three times and resumed, then audited; prints one line of figures.
+## Against a server: make conformance API_URL=http://localhost:3123 (default: the bundled strict simulator)
+conformance: $(STAMP)
+	$(BIN)/python scripts/conformance.py $(if $(API_URL),--api-url $(API_URL))
 
 ## bench: the benchmark table (floor, journal overhead, scale: medians of 3; real conditions: 5 paired repetitions)
 bench: $(STAMP)

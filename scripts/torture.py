@@ -35,7 +35,10 @@ from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_onc
 
 SEED = 20261122
 KILLS = 20
-KILL_ANIMALS = 15_000  # enough that all 20 kills land mid-run
+KILL_ANIMALS = 15_000  # each kill runs to at most a share of what is left (progress_targets): all 20 land mid-run
+# Stalled GETs queued before a between-posts kill, two per GET worker: on a fast machine the POSTs overlap back to
+# back, and only a pause in fetching lets them drain to a moment with none in flight.
+GAP_STALLS = 32
 CHAOS_ANIMALS = 5_000
 OUTAGE_ANIMALS = 1_700  # each ledger's list of missing ids stays under its cap of 1,000
 TIMEOUT = 600  # per child, seconds
@@ -83,7 +86,7 @@ def delivered_ids(sim: Simulator) -> set[int] | None:
     verdict = sim.verify()
     if len(verdict["missing_ids"]) != verdict["missing"]:
         return None
-    return set(range(sim.total_animals)) - set(verdict["missing_ids"])
+    return set(range(0, sim.total_animals)) - set(verdict["missing_ids"])  # ids start at 0, as upstream's do
 
 
 def wait_until(condition: Any, process: subprocess.Popen[Any], timeout: float = TIMEOUT) -> bool:
@@ -150,6 +153,18 @@ def phase_at_kill(journal: Path, attempt: int) -> str:
     return "fetching"  # listing, fetching and batching, no POST in flight
 
 
+def progress_targets(base: int, attempt: int, rng: random.Random) -> tuple[int, int]:
+    """Posted counts for kill `attempt`: when to start looking for its instant, and the most it may run to.
+
+    The ceiling is an even share of what is LEFT (this kill, every later one and the final resume each keep one);
+    the start is a random part of it. So however fast the machine, no kill finds the run already finished: fixed
+    counts ran out of animals before kill 18 on a fast machine, where POSTs overlap so tightly that waiting for a
+    moment between them let the run race on.
+    """
+    share = (KILL_ANIMALS - base) // (KILLS - attempt + 2)
+    return base + int(rng.random() * share), base + share
+
+
 def kills_case(work: Path, figures: Figures) -> None:
     rng = random.Random(SEED)
     journal = work / "kills.db"
@@ -166,6 +181,7 @@ def kills_case(work: Path, figures: Figures) -> None:
         for attempt in range(1, KILLS + 1):
             process = subprocess.Popen(first if attempt == 1 else resume, stdout=subprocess.DEVNULL, stderr=log)
             started, base = time.monotonic(), posted(journal)
+            target, ceiling = progress_targets(base, attempt, rng)
             # Instants chosen to reach every phase: by the clock, by the journal's progress, or by what is in flight.
             how = "listing" if attempt == 1 else rng.choice(["start-up", "time", "time", "between-posts", "between-posts",
                                                               "post-in-flight", "post-in-flight"])
@@ -173,16 +189,18 @@ def kills_case(work: Path, figures: Figures) -> None:
                 landed = wait_until(lambda: scalar(journal, "SELECT count(*) FROM runs") == 1, process)
             elif how == "start-up":  # as soon as this attempt is journaled: in-doubt marking, re-queueing
                 landed = wait_until(lambda: (scalar(journal, "SELECT attempts FROM runs") or 0) >= attempt, process)
-            elif how == "time":
+            elif how == "time":  # by the clock, but never past this kill's share of the work on a fast machine
                 pause = rng.uniform(0.5, 2.5)
-                landed = wait_until(lambda: time.monotonic() - started >= pause, process)
-            elif how == "between-posts":  # some progress, then a moment with no POST in flight
-                target = base + rng.randint(0, 800)
+                landed = wait_until(lambda: time.monotonic() - started >= pause or posted(journal) >= target, process)
+            elif how == "between-posts":  # some progress, then a moment with no POST in flight (or the ceiling)
                 landed = wait_until(lambda: posted(journal) >= target, process)
-                landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "fetching", process)
-            else:  # some progress, then a moment with a POST this attempt sent in flight
-                target = base + rng.randint(0, 800)
+                sim.queue_chaos(*[Chaos.STALL] * GAP_STALLS, method="GET")  # fetching pauses, the POSTs drain
+                landed = landed and wait_until(
+                    lambda: phase_at_kill(journal, attempt) == "fetching" or posted(journal) >= ceiling, process
+                )
+            else:  # some progress, then a POST this attempt sent, held in flight by a stall however fast the machine
                 landed = wait_until(lambda: posted(journal) >= target, process)
+                sim.queue_chaos(Chaos.STALL, method="POST")
                 landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "posting", process)
             if not figures.check(landed, f"kill {attempt} ({how}): the child ended (code {process.poll()}) first"):
                 process.wait()
@@ -313,7 +331,7 @@ def outage_case(work: Path, figures: Figures) -> None:
         verdicts = [first.verify(), back.verify()]
     doubt = in_doubt_batches(journal)
     inside = set().union(*doubt.values()) if doubt else set()
-    everyone = set(range(OUTAGE_ANIMALS))
+    everyone = set(range(0, OUTAGE_ANIMALS))
     counted = before is not None and after is not None
     twice = (before & after) if counted else set()
     covered = counted and before | after == everyone
@@ -337,6 +355,7 @@ def outage_case(work: Path, figures: Figures) -> None:
     figures.verdicts["outage exit 1 then resume clean"] = ok
 
 
+# Name -> case, run in this order by default; a new case is one function taking (work, figures) and one entry here.
 CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
 
 

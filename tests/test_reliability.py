@@ -16,17 +16,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+import animal_sync
 from animal_sync.api import AnimalsApi, FetchFailed
 from animal_sync.cli import main
 from animal_sync.config import Settings
@@ -442,26 +447,91 @@ def test_a_read_only_journal_refuses_writers_with_one_line_and_still_reports(fin
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-@pytest.fixture
-def nobody_dir() -> Iterator[Path]:
-    """A directory another user can reach (pytest's tmp_path is root-only), and a command prefix to be that user."""
+def _runtime_requirements(name: str) -> Iterator[metadata.Distribution]:
+    """The installed distribution `name` and everything it needs at run time (no extras), each once."""
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        dist = metadata.distribution(pending.pop())
+        key = canonicalize_name(dist.metadata["Name"])
+        if key in seen:
+            continue
+        seen.add(key)
+        yield dist
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+
+
+def _readable_copy(into: Path) -> None:
+    """Copy animal_sync and its run-time dependencies into `into`, as a wheel would lay them out.
+
+    A clone in a directory other users cannot enter (a 0700 home or temp dir) holds both the source tree and the
+    venv's site-packages, so `nobody` could import neither from there.
+    """
+    package = Path(animal_sync.__file__).resolve().parent
+    shutil.copytree(package, into / "animal_sync")  # with its bytecode: `nobody` could not write it, only recompile
+    migrations = into / "animal_sync" / "migrations"
+    if not migrations.is_dir():  # a checkout keeps the schema history at the top level; a wheel ships it inside
+        shutil.copytree(package.parents[1] / "migrations", migrations)
+    for dist in _runtime_requirements("animal-sync"):
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if ".." in file.parts or not source.is_file() or source.suffix == ".pth":
+                continue  # scripts outside site-packages, and the editable install's pointer to the tree
+            (into / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / file)
+
+
+@pytest.fixture(scope="module")
+def nobody_cli() -> Iterator[tuple[list[str], dict[str, str], Path]]:
+    """How to run the CLI as `nobody`: (command prefix, environment, working directory).
+
+    Runs a world-readable copy of the package and its dependencies under the base interpreter, so the tests hold
+    wherever the clone lives; skips, saying why, only when `nobody` cannot run even that.
+    """
     if os.geteuid() != 0:
         pytest.skip("needs root to run the CLI as another user (`nobody`)")
     if shutil.which("setpriv") is None or subprocess.run([*NOBODY, "true"], capture_output=True).returncode:
         pytest.skip("`setpriv` cannot switch to nobody here")
-    import tempfile
+    copy = Path(tempfile.mkdtemp(prefix="animal-sync-nobody-"))
+    try:
+        copy.chmod(0o755)
+        _readable_copy(copy)
+        python = getattr(sys, "_base_executable", sys.executable)  # a venv inside the clone is out of reach too
+        prefix = [*NOBODY, python, "-m", "animal_sync"]
+        env = {**CHILD_ENV, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+        probe = subprocess.run([*prefix, "--help"], capture_output=True, text=True, timeout=60, env=env, cwd=copy)
+        if probe.returncode:
+            said = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"`nobody` cannot run {python} on a readable copy in {copy}: {said}")
+        yield prefix, env, copy
+    finally:
+        shutil.rmtree(copy)
 
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is root-only)."""
     path = Path(tempfile.mkdtemp(prefix="animal-sync-reliability-"))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path)
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*NOBODY, *cli(*args)], capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+@pytest.fixture
+def as_nobody(nobody_cli: tuple[list[str], dict[str, str], Path]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `animal-sync ARGS` as `nobody`, from the readable copy."""
+    prefix, env, cwd = nobody_cli
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+
+    return run
 
 
-def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_journal, nobody_dir: Path) -> None:
+def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_journal, nobody_dir: Path, as_nobody) -> None:
     """The usual read-only journal: someone else's file in someone else's directory (no -wal/-shm can be made)."""
     _, journal = finished_journal
     theirs = nobody_dir / "j.db"
@@ -479,7 +549,7 @@ def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_
     assert sorted(p.name for p in nobody_dir.iterdir()) == ["j.db"]
 
 
-def test_an_unreadable_journal_is_named_as_such(finished_journal, nobody_dir: Path) -> None:
+def test_an_unreadable_journal_is_named_as_such(finished_journal, nobody_dir: Path, as_nobody) -> None:
     _, journal = finished_journal
     theirs = nobody_dir / "j.db"
     shutil.copy(journal, theirs)
@@ -491,7 +561,7 @@ def test_an_unreadable_journal_is_named_as_such(finished_journal, nobody_dir: Pa
         assert str(theirs) in done.stderr
 
 
-def test_a_lock_file_that_cannot_be_opened_gives_one_line(finished_journal, nobody_dir: Path) -> None:
+def test_a_lock_file_that_cannot_be_opened_gives_one_line(finished_journal, nobody_dir: Path, as_nobody) -> None:
     """A journal shared by group, whose lock file another user created: refused with one line, not a traceback."""
     _, journal = finished_journal
     nobody_dir.chmod(0o777)
