@@ -33,7 +33,7 @@ from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
 from animal_sync.report import audit, status
-from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Fault, Simulator
+from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -361,6 +361,33 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
     assert process.wait(timeout=120) == 0, process.stderr.read()
     assert_exactly_once(sim)
     assert sim.verify()["delivered"] == 2_000 and audited(journal)["ok"]
+
+
+def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulator, tmp_path: Path, capsys, restore_signals) -> None:
+    """The `.lock` beside the journal only shows the writer's pid; the exclusion is a lock on the journal itself."""
+    sim = simulator(animals=600, strict=True, stall_min=3.0, stall_max=3.0)
+    journal = tmp_path / "j.db"
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+    sim.queue_chaos(Chaos.STALL, method="POST")  # the next batch is held 3 s: in flight, journaled `sending`
+    wait_for(lambda: sim.stalled_requests >= 1, "a stalled POST", process)
+    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "a sending batch", process)
+    stalled = query(journal, "SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
+    journal.with_name("j.db.lock").unlink()
+
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
+
+    assert code == 2
+    assert_one_line(err, f"journal {journal} is in use by another animal-sync process (pid unknown)")
+    held = query(journal, "SELECT id, state, in_doubt_at FROM batches WHERE id IN (%s)" % ",".join("?" * len(stalled)),
+                 tuple(batch_id for (batch_id,) in stalled))
+    assert sim.stalled_requests >= 1 and all(state == "sending" and doubt is None for _, state, doubt in held), held
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert_exactly_once(sim)
+    assert sim.verify()["delivered"] == 600 and audited(journal)["ok"]
 
 
 def _corrupt_table(journal: Path, table: str) -> None:

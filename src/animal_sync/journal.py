@@ -1,7 +1,7 @@
 """The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
 
-One process writes a journal at a time (an exclusive lock file beside it); readers such as `status` open
-it read-only and may do so while a run writes, thanks to WAL. All writes of one pipeline step share one
+One process writes a journal at a time (an exclusive flock on the journal file itself, held while it is open);
+readers such as `status` open it read-only and may do so while a run writes, thanks to WAL. All writes of one pipeline step share one
 transaction (`Journal.transaction()`), so the journal costs a commit per step, not one per animal.
 """
 
@@ -35,8 +35,10 @@ __all__ = [
     "BatchState",
     "IllegalTransition",
     "Journal",
+    "JournalChanged",
     "RunRow",
     "RunState",
+    "writer_pid_path",
 ]
 
 MIGRATION_SET = "animal_sync"
@@ -90,6 +92,14 @@ BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
 
 class IllegalTransition(RuntimeError):
     """A state change the state machine forbids: a bug in the caller, never a data problem."""
+
+
+class JournalChanged(IllegalTransition, JournalError):
+    """A row was not in the state this process last wrote: something else changed the journal under it.
+
+    With the writer's lock that means a second process writing without it; it is reported as one line (a
+    JournalError), since no retry in this process can make its view of the journal true again.
+    """
 
 
 @dataclass(frozen=True)
@@ -240,6 +250,50 @@ def _read_only_uri(path: Path) -> str:
     return uri
 
 
+def writer_pid_path(journal_path: Path) -> Path:
+    """The side file where the writer leaves its pid for `status` to show: information only, never the lock."""
+    return journal_path.with_name(journal_path.name + ".lock")
+
+
+def _recorded_writer(journal_path: Path) -> str:
+    try:
+        return writer_pid_path(journal_path).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _lock_journal(path: Path) -> int:
+    """Flock the journal file itself and return the descriptor that holds the lock, for the writer's lifetime.
+
+    The lock lives on the journal's own inode, so no file a person can delete lets a second writer in, and
+    the kernel drops it when the process dies (no stale lock). It is taken before SQLite opens the file: SQLite
+    keeps POSIX (fcntl) locks on it, and closing *any* descriptor of the file drops those, so this descriptor
+    is opened before the connection and closed only after it (`Journal.close`). flock and POSIX locks are
+    separate on Linux, so SQLite and this lock never meet.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise JournalError(f"cannot lock journal {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"journal {path} is in use by another animal-sync process (pid {_recorded_writer(path)})"
+        ) from None
+    except OSError as exc:  # no locks on this file system
+        os.close(fd)
+        raise JournalError(f"cannot lock journal {path}: {exc.strerror}") from None
+    pid_path = writer_pid_path(path)
+    try:
+        pid_path.write_text(str(os.getpid()))
+    except OSError as exc:  # e.g. a pid file another user left, in a directory shared by group
+        os.close(fd)
+        raise JournalError(f"cannot lock journal {path}: {pid_path}: {exc.strerror}") from None
+    return fd
+
+
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
@@ -253,11 +307,11 @@ def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
 class Journal:
     """One journal file. Open with `Journal.open(path)` for writing or `Journal.open(path, readonly=True)`."""
 
-    def __init__(self, db: Database, path: Path, readonly: bool) -> None:
+    def __init__(self, db: Database, path: Path, readonly: bool, lock_fd: int | None = None) -> None:
         self.db = db
         self.path = path
         self.readonly = readonly
-        self._lock_file: Any = None
+        self._lock_fd = lock_fd  # the writer's flock on the journal file; closed after the connection
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -268,6 +322,7 @@ class Journal:
         `exclusive` takes the writer's lock first, so no process migrates a journal another one is using.
         """
         path = Path(path)
+        lock_fd = None
         if readonly:
             if not path.is_file():
                 raise JournalError(f"no journal at {path}")
@@ -283,11 +338,11 @@ class Journal:
                 raise JournalError(f"journal {path} is read-only")
             if not path.exists() and not os.access(path.parent, os.W_OK):
                 raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
+            if exclusive:
+                lock_fd = _lock_journal(path)  # before SQLite opens the file: see _lock_journal
             conn = sqlite3.connect(path)
-        journal = cls(Database(conn), path, readonly)
+        journal = cls(Database(conn), path, readonly, lock_fd)
         try:
-            if exclusive and not readonly:
-                journal.lock()
             journal._check_and_migrate()
         except sqlite3.OperationalError as exc:  # a journal that cannot be used now (disk full, I/O error, locked)
             journal.close()
@@ -322,29 +377,6 @@ class Journal:
         self.db.execute("PRAGMA busy_timeout=5000")
         registry.apply(self.db)
 
-    def lock(self) -> None:
-        """Take the journal for this process alone; a second writer is refused with one line, not left to race."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            handle = open(lock_path, "a+")
-        except OSError as exc:  # e.g. a lock file another user left, in a directory shared by group
-            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise JournalError(f"journal {self.path} is in use by another animal-sync process (pid {holder})") from None
-        except OSError as exc:  # no locks on this file system, or no room for the pid: one line, not a traceback
-            handle.close()
-            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
-        self._lock_file = handle
-
     def __enter__(self) -> Journal:
         return self
 
@@ -353,9 +385,9 @@ class Journal:
 
     def close(self) -> None:
         self.db.conn.close()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_fd is not None:  # only now: closing it earlier would drop SQLite's own locks on the file
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -474,7 +506,10 @@ class Journal:
             )
             moved += cursor.rowcount
         if moved != len(ids):
-            raise IllegalTransition(f"{len(ids) - moved} of {len(ids)} animals were not {source} (-> {target})")
+            raise JournalChanged(
+                f"journal {self.path}: {len(ids) - moved} of {len(ids)} animals were not {source} (-> {target});"
+                " another process changed the journal"
+            )
 
     @_atomic
     def record_fetched(self, run_id: int, animal_id: int, raw: str | bytes, transformed: str, attempts: int) -> None:
@@ -574,7 +609,9 @@ class Journal:
             [target, *columns.values(), batch_id, source],
         )
         if cursor.rowcount != 1:
-            raise IllegalTransition(f"batch {batch_id} was not {source} (-> {target})")
+            raise JournalChanged(
+                f"journal {self.path}: batch {batch_id} was not {source} (-> {target}); another process changed the journal"
+            )
 
     @_atomic
     def mark_sending(self, batch: BatchRow) -> None:
