@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from animal_sync.journal import (
     BatchState,
     IllegalTransition,
     Journal,
+    NoRoomForAnswer,
     RunState,
 )
 
@@ -527,6 +529,24 @@ def test_in_doubt_at_is_set_once_and_never_cleared(journal, run_id):
     posted = journal.batch(batch.id)
     assert (posted.state, posted.attempts, posted.in_doubt_at) == (B.POSTED, 3, first)
     assert animal_states(journal, run_id) == {1: "posted", 2: "posted"}
+
+
+def test_a_batch_is_not_marked_sending_when_the_journal_has_no_room_for_its_answer(journal, run_id, path):
+    """On a full disk the small `sending` commit may still fit where the answer will not: the room is measured."""
+    batch = batch_of(journal, run_id, 1, 2)
+    wal = path.with_name(path.name + "-wal").stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (wal + 8 * 1024, hard))  # room for a page or two, not an answer
+    try:
+        with pytest.raises(NoRoomForAnswer) as exc_info, journal.transaction(durable=True):
+            journal.mark_sending(batch)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert f"the answer to batch {batch.id} (2 animals) needs about" in one_line(exc_info)
+    assert isinstance(exc_info.value, JournalError) and exc_info.value.room <= 8 * 1024
+    assert journal.batch(batch.id).state is B.PENDING and journal.batch(batch.id).attempts == 0
+    journal.mark_sending(batch)  # room again
+    assert journal.batch(batch.id).state is B.SENDING
 
 
 def test_sending_to_in_doubt_converts_every_sending_batch_of_the_run(journal, run_id):

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import os
+import resource
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,12 +37,17 @@ __all__ = [
     "IllegalTransition",
     "Journal",
     "JournalChanged",
+    "NoRoomForAnswer",
     "RunRow",
     "RunState",
     "writer_pid_path",
 ]
 
 MIGRATION_SET = "animal_sync"
+# Room a batch's answer takes in the WAL: its animals' rows and index entries are rewritten (measured: about
+# 600 bytes an animal, 58 KB for 100), with a margin for what other steps commit while the POST is out.
+ANSWER_ROOM_BASE = 32 * 1024
+ANSWER_ROOM_PER_ANIMAL = 1024
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -127,6 +133,17 @@ class BatchRow:
     response_body: str | None
     last_error: str | None
     in_doubt_at: str | None
+
+
+class NoRoomForAnswer(JournalError):
+    """The journal's disk has too little room left to record the answer to a batch, so it must not be sent."""
+
+    def __init__(self, path: Path, batch_id: int, animals: int, room: int, needed: int) -> None:
+        self.path, self.batch_id, self.animals, self.room, self.needed = path, batch_id, animals, room, needed
+        super().__init__(
+            f"journal {path}: only {room // 1024} KiB of room left to journal into; the answer to batch {batch_id}"
+            f" ({animals} animals) needs about {needed // 1024} KiB, so it was not sent: make room, then resume"
+        )
 
 
 def now() -> str:
@@ -292,6 +309,13 @@ def _lock_journal(path: Path) -> int:
         os.close(fd)
         raise JournalError(f"cannot lock journal {path}: {pid_path}: {exc.strerror}") from None
     return fd
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _placeholders(values: Sequence[Any]) -> str:
@@ -613,9 +637,42 @@ class Journal:
                 f"journal {self.path}: batch {batch_id} was not {source} (-> {target}); another process changed the journal"
             )
 
+    def room(self) -> int:
+        """Bytes the journal can still grow by: free space on its file system, or less under a file size limit."""
+        try:
+            disk = os.statvfs(self.path.parent)
+            grown = max(self.path.stat().st_size, _size(self.path.with_name(self.path.name + "-wal")))
+        except OSError as exc:
+            raise JournalError(f"journal {self.path}: {exc.strerror}") from None
+        room = disk.f_bavail * disk.f_frsize
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY:
+            room = min(room, max(0, limit - grown))
+        return room
+
+    def check_room_for_answer(self, batch: BatchRow) -> None:
+        """Refuse to send a batch whose answer the journal may have no room to record: it would come back in doubt.
+
+        A successful commit proves nothing here: on a full disk a small commit (the `sending` mark, a resume's
+        first writes) still fits in the WAL space a failed larger commit left allocated, while the answer, which
+        rewrites every animal of the batch, does not. So the room is measured. It is a check, not a reservation:
+        a disk someone else fills while the POST is out still fails the answer's commit, which then names it.
+        """
+        in_flight = len(self.batches(batch.run_id, B.SENDING)) + 1
+        animals = in_flight * len(batch.ids)  # batches in flight are about this size; all their answers need room
+        needed = in_flight * ANSWER_ROOM_BASE + animals * ANSWER_ROOM_PER_ANIMAL
+        room = self.room()
+        if room < needed:
+            raise NoRoomForAnswer(self.path, batch.id, len(batch.ids), room, needed)
+
     @_atomic
     def mark_sending(self, batch: BatchRow) -> None:
-        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send."""
+        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send.
+
+        Only when the journal has room to record the answer: a POST whose answer cannot be journaled is a
+        delivery the next resume cannot know of.
+        """
+        self.check_room_for_answer(batch)
         self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
         self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
 
