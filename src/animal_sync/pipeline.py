@@ -352,6 +352,11 @@ class Sync:
         post_pool = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="post")
         try:
             self._loop(get_pool, post_pool)
+        except JournalError as exc:
+            post_pool.shutdown(wait=True)  # the POSTs out still get answers the journal cannot take: name them
+            if self.posts:
+                raise self._answers_not_journaled([(batch, f.result()) for f, batch in self.posts.items()], exc) from None
+            raise
         finally:
             get_pool.shutdown(wait=True, cancel_futures=True)  # queued GETs are dropped; their results would be ignored
             post_pool.shutdown(wait=True)
