@@ -839,7 +839,7 @@ def test_a_state_changed_by_another_process_is_one_journal_error_not_a_bug_repor
             second.mark_sending(batch)  # raced: the batch is no longer pending
     message = one_line(exc_info)
     assert message.startswith(f"journal {path}: batch {batch.id} was not pending")
-    assert "another process changed the journal" in message
+    assert "the journal changed under this process" in message
     assert isinstance(exc_info.value, IllegalTransition)  # still what it is to the state machine
 
 

@@ -1,8 +1,9 @@
 """The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
 
-One process writes a journal at a time (an exclusive flock on the journal file itself, held while it is open);
-readers such as `status` open it read-only and may do so while a run writes, thanks to WAL. All writes of one pipeline step share one
-transaction (`Journal.transaction()`), so the journal costs a commit per step, not one per animal.
+One process writes a journal at a time (an exclusive flock on the journal file itself, held while it is
+open); readers such as `status` open it read-only and may do so while a run writes, thanks to WAL. All writes
+of one pipeline step share one transaction (`Journal.transaction()`), so the journal costs a commit per step,
+not one per animal.
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ def _lock_journal(path: Path) -> int:
     the kernel drops it when the process dies (no stale lock). It is taken before SQLite opens the file: SQLite
     keeps POSIX (fcntl) locks on it, and closing *any* descriptor of the file drops those, so this descriptor
     is opened before the connection and closed only after it (`Journal.close`). flock and POSIX locks are
-    separate on Linux, so SQLite and this lock never meet.
+    separate on Linux, so SQLite and this lock never meet. A refused attempt closes its descriptor at once,
+    which is harmless as long as a process holds at most one writer's connection to a journal, as the CLI does.
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -364,7 +366,12 @@ class Journal:
                 raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
             if exclusive:
                 lock_fd = _lock_journal(path)  # before SQLite opens the file: see _lock_journal
-            conn = sqlite3.connect(path)
+            try:
+                conn = sqlite3.connect(path)
+            except sqlite3.Error as exc:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise JournalError(f"journal {path}: {exc}") from None
         journal = cls(Database(conn), path, readonly, lock_fd)
         try:
             journal._check_and_migrate()
@@ -532,7 +539,7 @@ class Journal:
         if moved != len(ids):
             raise JournalChanged(
                 f"journal {self.path}: {len(ids) - moved} of {len(ids)} animals were not {source} (-> {target});"
-                " another process changed the journal"
+                " the journal changed under this process (a second writer?)"
             )
 
     @_atomic
@@ -634,7 +641,8 @@ class Journal:
         )
         if cursor.rowcount != 1:
             raise JournalChanged(
-                f"journal {self.path}: batch {batch_id} was not {source} (-> {target}); another process changed the journal"
+                f"journal {self.path}: batch {batch_id} was not {source} (-> {target});"
+                " the journal changed under this process (a second writer?)"
             )
 
     def room(self) -> int:
