@@ -3,8 +3,8 @@
 The sync runs as the real CLI in child processes with its default settings. It is SIGKILLed early (listing and
 fetching), mid-way between POSTs, and late with a POST in flight (if one shows within a bounded wait, else between
 POSTs), resumed after each kill, then judged by `audit --json`. It is one sync, so a strict server sees each animal
-once. Prints ONE line of figures; exits 0 when the audit's only exceptions (if any) are in-doubt batches it names,
-1 otherwise, 2 on bad usage.
+once. Prints ONE line of figures; exits 0 when the audit's only exceptions (if any) are batches it names in
+doubt (still in doubt, or re-sent and taken: at least once), 1 otherwise, 2 on bad usage.
 
 Without --api-url it starts the bundled simulator (strict, 2 % chaos, real 5-15 s stalls) in a child process and
 also requires the simulator's own verdict: nothing missing, no wrong record.
@@ -148,14 +148,19 @@ def settled(report: dict[str, Any]) -> int:
 def summary(outcome: Outcome, journal: Path, elapsed: float) -> tuple[str, bool]:
     """The one line of figures, and whether they pass."""
     report, counts = outcome.report, outcome.report.get("exception_counts", {})
-    other = sorted(set(counts) - {"in_doubt"})
-    named = all(item.get("batch_id") is not None for item in report.get("exceptions", {}).get("in_doubt", []))
+    # Batches the journal named in doubt: still in doubt, or re-sent and taken (at least once). Either is the
+    # one exception a kill may leave, and the audit names each by its batch.
+    doubtful = ("in_doubt", "at_least_once")
+    other = sorted(set(counts) - set(doubtful))
+    exceptions = report.get("exceptions", {})
+    named = all(item.get("batch_id") is not None for kind in doubtful for item in exceptions.get(kind, []))
     ok = bool(report) and not other and named
     parts = [
         f"animals {report.get('discovered', 0)}",
         f"delivered {report.get('posted', 0)}",
         f"quarantined {counts.get('quarantined', 0)}",
         f"in doubt {counts.get('in_doubt', 0)} ({outcome.in_doubt_animals} animals)",
+        f"at least once {counts.get('at_least_once', 0)}",
         f"settled {settled(report)}",
     ]
     if other:

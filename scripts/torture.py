@@ -10,6 +10,11 @@ judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if
     chaos30    30 % of requests stalled or failed: finishes clean, exactly once
     outage     the API stops mid-run: exit 1 once the retry budget is spent, journal consistent; back on the same
                port (a fresh ledger), `resume` finishes clean and the two ledgers together hold every animal
+    disk-full  the journal's disk fills mid-run (a file size limit on the child): it stops with one line that
+               names any batch whose answer it could not journal; once the disk grows, `resume` and `audit`:
+               nothing lost, any id seen twice belongs to a named batch
+    lock-deletion  the `.lock` beside a running journal is deleted: a second `resume` is refused with one line,
+               the first run finishes, nothing duplicated
 """
 
 from __future__ import annotations
@@ -355,8 +360,82 @@ def outage_case(work: Path, figures: Figures) -> None:
     figures.verdicts["outage exit 1 then resume clean"] = ok
 
 
+
+# --------------------------------------------------------------------------- the journal's disk filling up
+
+DISK_ANIMALS = 3_000
+DISK_LIMIT = 600_000  # bytes any file of the child may grow to: the journal fills it a few hundred animals in
+# A child whose files may not grow past a limit: past it, write() fails with EFBIG, as on a full disk.
+SMALL_DISK = (
+    "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "limit = int(sys.argv.pop(1)); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "sys.argv[0] = 'animal-sync'; runpy.run_module('animal_sync', run_name='__main__')"
+)
+
+
+def disk_full_case(work: Path, figures: Figures) -> None:
+    journal = work / "disk-full.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=DISK_ANIMALS, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim:
+        full = subprocess.run(
+            [sys.executable, "-c", SMALL_DISK, str(DISK_LIMIT), "run", "--base-url", sim.url, "--retries", "4", *common],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+        said = full.stderr.strip().splitlines()[-1] if full.stderr.strip() else ""
+        unanswered = [batch_id for batch_id, _ in sending(journal)]  # their answers, if any, were not journaled
+        one_line = said.startswith(f"animal-sync: journal {journal}: ") and "Traceback" not in full.stderr
+        named = all(f"batch {batch_id} (" in said for batch_id in unanswered)
+        grown = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)  # no limit now
+        verdict = sim.verify()
+    inside = figures.tally(journal, verdict)
+    code, report = audit(journal)
+    kinds = set(report.get("exception_counts", {}))
+    ok = all([
+        figures.check(full.returncode == 2 and one_line, f"disk-full: exit {full.returncode}, said {said!r}"),
+        figures.check(named, f"disk-full: batches {unanswered} left sending but not named in {said!r}"),
+        figures.check(0 < verdict["delivered"] and grown.returncode in (0, 1), f"disk-full: resume exit "
+                      f"{grown.returncode}: {grown.stderr.strip()[-300:]}"),
+        figures.check(verdict["missing"] == 0, f"disk-full: {verdict['missing']} animals lost"),
+        figures.check(set(verdict["duplicate_ids"]) <= inside, "disk-full: a repeat outside the named batches"),
+        figures.check(kinds <= {"in_doubt"} and code == grown.returncode, f"disk-full: audit exit {code}, {kinds}"),
+    ])
+    figures.verdicts["disk-full named"] = ok
+
+
+# --------------------------------------------------------------------------- a second writer after `rm J.lock`
+
+
+def lock_deletion_case(work: Path, figures: Figures) -> None:
+    journal = work / "lock-deletion.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=3_000, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim:
+        with (work / "lock-deletion.log").open("w") as stderr:
+            first = subprocess.Popen(cli("run", "--base-url", sim.url, *common), stdout=subprocess.DEVNULL, stderr=stderr)
+        running = wait_until(lambda: posted(journal) >= 300, first)
+        journal.with_name(journal.name + ".lock").unlink(missing_ok=True)
+        second = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)
+        first.wait(timeout=TIMEOUT)
+        verdict = sim.verify()
+    figures.tally(journal, verdict)
+    code, report = audit(journal)
+    said = second.stderr.strip()
+    refused = second.returncode == 2 and said.count("\n") == 0 and f"journal {journal} is in use by another" in said
+    ok = all([
+        figures.check(running, f"lock-deletion: the first run ended (exit {first.returncode}) before the deletion"),
+        figures.check(refused, f"lock-deletion: the second writer got exit {second.returncode}: {said[-300:]}"),
+        figures.check(first.returncode == 0 and code == 0 and report.get("ok") is True,
+                      f"lock-deletion: first run exit {first.returncode}, audit exit {code}"),
+        figures.check(exactly_once(verdict), f"lock-deletion: not exactly once: {verdict['missing']} missing, "
+                      f"{len(verdict['duplicate_ids'])} duplicated"),
+    ])
+    figures.verdicts["lock-deletion refused"] = ok
+
+
 # Name -> case, run in this order by default; a new case is one function taking (work, figures) and one entry here.
 CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
+CASES |= {"disk-full": disk_full_case, "lock-deletion": lock_deletion_case}
 
 
 def main(names: list[str]) -> int:

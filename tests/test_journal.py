@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from animal_sync.journal import (
     Decision,
     IllegalTransition,
     Journal,
+    NoRoomForAnswer,
     RunState,
 )
 
@@ -553,6 +555,24 @@ def test_in_doubt_at_is_set_once_and_never_cleared(journal, run_id):
     assert animal_states(journal, run_id) == {1: "posted", 2: "posted"}
 
 
+def test_a_batch_is_not_marked_sending_when_the_journal_has_no_room_for_its_answer(journal, run_id, path):
+    """On a full disk the small `sending` commit may still fit where the answer will not: the room is measured."""
+    batch = batch_of(journal, run_id, 1, 2)
+    wal = path.with_name(path.name + "-wal").stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (wal + 8 * 1024, hard))  # room for a page or two, not an answer
+    try:
+        with pytest.raises(NoRoomForAnswer) as exc_info, journal.transaction(durable=True):
+            journal.mark_sending(batch)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert f"the answer to batch {batch.id} (2 animals) needs about" in one_line(exc_info)
+    assert isinstance(exc_info.value, JournalError) and exc_info.value.room <= 8 * 1024
+    assert journal.batch(batch.id).state is B.PENDING and journal.batch(batch.id).attempts == 0
+    journal.mark_sending(batch)  # room again
+    assert journal.batch(batch.id).state is B.SENDING
+
+
 def test_sending_to_in_doubt_converts_every_sending_batch_of_the_run(journal, run_id):
     pending = batch_of(journal, run_id, 1)
     first = sending(journal, run_id, 2)
@@ -780,45 +800,71 @@ def test_a_missing_run_or_batch_is_a_journal_error(journal):
 # --- the writer's lock --------------------------------------------------------------------
 
 
-def test_a_second_journal_cannot_lock_until_the_first_closes(journal, path):
-    journal.lock()
-    second = Journal.open(path)
+def test_a_second_writer_cannot_open_until_the_first_closes(path):
+    first = Journal.open(path, exclusive=True)
     try:
         with pytest.raises(JournalError) as exc_info:
-            second.lock()
+            Journal.open(path, exclusive=True)
         message = one_line(exc_info)
-        assert "in use" in message and f"pid {os.getpid()}" in message
-        journal.close()
-        second.lock()
-        assert path.with_name(path.name + ".lock").read_text() == str(os.getpid())
+        assert f"journal {path} is in use" in message and f"pid {os.getpid()}" in message
     finally:
-        second.close()
+        first.close()
+    with Journal.open(path, exclusive=True):
+        assert path.with_name(path.name + ".lock").read_text() == str(os.getpid())
+
+
+HOLD_THE_JOURNAL = """
+    import sys
+    from animal_sync.journal import Journal
+    journal = Journal.open(sys.argv[1], exclusive=True)
+    print("locked", flush=True)
+    sys.stdin.read()
+    """
 
 
 def test_a_lock_held_by_another_process_is_refused_until_it_dies(path):
-    proc = child(
-        """
-        import sys
-        from animal_sync.journal import Journal
-        journal = Journal.open(sys.argv[1])
-        journal.lock()
-        print("locked", flush=True)
-        sys.stdin.read()
-        """,
-        str(path),
-    )
+    proc = child(HOLD_THE_JOURNAL, str(path))
     wait_for(proc, "locked")
-    journal = Journal.open(path)
     try:
         with pytest.raises(JournalError) as exc_info:
-            journal.lock()
+            Journal.open(path, exclusive=True)
         assert f"in use by another animal-sync process (pid {proc.pid})" in one_line(exc_info)
         kill_9(proc)  # the kernel drops a dead process's flock: no stale lock to clean up
-        journal.lock()
+        Journal.open(path, exclusive=True).close()
     finally:
-        journal.close()
         if proc.poll() is None:
             kill_9(proc)
+
+
+def test_deleting_the_pid_file_does_not_let_a_second_writer_in(path):
+    """The lock is on the journal file itself; the `.lock` beside it only tells `status` the writer's pid."""
+    proc = child(HOLD_THE_JOURNAL, str(path))
+    wait_for(proc, "locked")
+    pid_file = path.with_name(path.name + ".lock")
+    try:
+        pid_file.unlink()
+        with pytest.raises(JournalError) as exc_info:
+            Journal.open(path, exclusive=True)
+        assert one_line(exc_info) == f"journal {path} is in use by another animal-sync process (pid unknown)"
+        assert not pid_file.exists()  # the refused process leaves no pid of its own behind
+    finally:
+        kill_9(proc)
+    with Journal.open(path, exclusive=True):
+        assert pid_file.read_text() == str(os.getpid())
+
+
+def test_a_state_changed_by_another_process_is_one_journal_error_not_a_bug_report(path):
+    """Two writers that bypass the lock (library use): the loser of a race gets a JournalError naming the journal."""
+    with Journal.open(path) as first, Journal.open(path) as second:
+        run_id = first.start_run({}, "http://api.test").id
+        batch = batch_of(first, run_id, 1, 2)
+        first.mark_sending(batch)
+        with pytest.raises(JournalError) as exc_info:
+            second.mark_sending(batch)  # raced: the batch is no longer pending
+    message = one_line(exc_info)
+    assert message.startswith(f"journal {path}: batch {batch.id} was not pending")
+    assert "the journal changed under this process" in message
+    assert isinstance(exc_info.value, IllegalTransition)  # still what it is to the state machine
 
 
 # --- counters and streaming ---------------------------------------------------------------

@@ -38,7 +38,7 @@ from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
 from animal_sync.report import audit, status
-from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Fault, Simulator
+from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -378,6 +378,33 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
     assert sim.verify()["delivered"] == 2_000 and audited(journal)["ok"]
 
 
+def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulator, tmp_path: Path, capsys, restore_signals) -> None:
+    """The `.lock` beside the journal only shows the writer's pid; the exclusion is a lock on the journal itself."""
+    sim = simulator(animals=600, strict=True, stall_min=3.0, stall_max=3.0)
+    journal = tmp_path / "j.db"
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+    sim.queue_chaos(Chaos.STALL, method="POST")  # the next batch is held 3 s: in flight, journaled `sending`
+    wait_for(lambda: sim.stalled_requests >= 1, "a stalled POST", process)
+    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "a sending batch", process)
+    stalled = query(journal, "SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
+    journal.with_name("j.db.lock").unlink()
+
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
+
+    assert code == 2
+    assert_one_line(err, f"journal {journal} is in use by another animal-sync process (pid unknown)")
+    held = query(journal, "SELECT id, state, in_doubt_at FROM batches WHERE id IN (%s)" % ",".join("?" * len(stalled)),
+                 tuple(batch_id for (batch_id,) in stalled))
+    assert sim.stalled_requests >= 1 and all(state == "sending" and doubt is None for _, state, doubt in held), held
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert_exactly_once(sim)
+    assert sim.verify()["delivered"] == 600 and audited(journal)["ok"]
+
+
 def _corrupt_table(journal: Path, table: str) -> None:
     """Overwrite the root pages of a table and its indexes with noise: the file still opens, its schema still reads."""
     pages = query(journal, "SELECT rootpage FROM sqlite_master WHERE tbl_name = ? AND rootpage > 0", (table,))
@@ -601,7 +628,9 @@ def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_on
     )
 
     assert full.returncode == 2
-    assert_one_line(full.stderr, f"animal-sync: journal {journal}: disk I/O error")
+    # A step's commit failed, or the journal saw it had no room for the next batch's answer and stopped sending.
+    assert_one_line(full.stderr, f"animal-sync: journal {journal}: ")
+    assert "disk I/O error" in full.stderr or "of room left to journal into" in full.stderr, full.stderr
     assert 0 < sim.verify()["delivered"] < 1_500  # it filled up mid-run
     assert query(journal, "PRAGMA integrity_check") == [("ok",)]
     code, out, _ = run_cli(capsys, "status", "--journal", str(journal), "--json")
@@ -634,6 +663,74 @@ def test_a_disk_full_before_the_journal_exists_gives_one_line_and_a_later_run_wo
     code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(journal), "--quiet")
     assert code == 0, err
     assert_exactly_once(sim)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (tmpfs), so a full disk is ENOSPC for every file on it, as in production."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Take all but `leave` bytes of the disk's free space with one file (removed later: the disk "grows")."""
+    ballast = disk / "ballast"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with ballast.open("wb") as handle:
+        handle.truncate(0)
+        os.posix_fallocate(handle.fileno(), 0, max(0, free - leave))
+    return ballast
+
+
+def handled_posts(sim: Simulator) -> int:
+    verdict = sim.verify()
+    return verdict["posts"] + verdict["posts_rejected"]
+
+
+def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resume_on_the_full_disk_sends_nothing(
+    simulator, tiny_disk: Path, capsys, restore_signals
+) -> None:
+    sim = simulator(animals=100, strict=True, stall_min=2.0, stall_max=2.0)  # one batch
+    journal = tiny_disk / "j.db"
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    # The disk fills while the API holds the POST: its answer (100 animals' rows) no longer fits; smaller commits do.
+    ballast = fill(tiny_disk, leave=28 * 1024)
+    process.wait(timeout=60)
+    *events, said = process.stderr.read().strip().splitlines()
+
+    assert process.returncode == 2 and sim.verify()["delivered"] == 100
+    [(batch_id,)] = query(journal, "SELECT id FROM batches WHERE state = 'sending'")
+    assert said.startswith(f"animal-sync: journal {journal}: ") and "Traceback" not in said, said
+    assert f"""batch {batch_id} (100 animals): the API said HTTP 200 '{{"message":"Helped 100 find home"}}'""" in said
+    [event] = [json.loads(line) for line in events if "batch_answer_not_journaled" in line]
+    assert event["level"] == "error" and (event["batch_id"], event["animals"], event["status"]) == (batch_id, 100, 200)
+
+    posts = handled_posts(sim)
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--log-format", "json", "--quiet")  # still full
+
+    assert code == 2
+    *warnings, said = err.strip().splitlines()  # the batch found in doubt and queued again, then:
+    assert_one_line(said + "\n", f"the answer to batch {batch_id} (100 animals) needs about")
+    assert "so it was not sent" in said and all(json.loads(line)["level"] == "warning" for line in warnings)
+    assert handled_posts(sim) == posts  # nothing re-sent into a journal that cannot take the answer
+
+    ballast.unlink()  # the disk grows
+    result = resume_run(journal, overrides={"retries": 2, "backoff": 0.01})  # the strict API refuses the repeat
+    assert result.state is RunState.FINISHED
+    verdict = sim.verify()
+    assert verdict["delivered"] == 100 and verdict["duplicates_delivered"] == 0
+    assert set(verdict["duplicate_ids"]) <= in_doubt_ids(journal)  # a repeat only inside the batch named above
+    assert set(audited(journal)["exception_counts"]) <= {"in_doubt"}
 
 
 # --------------------------------------------------------------------------- 6. bad command-line input

@@ -1,8 +1,9 @@
 """The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
 
-One process writes a journal at a time (an exclusive lock file beside it); readers such as `status` open
-it read-only and may do so while a run writes, thanks to WAL. All writes of one pipeline step share one
-transaction (`Journal.transaction()`), so the journal costs a commit per step, not one per animal.
+One process writes a journal at a time (an exclusive flock on the journal file itself, held while it is
+open); readers such as `status` open it read-only and may do so while a run writes, thanks to WAL. All writes
+of one pipeline step share one transaction (`Journal.transaction()`), so the journal costs a commit per step,
+not one per animal.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import inspect
 import json
 import os
+import resource
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,12 +38,19 @@ __all__ = [
     "Decision",
     "IllegalTransition",
     "Journal",
+    "JournalChanged",
+    "NoRoomForAnswer",
     "RunRow",
     "RunState",
     "SettlementRow",
+    "writer_pid_path",
 ]
 
 MIGRATION_SET = "animal_sync"
+# Room a batch's answer takes in the WAL: its animals' rows and index entries are rewritten (measured: about
+# 600 bytes an animal, 58 KB for 100), with a margin for what other steps commit while the POST is out.
+ANSWER_ROOM_BASE = 32 * 1024
+ANSWER_ROOM_PER_ANIMAL = 1024
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -106,6 +115,14 @@ class IllegalTransition(RuntimeError):
     """A state change the state machine forbids: a bug in the caller, never a data problem."""
 
 
+class JournalChanged(IllegalTransition, JournalError):
+    """A row was not in the state this process last wrote: something else changed the journal under it.
+
+    With the writer's lock that means a second process writing without it; it is reported as one line (a
+    JournalError), since no retry in this process can make its view of the journal true again.
+    """
+
+
 @dataclass(frozen=True)
 class RunRow:
     id: int
@@ -143,6 +160,17 @@ class SettlementRow:
     user: str
     settled_at: str
     attempts: int  # the batch's POSTs when it was settled
+
+
+class NoRoomForAnswer(JournalError):
+    """The journal's disk has too little room left to record the answer to a batch, so it must not be sent."""
+
+    def __init__(self, path: Path, batch_id: int, animals: int, room: int, needed: int) -> None:
+        self.path, self.batch_id, self.animals, self.room, self.needed = path, batch_id, animals, room, needed
+        super().__init__(
+            f"journal {path}: only {room // 1024} KiB of room left to journal into; the answer to batch {batch_id}"
+            f" ({animals} animals) needs about {needed // 1024} KiB, so it was not sent: make room, then resume"
+        )
 
 
 def now() -> str:
@@ -279,6 +307,58 @@ def _read_only_uri(path: Path) -> str:
     return uri
 
 
+def writer_pid_path(journal_path: Path) -> Path:
+    """The side file where the writer leaves its pid for `status` to show: information only, never the lock."""
+    return journal_path.with_name(journal_path.name + ".lock")
+
+
+def _recorded_writer(journal_path: Path) -> str:
+    try:
+        return writer_pid_path(journal_path).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _lock_journal(path: Path) -> int:
+    """Flock the journal file itself and return the descriptor that holds the lock, for the writer's lifetime.
+
+    The lock lives on the journal's own inode, so no file a person can delete lets a second writer in, and
+    the kernel drops it when the process dies (no stale lock). It is taken before SQLite opens the file: SQLite
+    keeps POSIX (fcntl) locks on it, and closing *any* descriptor of the file drops those, so this descriptor
+    is opened before the connection and closed only after it (`Journal.close`). flock and POSIX locks are
+    separate on Linux, so SQLite and this lock never meet. A refused attempt closes its descriptor at once,
+    which is harmless as long as a process holds at most one writer's connection to a journal, as the CLI does.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise JournalError(f"cannot lock journal {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"journal {path} is in use by another animal-sync process (pid {_recorded_writer(path)})"
+        ) from None
+    except OSError as exc:  # no locks on this file system
+        os.close(fd)
+        raise JournalError(f"cannot lock journal {path}: {exc.strerror}") from None
+    pid_path = writer_pid_path(path)
+    try:
+        pid_path.write_text(str(os.getpid()))
+    except OSError as exc:  # e.g. a pid file another user left, in a directory shared by group
+        os.close(fd)
+        raise JournalError(f"cannot lock journal {path}: {pid_path}: {exc.strerror}") from None
+    return fd
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
@@ -292,11 +372,11 @@ def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
 class Journal:
     """One journal file. Open with `Journal.open(path)` for writing or `Journal.open(path, readonly=True)`."""
 
-    def __init__(self, db: Database, path: Path, readonly: bool) -> None:
+    def __init__(self, db: Database, path: Path, readonly: bool, lock_fd: int | None = None) -> None:
         self.db = db
         self.path = path
         self.readonly = readonly
-        self._lock_file: Any = None
+        self._lock_fd = lock_fd  # the writer's flock on the journal file; closed after the connection
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -307,6 +387,7 @@ class Journal:
         `exclusive` takes the writer's lock first, so no process migrates a journal another one is using.
         """
         path = Path(path)
+        lock_fd = None
         if readonly:
             if not path.is_file():
                 raise JournalError(f"no journal at {path}")
@@ -322,11 +403,16 @@ class Journal:
                 raise JournalError(f"journal {path} is read-only")
             if not path.exists() and not os.access(path.parent, os.W_OK):
                 raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
-            conn = sqlite3.connect(path)
-        journal = cls(Database(conn), path, readonly)
+            if exclusive:
+                lock_fd = _lock_journal(path)  # before SQLite opens the file: see _lock_journal
+            try:
+                conn = sqlite3.connect(path)
+            except sqlite3.Error as exc:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise JournalError(f"journal {path}: {exc}") from None
+        journal = cls(Database(conn), path, readonly, lock_fd)
         try:
-            if exclusive and not readonly:
-                journal.lock()
             journal._check_and_migrate()
         except sqlite3.OperationalError as exc:  # a journal that cannot be used now (disk full, I/O error, locked)
             journal.close()
@@ -363,29 +449,6 @@ class Journal:
         self.db.execute("PRAGMA busy_timeout=5000")
         registry.apply(self.db)
 
-    def lock(self) -> None:
-        """Take the journal for this process alone; a second writer is refused with one line, not left to race."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            handle = open(lock_path, "a+")
-        except OSError as exc:  # e.g. a lock file another user left, in a directory shared by group
-            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise JournalError(f"journal {self.path} is in use by another animal-sync process (pid {holder})") from None
-        except OSError as exc:  # no locks on this file system, or no room for the pid: one line, not a traceback
-            handle.close()
-            raise JournalError(f"cannot lock journal {self.path}: {lock_path}: {exc.strerror}") from None
-        self._lock_file = handle
-
     def __enter__(self) -> Journal:
         return self
 
@@ -394,9 +457,9 @@ class Journal:
 
     def close(self) -> None:
         self.db.conn.close()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_fd is not None:  # only now: closing it earlier would drop SQLite's own locks on the file
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -554,7 +617,10 @@ class Journal:
             )
             moved += cursor.rowcount
         if moved != len(ids):
-            raise IllegalTransition(f"{len(ids) - moved} of {len(ids)} animals were not {source} (-> {target})")
+            raise JournalChanged(
+                f"journal {self.path}: {len(ids) - moved} of {len(ids)} animals were not {source} (-> {target});"
+                " the journal changed under this process (a second writer?)"
+            )
 
     @_atomic
     def record_fetched(self, run_id: int, animal_id: int, raw: str | bytes, transformed: str, attempts: int) -> None:
@@ -654,11 +720,47 @@ class Journal:
             [target, *columns.values(), batch_id, source],
         )
         if cursor.rowcount != 1:
-            raise IllegalTransition(f"batch {batch_id} was not {source} (-> {target})")
+            raise JournalChanged(
+                f"journal {self.path}: batch {batch_id} was not {source} (-> {target});"
+                " the journal changed under this process (a second writer?)"
+            )
+
+    def room(self) -> int:
+        """Bytes the journal can still grow by: free space on its file system, or less under a file size limit."""
+        try:
+            disk = os.statvfs(self.path.parent)
+            grown = max(self.path.stat().st_size, _size(self.path.with_name(self.path.name + "-wal")))
+        except OSError as exc:
+            raise JournalError(f"journal {self.path}: {exc.strerror}") from None
+        room = disk.f_bavail * disk.f_frsize
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY:
+            room = min(room, max(0, limit - grown))
+        return room
+
+    def check_room_for_answer(self, batch: BatchRow) -> None:
+        """Refuse to send a batch whose answer the journal may have no room to record: it would come back in doubt.
+
+        A successful commit proves nothing here: on a full disk a small commit (the `sending` mark, a resume's
+        first writes) still fits in the WAL space a failed larger commit left allocated, while the answer, which
+        rewrites every animal of the batch, does not. So the room is measured. It is a check, not a reservation:
+        a disk someone else fills while the POST is out still fails the answer's commit, which then names it.
+        """
+        in_flight = len(self.batches(batch.run_id, B.SENDING)) + 1
+        animals = in_flight * len(batch.ids)  # batches in flight are about this size; all their answers need room
+        needed = in_flight * ANSWER_ROOM_BASE + animals * ANSWER_ROOM_PER_ANIMAL
+        room = self.room()
+        if room < needed:
+            raise NoRoomForAnswer(self.path, batch.id, len(batch.ids), room, needed)
 
     @_atomic
     def mark_sending(self, batch: BatchRow) -> None:
-        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send."""
+        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send.
+
+        Only when the journal has room to record the answer: a POST whose answer cannot be journaled is a
+        delivery the next resume cannot know of.
+        """
+        self.check_room_for_answer(batch)
         self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
         self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
 

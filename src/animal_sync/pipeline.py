@@ -26,7 +26,7 @@ from .api import (
 )
 from .config import Settings
 from .errors import JournalError
-from .journal import AnimalState, BatchRow, BatchState, Journal, RunRow, RunState
+from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, RunState
 from .settle import unsettled_resends
 from .transform import InvalidRecord, canonical_json, check_matches, transform
 
@@ -144,6 +144,7 @@ class Sync:
         self.recheck_due = False
         self.last_check = float("-inf")
         self.next_periodic_check = time.monotonic() + RECHECK_EVERY
+        self.no_room: NoRoomForAnswer | None = None  # sending stopped: the journal could not record more answers
         self.gets: dict[Future[Any], tuple[str, int]] = {}
         self.posts: dict[Future[PostResult], BatchRow] = {}
 
@@ -201,7 +202,11 @@ class Sync:
     def _halted(self) -> bool:
         """Whether this attempt must stop asking the API for more (its in-flight POSTs are still finished)."""
         return (
-            self.stop.is_set() or self.unreachable is not None or self.changed is not None or self.check_failed is not None
+            self.stop.is_set()
+            or self.unreachable is not None
+            or self.changed is not None
+            or self.check_failed is not None
+            or self.no_room is not None
         )
 
     def _schedule_check(self, pool: ThreadPoolExecutor) -> None:
@@ -416,6 +421,20 @@ class Sync:
             self.counters[f"batch_failed_http_{result.status}"] += 1
             blog.error("batch_failed", status=result.status, body=result.body)
 
+    def _answers_not_journaled(self, results: list[tuple[BatchRow, PostResult]], exc: JournalError) -> JournalError:
+        """The API answered but the journal cannot say so: name each batch and its answer, so a person can settle
+        it; left `sending`, the batch is in doubt at the next resume."""
+        said = []
+        for batch, result in results:
+            answer = f"HTTP {result.status} {(result.body or '')[:80]!r}" if result.status else f"no answer ({result.error})"
+            said.append(f"batch {batch.id} ({len(batch.ids)} animals): the API said {answer}")
+            self.log.error(
+                "batch_answer_not_journaled", batch_id=batch.id, animals=len(batch.ids), status=result.status,
+                body=(result.body or "")[:300], error=str(exc),
+            )
+        left = "it stays" if len(said) == 1 else "they stay"
+        return JournalError(f"{exc}; could not journal the answer to {'; '.join(said)}; {left} in doubt for the next resume")
+
     def _split(self, batch: BatchRow, result: PostResult) -> None:
         """A batch refused for a malformed record: re-send it in halves, so only the bad record(s) end up failed."""
         self.journal.mark_refused_for_split(batch, result.status, result.body, result.error or "refused")
@@ -441,6 +460,11 @@ class Sync:
         post_pool = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="post")
         try:
             self._loop(get_pool, post_pool)
+        except JournalError as exc:
+            post_pool.shutdown(wait=True)  # the POSTs out still get answers the journal cannot take: name them
+            if self.posts:
+                raise self._answers_not_journaled([(batch, f.result()) for f, batch in self.posts.items()], exc) from None
+            raise
         finally:
             # GETs are safe to drop: cut those in flight, cancel the queued ones, and do not wait for their threads.
             self.api.abandon_gets()
@@ -457,9 +481,13 @@ class Sync:
                 self.gets.clear()
             answered = [future for future in self.posts if future.done()]
             if answered:  # their own commit: nothing else in the step can delay it or take it down with it
-                with self.journal.transaction():
-                    for future in answered:
-                        self._take_post(self.posts.pop(future), future.result())
+                results = [(self.posts.pop(future), future.result()) for future in answered]
+                try:
+                    with self.journal.transaction():
+                        for batch, result in results:
+                            self._take_post(batch, result)
+                except JournalError as exc:
+                    raise self._answers_not_journaled(results, exc) from None
             with self.journal.transaction():
                 self._collect_gets()
                 stopping = stopping or self._halted()
@@ -472,14 +500,19 @@ class Sync:
                 self.counters.clear()
             due = []
             if not stopping and self.verified and self.to_post and len(self.posts) < self.settings.post_workers:
-                with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
-                    due = self._due_posts()
+                try:
+                    with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
+                        due = self._due_posts()
+                except NoRoomForAnswer as exc:  # send nothing more; the answers in flight still have room
+                    self.no_room = exc
             for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
                 records = self.journal.batch_records(batch)
                 self.posts[post_pool.submit(self.api.post_batch, records)] = batch
             if self.on_progress:
                 self.on_progress(self.progress)
-            if stopping and not self.posts:
+            if (stopping or self.no_room is not None) and not self.posts:
+                if self.no_room is not None:
+                    raise self.no_room  # no room to end the run in the journal either: one line, exit 2
                 return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
             if not stopping and fetching_done and not self.posts and not self.to_post and not self.recheck_due:
                 return

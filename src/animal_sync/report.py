@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .journal import AnimalState, BatchState, Decision, Journal, RunRow, RunState
+from .journal import AnimalState, BatchState, Decision, Journal, RunRow, RunState, writer_pid_path
 from .settle import standing, unsettled_resends
 from .transform import InvalidRecord, canonical_json, transform
 
@@ -58,13 +58,12 @@ def select_run(journal: Journal, run_id: int | None) -> RunRow:
 def writer_process(journal_path: Path) -> dict[str, Any]:
     """Which process holds the journal for writing, and whether it is alive on this machine.
 
-    Reads the pid a writer leaves in the journal's lock file (see `Journal.lock`); the file is never locked
+    Reads the pid a writer leaves beside the journal (`writer_pid_path`); the file is never locked
     or created here, so a watcher cannot get in a writer's way. A pid from another host or container
     cannot be checked and counts as alive: "gone" is only said when it is certain.
     """
-    lock = journal_path.with_name(journal_path.name + ".lock")
     try:
-        text = lock.read_text().strip()
+        text = writer_pid_path(journal_path).read_text().strip()
     except OSError:
         return {"pid": None, "alive": False}  # no writer ever locked this journal
     if not text.isdigit():
