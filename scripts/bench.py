@@ -179,7 +179,7 @@ def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None
 
 def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -> Measurement:
     """Start a fresh strict simulator, run the case's client against it once, verify, stop."""
-    from animal_sync.demo import SimulatorProcess  # here, not at the top: the floor client's start-up stays lean
+    from animal_sync.simulator import SimulatorProcess  # here, not at the top: the floor client's start-up stays lean
 
     sim_args = ["--strict", "--seed", str(seed), "--chaos", str(case.chaos), *options.stall_args]
     if case.animals is not None:

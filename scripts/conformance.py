@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from torture import QUIET, TIMEOUT, cli, kill, phase_at_kill, posted, query, scalar, wait_until
 
-from animal_sync.demo import SimulatorProcess
+from animal_sync.simulator import SimulatorProcess
 from animal_sync.errors import SimulatorError
 
 PAGE_SIZE = 10  # the API's listing: 10 animals a page, so total_pages says how many animals to expect

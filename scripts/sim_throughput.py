@@ -18,7 +18,7 @@ import time
 
 import requests
 
-from animal_sync.demo import SimulatorProcess
+from animal_sync.simulator import SimulatorProcess
 
 __all__ = ["main"]
 

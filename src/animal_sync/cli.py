@@ -330,6 +330,7 @@ def simulate(
         Optional[list[str]],
         typer.Option(help="Hostile data for one animal, ID=KIND (repeatable), e.g. 7=bad_born_at; kinds: see the docs."),
     ] = None,
+    url_fd: Annotated[Optional[int], typer.Option(hidden=True, help="Write the URL once listening to this inherited pipe (for SimulatorProcess).")] = None,
 ) -> None:
     """Serve the bundled Animals API simulator until Ctrl-C.
 
@@ -355,7 +356,7 @@ def simulate(
     serve(SimulatorConfig(
         host=host, port=port, animals=animals, seed=seed, chaos=chaos,
         stall_min=stall_min, stall_max=stall_max, strict=strict, faults=faults,
-    ))
+    ), url_fd=url_fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,72 +5,19 @@ The simulator runs in its own process, as the real API would, so the demo shows 
 
 from __future__ import annotations
 
-import json
-import select
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import SimulatorError
 from .journal import Journal
 from .pipeline import start_run
 from .report import audit, render_audit
-from .simulator import check_animal_count, exactly_once
+from .simulator import SimulatorProcess, check_animal_count, exactly_once
 
-__all__ = ["SimulatorProcess", "run_demo"]
-
-_BANNER = "Animals API simulator on "
-
-
-class SimulatorProcess:
-    """`animal-sync simulate` in a child process on a free loopback port; a context manager.
-
-    The child binds port 0 and names the port it got in its first line, so no other process can take the
-    port between choosing and binding it.
-    """
-
-    def __init__(self, *args: str) -> None:
-        self.args = ["--port", "0", *args]
-        self.url = ""
-        self.process: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> SimulatorProcess:
-        command = [sys.executable, "-m", "animal_sync", "simulate", *self.args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        # "Animals API simulator on http://127.0.0.1:PORT: N animals, ...", printed once it listens
-        ready, _, _ = select.select([self.process.stdout], [], [], 15)
-        line = self.process.stdout.readline() if ready else ""
-        if line.startswith(_BANNER):
-            self.url = line.removeprefix(_BANNER).split(": ", 1)[0]
-            return self
-        self.__exit__()
-        if ready:
-            raise SimulatorError(f"the simulator exited at start with code {self.process.returncode}")
-        raise SimulatorError("the simulator did not answer within 15 s")
-
-    def verify(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/_verify", timeout=10) as answer:
-            return json.load(answer)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+__all__ = ["run_demo"]
 
 
 def run_demo(
