@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from animal_sync.simulator import (
     Chaos,
     Simulator,
     SimulatorConfig,
+    SimulatorProcess,
     default_total_animals,
     exactly_once,
     expected_home_record,
@@ -583,6 +586,38 @@ def test_serve_prints_one_line_and_stops_cleanly_on_ctrl_c():
     finally:
         child.kill()
     assert child.returncode == 0 and err == ""
+
+
+def test_serve_writes_its_url_to_the_parents_pipe_not_only_to_the_banner():
+    read_fd, write_fd = os.pipe()
+    code = f"from animal_sync.simulator import SimulatorConfig, serve; serve(SimulatorConfig(port=0, animals=10, chaos=0), url_fd={write_fd})"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, pass_fds=(write_fd,))
+    os.close(write_fd)
+    try:
+        with open(read_fd, encoding="ascii") as pipe:
+            assert select.select([pipe], [], [], 15)[0], "the child wrote no URL to its pipe"
+            url = pipe.read()  # the child closes the pipe once written: EOF, with no banner in sight
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+\n", url), url
+        assert requests.get(url.strip() + "/", timeout=5).json() == "Hello!"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_simulator_process_serves_on_a_free_port_and_stops_on_exit():
+    with SimulatorProcess("--chaos", "0", "--animals", "20", "--strict") as simulator:
+        assert requests.get(simulator.url + "/animals/v1/animals?page=2", timeout=5).json()["items"][0]["id"] == 10
+        verdict = simulator.verify()
+        assert verdict["animals"] == 20 and verdict["strict"] is True
+    assert simulator.process is not None and simulator.process.poll() is not None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(simulator.url + "/", timeout=2)
+
+
+def test_a_simulator_process_that_cannot_start_says_why_in_one_line():
+    with pytest.raises(SimulatorError, match=r"^the simulator exited at start with code 2$"):
+        with SimulatorProcess("--animals", "33"):
+            pass
 
 
 def test_bad_config_is_refused_in_one_line():
