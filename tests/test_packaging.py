@@ -1,4 +1,4 @@
-"""The installed wheel, not only the checkout, carries the journal's schema history and applies it."""
+"""The installed wheel, not only the checkout, carries the journal's schema history and applies it, and the simulator package."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def test_the_wheel_ships_the_migrations_and_an_installed_copy_applies_them(tmp_p
     [wheel] = tmp_path.glob("animal_sync-*.whl")
     shipped = sorted(name for name in zipfile.ZipFile(wheel).namelist() if "/migrations/" in name)
     assert shipped == [f"animal_sync/migrations/{path.name}" for path in sorted((ROOT / "migrations").glob("*.py"))]
+    simulator = sorted(name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("animal_sync/simulator/"))
+    assert simulator == [f"animal_sync/simulator/{path.name}" for path in sorted((ROOT / "src/animal_sync/simulator").glob("*.py"))]
 
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
@@ -26,7 +28,8 @@ def test_the_wheel_ships_the_migrations_and_an_installed_copy_applies_them(tmp_p
         "import animal_sync.journal as j;"
         "assert j.__file__.startswith(sys.argv[1]), j.__file__;"
         "assert str(j._migrations_dir()).startswith(sys.argv[1]), j._migrations_dir();"
-        "journal = j.Journal.open(sys.argv[2]); print(sorted(journal.db.table_names())); journal.close()"
+        "journal = j.Journal.open(sys.argv[2]); print(sorted(journal.db.table_names())); journal.close();"
+        "from animal_sync.simulator import Simulator; assert Simulator.__module__ == 'animal_sync.simulator.server'"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe, str(installed), str(tmp_path / "j.db")],
