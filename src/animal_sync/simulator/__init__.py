@@ -25,27 +25,54 @@ Its modules: `data` (animals and faults), `ledger` (deliveries and their judge),
 
 from __future__ import annotations
 
-from .app import HUGE_BODY_BYTES, Chaos, SimulatorConfig
+from .app import (
+    FAILURE_STATUSES,
+    HUGE_BODY_BYTES,
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    WRONG_ID_OFFSET,
+    Chaos,
+    SimulatorConfig,
+)
 from .data import (
     ANIMAL_NAMES,
     BORN_MAX_MS,
     BORN_MIN_MS,
+    LONG_NAME_CHARS,
+    PAGE_SIZE,
     UNICODE_NAME,
     Fault,
     check_animal_count,
     default_total_animals,
     generate_animal,
 )
-from .ledger import exactly_once, expected_home_record
-from .process import SimulatorProcess, serve
-from .server import Simulator
+from .ledger import (
+    DUPLICATE_IDS_CAP,
+    MISMATCH_EXAMPLES_CAP,
+    MISSING_IDS_CAP,
+    exactly_once,
+    expected_home_record,
+)
+from .process import START_SECONDS, SimulatorProcess, serve
+from .server import LINGER_SECONDS, Simulator
 
 __all__ = [
     "ANIMAL_NAMES",
     "BORN_MAX_MS",
     "BORN_MIN_MS",
+    "DUPLICATE_IDS_CAP",
+    "FAILURE_STATUSES",
     "HUGE_BODY_BYTES",
+    "LINGER_SECONDS",
+    "LONG_NAME_CHARS",
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "MISMATCH_EXAMPLES_CAP",
+    "MISSING_IDS_CAP",
+    "PAGE_SIZE",
+    "START_SECONDS",
     "UNICODE_NAME",
+    "WRONG_ID_OFFSET",
     "Chaos",
     "Fault",
     "Simulator",
@@ -53,8 +80,8 @@ __all__ = [
     "SimulatorProcess",
     "check_animal_count",
     "default_total_animals",
-    "expected_home_record",
     "exactly_once",
+    "expected_home_record",
     "generate_animal",
     "serve",
 ]

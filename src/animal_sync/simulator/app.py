@@ -16,7 +16,15 @@ from urllib.parse import parse_qsl
 from .data import PAGE_SIZE, Fault, _faulted_name, _list_item, _parse_faults, default_total_animals, generate_animal
 from .ledger import _item_problem, _Ledger, expected_home_record
 
-__all__ = ["HUGE_BODY_BYTES", "MAX_BATCH", "Chaos", "SimulatorConfig"]
+__all__ = [
+    "FAILURE_STATUSES",
+    "HUGE_BODY_BYTES",
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "WRONG_ID_OFFSET",
+    "Chaos",
+    "SimulatorConfig",
+]
 
 MAX_BATCH = 100
 FAILURE_STATUSES = (500, 502, 503, 504)

@@ -14,6 +14,7 @@ __all__ = [
     "ANIMAL_NAMES",
     "BORN_MAX_MS",
     "BORN_MIN_MS",
+    "LONG_NAME_CHARS",
     "PAGE_SIZE",
     "UNICODE_NAME",
     "Fault",

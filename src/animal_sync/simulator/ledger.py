@@ -9,7 +9,13 @@ from typing import Any
 
 from .data import Fault, _base_animal, _faulted_name
 
-__all__ = ["exactly_once", "expected_home_record"]
+__all__ = [
+    "DUPLICATE_IDS_CAP",
+    "MISMATCH_EXAMPLES_CAP",
+    "MISSING_IDS_CAP",
+    "exactly_once",
+    "expected_home_record",
+]
 
 DUPLICATE_IDS_CAP = 10_000
 MISMATCH_EXAMPLES_CAP = 20

@@ -15,7 +15,7 @@ from ..errors import SimulatorError
 from .app import SimulatorConfig
 from .server import Simulator
 
-__all__ = ["SimulatorProcess", "serve"]
+__all__ = ["START_SECONDS", "SimulatorProcess", "serve"]
 
 START_SECONDS = 15  # how long a parent waits for its child to listen
 

@@ -25,7 +25,7 @@ from .app import (
 )
 from .data import check_animal_count
 
-__all__ = ["Simulator"]
+__all__ = ["LINGER_SECONDS", "Simulator"]
 
 LINGER_SECONDS = 1.0  # how long a connection closed on an unread body keeps dropping what the client sends
 
