@@ -20,7 +20,8 @@ from .config import Settings
 from .errors import SimulatorError
 from .journal import Journal
 from .pipeline import start_run
-from .report import audit, render_audit
+from .audit import audit
+from .render import render_audit
 from .simulator import check_animal_count, exactly_once
 
 __all__ = ["SimulatorProcess", "run_demo"]
@@ -107,4 +108,4 @@ def run_demo(
         f"{verdict['content_mismatches']} records with wrong content"
     )
     echo(f"journal: {journal} (try `animal-sync status --journal {journal}`)")
-    return 0 if report["ok"] and clean else 1
+    return 0 if report.ok and clean else 1
