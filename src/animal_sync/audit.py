@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .journal import AnimalState, BatchState, Journal, RunState
-from .queries import delivered_records, duplicate_deliverable_ids, orphans, undelivered_animals
+from .queries import delivered_records, duplicate_deliverable_ids, orphans, select_run, undelivered_animals
 from .settle import unsettled_resends
-from .status import SettledBatch, WriterProcess, plain, select_run, settled, writer_process
+from .status import SettledBatch, WriterProcess, plain, settled, writer_process
 from .transform import InvalidRecord, canonical_json, transform
 
 __all__ = ["EXAMPLES", "Audit", "audit"]

@@ -26,8 +26,7 @@ from typing import IO, Any
 
 from .errors import OutputError
 from .journal import AnimalState, Journal
-from .queries import iter_animals
-from .status import select_run
+from .queries import iter_animals, select_run
 
 __all__ = ["CSV_FIELDS", "ExportFormat", "Payload", "export", "export_rows", "export_to_path", "write_csv", "write_jsonl"]
 

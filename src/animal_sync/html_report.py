@@ -20,8 +20,8 @@ from . import __version__
 from .errors import OutputError
 from .audit import Audit, audit
 from .journal import AnimalState, Journal
-from .queries import last_posted_at, posted_batch_sizes
-from .status import SettledBatch, Status, plain, select_run, status
+from .queries import last_posted_at, posted_batch_sizes, select_run
+from .status import SettledBatch, Status, plain, status
 
 __all__ = ["ReportData", "Throughput", "render_html", "report_data", "svg_columns", "svg_hbars", "throughput", "write_html_report"]
 

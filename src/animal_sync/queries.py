@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .journal import AnimalState, BatchState, Journal, _read
+from .errors import JournalError
+from .journal import AnimalState, BatchState, Journal, RunRow, _read
 
 __all__ = [
     "AnimalRecord",
@@ -23,6 +24,7 @@ __all__ = [
     "last_posted_at",
     "orphans",
     "posted_batch_sizes",
+    "select_run",
     "undelivered_animals",
 ]
 
@@ -51,6 +53,16 @@ class Orphan:
     id: int
     batch_id: int | None
     batch_state: BatchState | None
+
+
+def select_run(journal: Journal, run_id: int | None) -> RunRow:
+    """The run asked for, or the journal's last one; a one-line JournalError when there is none."""
+    if run_id is not None:
+        return journal.run(run_id)
+    run = journal.last_run()
+    if run is None:
+        raise JournalError(f"journal {journal.path} holds no run yet")
+    return run
 
 
 def _marks(values: Sequence[object]) -> str:

@@ -13,11 +13,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import JournalError
-from .journal import AnimalState, BatchState, Decision, Journal, RunRow, RunState, writer_pid_path
+from .journal import AnimalState, BatchState, Decision, Journal, RunState, writer_pid_path
+from .queries import select_run
 from .settle import standing
 
-__all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "select_run", "settled", "status", "writer_process"]
+__all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "settled", "status", "writer_process"]
 
 
 def plain(value: Any) -> Any:
@@ -105,16 +105,6 @@ class Status:
 def _seconds_between(start: str, end: str | None) -> float:
     finish = datetime.fromisoformat(end) if end else datetime.now(datetime.fromisoformat(start).tzinfo)
     return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
-
-
-def select_run(journal: Journal, run_id: int | None) -> RunRow:
-    """The run asked for, or the journal's last one; a one-line JournalError when there is none."""
-    if run_id is not None:
-        return journal.run(run_id)
-    run = journal.last_run()
-    if run is None:
-        raise JournalError(f"journal {journal.path} holds no run yet")
-    return run
 
 
 def writer_process(journal_path: Path) -> WriterProcess:
