@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,14 +165,16 @@ def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None
     """The run's own elapsed seconds, its total retries, and its tail: seconds from the last batch built
     (fetching done) to the run's end, spent waiting on POSTs only (a stalled POST at the end shows here)."""
     from animal_sync.journal import Journal
+    from animal_sync.queries import last_batch_built_at
 
-    with closing(Journal.open(journal, readonly=True)) as opened:
-        db = opened.db.conn
-        row = db.execute("SELECT outcome, finished_at FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        retries = db.execute("SELECT coalesce(sum(value), 0) FROM counters WHERE name LIKE 'retry_%'").fetchone()[0]
-        last_built = db.execute("SELECT max(created_at) FROM batches").fetchone()[0]
-    outcome = json.loads(row[0]) if row and row[0] else {}
-    tail = _stamp(row[1]) - _stamp(last_built) if row and row[1] and last_built else None
+    with Journal.open(journal, readonly=True) as opened:
+        run = opened.last_run()
+        if run is None:
+            return None, 0, None
+        retries = sum(n for name, n in opened.counters(run.id).items() if name.startswith("retry_"))
+        last_built = last_batch_built_at(opened, run.id)
+    outcome = run.outcome or {}
+    tail = _stamp(run.finished_at) - _stamp(last_built) if run.finished_at and last_built else None
     return outcome.get("elapsed_seconds"), retries, tail
 
 

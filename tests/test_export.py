@@ -18,6 +18,7 @@ from animal_sync.config import Settings
 from animal_sync.export import CSV_FIELDS, ExportFormat, Payload, export, export_to_path
 from animal_sync.journal import AnimalState, Journal
 from animal_sync.pipeline import start_run
+from animal_sync.queries import iter_animals
 from animal_sync.simulator import Simulator, SimulatorConfig
 
 
@@ -72,7 +73,7 @@ def test_csv_columns_and_friends_as_a_json_array(synced: Path) -> None:
     assert tuple(rows[0]) == CSV_FIELDS and len(rows) == 60
     by_id = {int(row["id"]): row for row in rows}
     with closing(Journal.open(synced, readonly=True)) as journal:
-        posted = {r["id"]: json.loads(r["transformed"]) for r in journal.iter_animals(1, ("id", "transformed"), "AND state = 'posted'")}
+        posted = {r.id: json.loads(r.transformed) for r in iter_animals(journal, 1, [AnimalState.POSTED])}
     for animal_id, record in posted.items():
         row = by_id[animal_id]
         assert row["name"] == record["name"] and json.loads(row["friends"]) == record["friends"]

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path)
     words = page.words
     assert page.count("svg") >= 3 and page.count("title") >= 3  # state chart, throughput chart, retry/error charts
     assert "animal-sync run 1: finished" in words and "NOT OK" in words
-    assert f"{data['audit']['posted']:,} / 300" in words
+    assert f"{data.audit.posted:,} / 300" in words
     for heading in ("Summary", "Animals per state", "Throughput over time", "Retries and errors", "Exceptions from the audit"):
         assert heading in words
     for state in ("posted", "quarantined", "batched"):
@@ -106,8 +107,9 @@ def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path)
 def test_hostile_text_is_escaped(journal: Path) -> None:
     with closing(Journal.open(journal, readonly=True)) as opened:
         data = report_data(opened)
-    data["audit"]["exceptions"]["quarantined"][0]["reason"] = '<script>alert("x")</script>'
-    data["status"]["base_url"] = "http://x/<marquee>"
+    hostile = {**data.audit.exceptions["quarantined"][0], "reason": '<script>alert("x")</script>'}
+    audited = replace(data.audit, exceptions={**data.audit.exceptions, "quarantined": (hostile,)})
+    data = replace(data, audit=audited, status=replace(data.status, base_url="http://x/<marquee>"))
     page = Page(render_html(data))
     assert page.count("script") == 0 and page.count("marquee") == 0
     assert '<script>alert("x")</script>' in page.words
@@ -117,8 +119,8 @@ def test_throughput_buckets_add_up_to_the_posted_animals(journal: Path) -> None:
     with closing(Journal.open(journal, readonly=True)) as opened:
         series = throughput(opened)
         posted = opened.count_animals(1)["posted"]
-    assert sum(series["posted"]) == posted and series["bucket_seconds"] == 1
-    assert len(series["posted"]) <= 61
+    assert sum(series.posted) == posted and series.bucket_seconds == 1
+    assert len(series.posted) <= 61
 
 
 def test_an_empty_series_draws_a_labelled_empty_chart() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from animal_sync.errors import JournalError
+from animal_sync.queries import iter_animals
 from animal_sync.journal import (
     ANIMAL_TRANSITIONS,
     BATCH_TRANSITIONS,
@@ -201,14 +202,14 @@ def test_happy_path_from_listing_to_posted(journal, run_id):
 
     with journal.transaction():
         fetch(journal, run_id, 1, 2, 3, 4)
-    assert journal.fetched_records(run_id) == [(i, json.dumps({"id": i})) for i in (1, 2, 3, 4)]
+    assert [(r.id, r.transformed) for r in iter_animals(journal, run_id, [A.FETCHED])] == [(i, json.dumps({"id": i})) for i in (1, 2, 3, 4)]
 
     with journal.transaction():
         batch_id = journal.create_batch(run_id, [3, 1])
     batch = journal.batch(batch_id)
     assert (batch.state, batch.ids, batch.attempts) == (B.PENDING, [3, 1], 0)
     assert journal.batch_records(batch) == [{"id": 3}, {"id": 1}]
-    assert [i for i, _ in journal.fetched_records(run_id)] == [2, 4]
+    assert journal.animal_ids(run_id, A.FETCHED) == [2, 4]
     bound = dict(journal.db.execute("SELECT id, batch_id FROM animals WHERE state = 'batched'").fetchall())
     assert bound == {1: batch_id, 3: batch_id}
 
@@ -504,7 +505,7 @@ def test_mark_refused_for_split_frees_the_animals_to_be_batched_again(journal, r
     refused = journal.batch(batch.id)
     assert (refused.state, refused.response_status, refused.response_body) == (B.FAILED, 422, '{"error": "id 2"}')
     assert refused.last_error.startswith("HTTP 422") and "split" in refused.last_error
-    assert [animal_id for animal_id, _ in journal.fetched_records(run_id)] == [1, 2, 3]
+    assert journal.animal_ids(run_id, A.FETCHED) == [1, 2, 3]
     assert journal.db.execute("SELECT count(*) FROM animals WHERE batch_id IS NOT NULL").fetchone()[0] == 0
     with journal.transaction():
         halves = [journal.create_batch(run_id, [1]), journal.create_batch(run_id, [2, 3])]
@@ -914,19 +915,19 @@ def many(journal, run_id):
 
 
 def test_iter_animals_streams_every_row_in_id_order(journal, many):
-    rows = journal.iter_animals(many)
+    rows = iter_animals(journal, many)
     assert isinstance(rows, Iterator)
-    ids = [row["id"] for row in rows]
+    ids = [row.id for row in rows]
     assert ids == list(range(1, 2501))
 
 
 def test_iter_animals_with_a_filter_pages_past_a_thousand(journal, many):
-    rows = list(journal.iter_animals(many, ("id", "state"), "AND state = ?", [A.FETCHED]))
-    assert [row["id"] for row in rows] == list(range(3, 2501, 3))
-    assert {row["state"] for row in rows} == {"fetched"}
-    assert set(rows[0]) == {"id", "state"}
+    rows = list(iter_animals(journal, many, [A.FETCHED]))
+    assert [row.id for row in rows] == list(range(3, 2501, 3))
+    assert {row.state for row in rows} == {A.FETCHED}
+    assert rows[0].transformed == json.dumps({"id": 3})
 
 
-def test_iter_animals_without_the_id_column(journal, many):
-    states = [row["state"] for row in journal.iter_animals(many, ("state",))]
-    assert len(states) == 2500
+def test_iter_animals_of_several_states_skips_the_others(journal, many):
+    rows = list(iter_animals(journal, many, [A.FETCHED, A.DISCOVERED]))
+    assert len(rows) == 2500 and not list(iter_animals(journal, many, [A.POSTED]))

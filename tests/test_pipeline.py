@@ -18,7 +18,8 @@ from animal_sync.config import Settings
 from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
-from animal_sync.report import audit, status
+from animal_sync.audit import audit
+from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
@@ -30,7 +31,7 @@ def settings(url: str, journal: Path, **overrides: object) -> Settings:
 
 def audited(journal: Path) -> dict:
     with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened)
+        return audit(opened).to_json()
 
 
 def assert_exactly_once(sim: Simulator) -> None:
@@ -52,7 +53,7 @@ def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Pa
     report = audited(journal)
     assert report["ok"] and report["posted"] == 1_240 and report["records_rechecked"] == 1_240
     with closing(Journal.open(journal, readonly=True)) as opened:
-        figures = status(opened)
+        figures = status(opened).to_json()
     assert figures["retries"].get("read_timeout", 0) > 0  # stalls were cut short, not waited on
     assert sum(v for k, v in figures["retries"].items() if k.startswith("http_5")) > 0
     assert figures["batches"]["posted"] == 13 and figures["pages"] == {"listed": 124, "total": 124}
@@ -276,7 +277,7 @@ def test_a_resume_against_a_new_data_set_stops_with_exit_1_and_posts_nothing(sim
     assert says in result.message and "`animal-sync run --abandon`" in result.message
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
     with closing(Journal.open(journal, readonly=True)) as opened:
-        figures = status(opened)
+        figures = status(opened).to_json()
         assert opened.run(1).outcome["upstream_changed"] in result.message
     assert says in figures["message"]
     report = audited(journal)
@@ -343,7 +344,7 @@ def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries
     assert result.message.startswith("the listing never started: page 1 could not be listed (")
     assert "resume" in result.message
     with closing(Journal.open(journal, readonly=True)) as opened:
-        assert sum(status(opened)["retries"].values()) == 2  # the retries of the GET that finally failed
+        assert sum(status(opened).to_json()["retries"].values()) == 2  # the retries of the GET that finally failed
 
 
 def test_a_page_1_answering_404_is_named(simulator, tmp_path: Path) -> None:
@@ -475,7 +476,7 @@ def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path
     assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
     assert audited(journal)["ok"]
     with closing(Journal.open(journal, readonly=True)) as opened:
-        report = status(opened)
+        report = status(opened).to_json()
     assert report["posts"] == {"delivered": 3, "body_after_continue": 3}  # named as everywhere, not as errors
     assert report["retries"]["body_withheld"] == 1 and not any(name.startswith("post_") for name in report["errors"])
 

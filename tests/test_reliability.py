@@ -37,7 +37,8 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, resume_run, start_run
-from animal_sync.report import audit, status
+from animal_sync.audit import audit
+from animal_sync.status import status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
@@ -60,7 +61,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def audited(journal: Path) -> dict[str, Any]:
     with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened)
+        return audit(opened).to_json()
 
 
 def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -151,7 +152,7 @@ def test_thirty_percent_chaos_with_short_stalls_is_exactly_once(simulator, tmp_p
     report = audited(journal)
     assert report["ok"] and report["posted"] == 400
     with closing(Journal.open(journal, readonly=True)) as opened:
-        retries = status(opened)["retries"]
+        retries = status(opened).to_json()["retries"]
     assert retries.get("read_timeout", 0) > 0 and any(kind.startswith("http_5") for kind in retries)
 
 

@@ -22,7 +22,8 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, IllegalTransition, Journal, RunState
 from animal_sync.pipeline import resume_run, start_run
-from animal_sync.report import audit, render_audit
+from animal_sync.audit import audit
+from animal_sync.render import render_audit
 from animal_sync.settle import BlankReason, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
@@ -94,7 +95,7 @@ def rows(journal: Journal) -> dict[str, list[dict[str, Any]]]:
 
 def test_delivered_settles_an_in_doubt_batch_and_its_animals_with_who_when_and_why(journal: Journal) -> None:
     posted, doubted = build(journal, "posted", "in_doubt")
-    assert not audit(journal)["ok"]
+    assert not audit(journal).ok
 
     [row] = settle(journal, Decision.DELIVERED, f"  {REASON}\n", [doubted.id], user="alice")
 
@@ -103,8 +104,8 @@ def test_delivered_settles_an_in_doubt_batch_and_its_animals_with_who_when_and_w
     assert journal.batch(doubted.id).state is B.SETTLED
     assert journal.animal_ids(doubted.run_id, A.SETTLED) == doubted.ids
     report = audit(journal)
-    assert report["ok"] and report["exception_counts"] == {} and report["settled_animals"] == 2
-    assert report["settled"] == [{
+    assert report.ok and report.exception_counts == {} and report.settled_animals == 2
+    assert report.to_json()["settled"] == [{
         "batch_id": doubted.id, "decision": "delivered", "reason": REASON, "user": "alice",
         "settled_at": row.settled_at, "animals": 2, "batch_state": "settled",
     }]
@@ -122,8 +123,8 @@ def test_resend_puts_an_in_doubt_batch_back_to_pending_and_keeps_its_doubt(journ
     assert (queued.state, queued.in_doubt_at, queued.attempts) == (B.PENDING, doubted.in_doubt_at, 1)
     assert journal.animal_ids(doubted.run_id, A.BATCHED) == doubted.ids  # still bound to it, to go out again
     report = audit(journal)
-    assert not report["ok"] and set(report["exception_counts"]) == {"missing"}  # not delivered until a resume sends it
-    assert [item["batch_state"] for item in report["settled"]] == ["pending"]
+    assert not report.ok and set(report.exception_counts) == {"missing"}  # not delivered until a resume sends it
+    assert [item.batch_state for item in report.settled] == ["pending"]
     assert "settled for re-send by a person (bob, " in render_audit(report)
     assert "queued for the next `animal-sync resume`" in render_audit(report)
 
@@ -131,8 +132,8 @@ def test_resend_puts_an_in_doubt_batch_back_to_pending_and_keeps_its_doubt(journ
 def test_a_batch_posted_after_doubt_is_at_least_once_until_a_person_accepts_it(journal: Journal) -> None:
     posted, resent = build(journal, "posted", "resent")
     report = audit(journal)
-    assert not report["ok"] and report["exception_counts"] == {"at_least_once": 1}
-    assert report["exceptions"]["at_least_once"][0] | {"in_doubt_at": None} == {
+    assert not report.ok and report.exception_counts == {"at_least_once": 1}
+    assert report.exceptions["at_least_once"][0] | {"in_doubt_at": None} == {
         "batch_id": resent.id, "animals": 2, "attempts": 2, "in_doubt_at": None,
         "reason": "re-sent after its outcome was unknown, then answered 2xx",
     }
@@ -144,7 +145,7 @@ def test_a_batch_posted_after_doubt_is_at_least_once_until_a_person_accepts_it(j
 
     assert journal.batch(resent.id).state is B.POSTED  # the settlement is the person's acceptance; nothing moves
     report = audit(journal)
-    assert report["ok"] and [item["batch_id"] for item in report["settled"]] == [resent.id]
+    assert report.ok and [item.batch_id for item in report.settled] == [resent.id]
     with pytest.raises(NotSettleable, match="already settled \\(delivered\\) by carol"):
         settle(journal, Decision.DELIVERED, REASON, [resent.id])
 
@@ -156,7 +157,7 @@ def test_a_re_send_decision_covers_one_doubt_only(journal: Journal) -> None:
     with journal.transaction():
         journal.mark_sending(journal.batch(doubted.id))
         journal.mark_posted(journal.batch(doubted.id), 200, "ok")
-    assert audit(journal)["ok"] and audit(journal)["settled"][0]["batch_state"] == "posted"
+    assert audit(journal).ok and audit(journal).settled[0].batch_state == "posted"
 
     [again] = build(journal, "in_doubt")  # a second run: settle it, then lose the re-send's answer too
     settle(journal, Decision.RESEND, REASON, [again.id], user="dave")
@@ -166,7 +167,7 @@ def test_a_re_send_decision_covers_one_doubt_only(journal: Journal) -> None:
         journal.mark_sending(journal.batch(again.id))
         journal.mark_posted(journal.batch(again.id), 200, "ok")
     report = audit(journal)
-    assert report["exception_counts"] == {"at_least_once": 1} and report["settled"] == []
+    assert report.exception_counts == {"at_least_once": 1} and report.settled == ()
 
 
 def test_every_batch_is_checked_before_any_is_settled(journal: Journal) -> None:

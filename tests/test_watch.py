@@ -17,7 +17,8 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
 from animal_sync.pipeline import start_run
-from animal_sync.report import render_status, status, writer_process
+from animal_sync.render import status_table
+from animal_sync.status import WriterProcess, status, writer_process
 from animal_sync.watch import watch_status
 
 
@@ -72,7 +73,7 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
     path = tmp_path / "j.db"
     with closing(Journal.open(path)) as journal:
         journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
-    assert writer_process(path) == {"pid": None, "alive": False}  # no writer ever locked it
+    assert writer_process(path) == WriterProcess(pid=None, alive=False)  # no writer ever locked it
     path.with_name("j.db.lock").write_text(str(dead_pid()))
     screen = io.StringIO()
     slept: list[float] = []
@@ -80,13 +81,13 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
     assert code == 1 and slept == []
     assert "no live process is running it" in screen.getvalue() and "animal-sync resume" in screen.getvalue()
     with closing(Journal.open(path, readonly=True)) as journal:
-        assert status(journal)["process"]["alive"] is False
+        assert status(journal).process.alive is False
 
 
 def test_a_live_writer_counts_as_alive(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     path.with_name("j.db.lock").write_text("1")  # pid 1 always exists
-    assert writer_process(path)["alive"] is True
+    assert writer_process(path).alive is True
 
 
 def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
@@ -101,8 +102,10 @@ def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
         assert re.search(row, out), row  # 29 animals posted, in 1 batch
     with closing(Journal.open(journal, readonly=True)) as opened:
         report = status(opened)
-    assert report["process"] is None  # only a running run has a process to ask about
-    plain = render_status(report)
+    assert report.process is None  # only a running run has a process to ask about
+    console = Console(file=io.StringIO(), width=100, color_system=None, force_terminal=False)
+    console.print(status_table(report))
+    plain = console.file.getvalue()
     assert "\x1b[" not in plain and "pages listed" in plain and "last outcome" in plain
 
 

@@ -192,8 +192,8 @@ def status(
     """Report on the current or last run: states, retries, errors, throughput, what is left."""
     from rich.console import Console
 
-    from .report import status as build_status
-    from .report import status_table
+    from .render import status_table
+    from .status import status as build_status
 
     if watch:
         if as_json:
@@ -207,7 +207,7 @@ def status(
     with _readonly(journal) as opened:
         report = build_status(opened, run_id)
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         Console().print(status_table(report))
 
@@ -215,13 +215,13 @@ def status(
 @app.command()
 def audit(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
     """Prove every discovered animal was posted exactly once; exit 0 only when there is no exception."""
-    from .report import audit as build_audit
-    from .report import render_audit
+    from .audit import audit as build_audit
+    from .render import render_audit
 
     with _readonly(journal) as opened:
         report = build_audit(opened, run_id)
-    typer.echo(json.dumps(report, indent=2) if as_json else render_audit(report))
-    raise typer.Exit(0 if report["ok"] else 1)
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else render_audit(report))
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()
@@ -292,8 +292,8 @@ def report(
 
     with _readonly(journal) as opened:
         data = write_html_report(opened, html, run_id)
-    verdict = "audit OK" if data["audit"]["ok"] else f"audit NOT OK ({sum(data['audit']['exception_counts'].values())} exceptions)"
-    typer.echo(f"wrote {html}: run {data['status']['run_id']} {data['status']['state']}, {verdict}")
+    verdict = "audit OK" if data.audit.ok else f"audit NOT OK ({sum(data.audit.exception_counts.values())} exceptions)"
+    typer.echo(f"wrote {html}: run {data.status.run_id} {data.status.state}, {verdict}")
 
 
 @app.command()

@@ -11,10 +11,11 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from .audit import audit
 from .config import Settings
 from .journal import Journal
 from .pipeline import start_run
-from .report import audit, render_audit
+from .render import render_audit
 from .simulator import SimulatorProcess, check_animal_count, exactly_once
 
 __all__ = ["run_demo"]
@@ -54,4 +55,4 @@ def run_demo(
         f"{verdict['content_mismatches']} records with wrong content"
     )
     echo(f"journal: {journal} (try `animal-sync status --journal {journal}`)")
-    return 0 if report["ok"] and clean else 1
+    return 0 if report.ok and clean else 1

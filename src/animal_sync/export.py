@@ -1,6 +1,6 @@
 """`export`: stream a run's animals out of the journal as JSON lines or CSV, in constant memory.
 
-Rows come from `Journal.iter_animals` a slice at a time and are written as they come, so a million
+Rows come from `queries.iter_animals` a slice at a time and are written as they come, so a million
 animals cost what a thousand do. Each row carries its state, batch and last error next to the payload.
 
 JSON lines: {"id", "state", "batch_id", "last_error", "record"}; `record` is the payload parsed as JSON
@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from .errors import OutputError
 from .journal import AnimalState, Journal
-from .report import select_run
+from .queries import iter_animals, select_run
 
 __all__ = ["CSV_FIELDS", "ExportFormat", "Payload", "export", "export_rows", "export_to_path", "write_csv", "write_jsonl"]
 
@@ -64,12 +64,9 @@ def export_rows(
 ) -> Iterator[dict[str, Any]]:
     """The run's animals in id order as plain dicts, one at a time: id, state, batch_id, last_error, payload."""
     run = select_run(journal, run_id)
-    wanted = [AnimalState(state).value for state in states]
-    where = f"AND state IN ({','.join('?' * len(wanted))})" if wanted else ""
-    columns = ("id", "state", "batch_id", "last_error", what.value)
-    for row in journal.iter_animals(run.id, columns, where, wanted):
-        row["payload"] = row.pop(what.value)
-        yield row
+    for animal in iter_animals(journal, run.id, states):
+        payload = animal.raw if what is Payload.RAW else animal.transformed
+        yield {"id": animal.id, "state": animal.state, "batch_id": animal.batch_id, "last_error": animal.last_error, "payload": payload}
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:

@@ -11,16 +11,19 @@ import html
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import OutputError
-from .journal import AnimalState, BatchState, Journal
-from .report import audit, select_run, status
+from .audit import Audit, audit
+from .journal import AnimalState, Journal
+from .queries import last_posted_at, posted_batch_sizes, select_run
+from .status import SettledBatch, Status, plain, status
 
-__all__ = ["render_html", "report_data", "svg_columns", "svg_hbars", "throughput", "write_html_report"]
+__all__ = ["ReportData", "Throughput", "render_html", "report_data", "svg_columns", "svg_hbars", "throughput", "write_html_report"]
 
 NICE_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MAX_BUCKETS = 60  # columns in the throughput chart, whatever the run's length
@@ -41,7 +44,34 @@ def _moment(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
 
-def throughput(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Throughput:
+    """Animals posted per bucket of `bucket_seconds`, counted from `origin` (the run's start)."""
+
+    origin: str
+    bucket_seconds: int
+    posted: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return plain(self)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the page shows (also what a test or another renderer would use)."""
+
+    status: Status
+    audit: Audit
+    throughput: Throughput
+    journal: str
+    generated_at: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**plain(self), "status": self.status.to_json()}
+
+
+def throughput(journal: Journal, run_id: int | None = None) -> Throughput:
     """Animals posted per bucket of time since the run started, from each posted batch's answer time.
 
     The bucket is the smallest of NICE_SECONDS that keeps the chart within MAX_BUCKETS columns, so a
@@ -49,36 +79,29 @@ def throughput(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
     """
     run = select_run(journal, run_id)
     origin = _moment(run.started_at)
-    last = next(
-        journal.db.query(
-            "SELECT max(finished_at) AS last FROM batches WHERE run_id = ? AND state = ?", [run.id, BatchState.POSTED]
-        )
-    )["last"]
+    last = last_posted_at(journal, run.id)
     if last is None:
-        return {"origin": run.started_at, "bucket_seconds": 1, "posted": []}
+        return Throughput(run.started_at, 1, ())
     span = max(0.0, (_moment(last) - origin).total_seconds())
     width = next((nice for nice in NICE_SECONDS if span / nice < MAX_BUCKETS), NICE_SECONDS[-1])
     buckets = [0] * (int(span // width) + 1)
-    rows = journal.db.query(
-        "SELECT finished_at, size FROM batches WHERE run_id = ? AND state = ?", [run.id, BatchState.POSTED]
-    )
-    for row in rows:
-        index = int(max(0.0, (_moment(row["finished_at"]) - origin).total_seconds()) // width)
-        buckets[min(index, len(buckets) - 1)] += row["size"]
-    return {"origin": run.started_at, "bucket_seconds": width, "posted": buckets}
+    for finished_at, size in posted_batch_sizes(journal, run.id):
+        index = int(max(0.0, (_moment(finished_at) - origin).total_seconds()) // width)
+        buckets[min(index, len(buckets) - 1)] += size
+    return Throughput(run.started_at, width, tuple(buckets))
 
 
-def report_data(journal: Journal, run_id: int | None = None) -> dict[str, Any]:
-    """Everything the page shows, as plain data (also what a test or another renderer would use)."""
+def report_data(journal: Journal, run_id: int | None = None) -> ReportData:
+    """Everything the page shows, from the journal alone: status, audit and a throughput series."""
     run = select_run(journal, run_id)
-    return {
-        "status": status(journal, run.id),
-        "audit": audit(journal, run.id),
-        "throughput": throughput(journal, run.id),
-        "journal": str(journal.path),
-        "generated_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "version": __version__,
-    }
+    return ReportData(
+        status=status(journal, run.id),
+        audit=audit(journal, run.id),
+        throughput=throughput(journal, run.id),
+        journal=str(journal.path),
+        generated_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+        version=__version__,
+    )
 
 
 # -- inline SVG ------------------------------------------------------------------------------------------------
@@ -201,6 +224,7 @@ def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    value = plain(value)
     if isinstance(value, list):
         shown = ", ".join(map(str, value[:20])) + (f", ... ({len(value)} in all)" if len(value) > 20 else "")
         return f"<code>{_e(shown)}</code>"
@@ -210,27 +234,27 @@ def _cell(value: Any) -> str:
     return f"<code>{_e(text[:300] + ('...' if len(text) > 300 else ''))}</code>"
 
 
-def _settled(report: dict[str, Any]) -> str:
+def _settled(settled: Sequence[SettledBatch]) -> str:
     """The batches a person settled, one row each: the decision, who and when, why, and where the batch is now."""
-    if not report["settled"]:
+    if not settled:
         return '<p class="meta">None.</p>'
     columns = ("batch_id", "decision", "user", "settled_at", "reason", "animals", "batch_state")
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(item[c])}</td>" for c in columns) + "</tr>" for item in report["settled"])
+    body = "".join("<tr>" + "".join(f"<td>{_cell(getattr(item, c))}</td>" for c in columns) + "</tr>" for item in settled)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _exceptions(report: dict[str, Any]) -> str:
-    if not report["exception_counts"]:
-        if report["settled"]:
+def _exceptions(report: Audit) -> str:
+    if not report.exception_counts:
+        if report.settled:
             return (
                 '<p class="ok">None: every discovered animal was posted exactly once, except '
-                f'{len(report["settled"]):,} batches settled by a person (listed above).</p>'
+                f'{len(report.settled):,} batches settled by a person (listed above).</p>'
             )
         return '<p class="ok">None: every discovered animal was posted exactly once.</p>'
     parts = []
-    for kind, count in report["exception_counts"].items():
-        items = report["exceptions"].get(kind, [])[:SHOWN]
+    for kind, count in report.exception_counts.items():
+        items = report.exceptions.get(kind, ())[:SHOWN]
         columns = list(dict.fromkeys(key for item in items for key in item))
         head = "".join(f"<th>{_e(c)}</th>" for c in columns)
         body = "".join("<tr>" + "".join(f"<td>{_cell(item.get(c))}</td>" for c in columns) + "</tr>" for item in items)
@@ -239,43 +263,43 @@ def _exceptions(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def render_html(data: dict[str, Any]) -> str:
+def render_html(data: ReportData) -> str:
     """The page, as one string of HTML with its CSS and SVG inline."""
-    st, au, tp = data["status"], data["audit"], data["throughput"]
-    animals, pages = st["animals"], st["pages"]
-    verdict = "OK" if au["ok"] else "NOT OK"
-    title = f"animal-sync run {st['run_id']}: {st['state']}" + (" (dry run)" if st["dry_run"] else "")
-    width = tp["bucket_seconds"]
-    rates = [count / width for count in tp["posted"]]
+    st, au, tp = data.status, data.audit, data.throughput
+    animals, pages = st.animals, st.pages
+    verdict = "OK" if au.ok else "NOT OK"
+    title = f"animal-sync run {st.run_id}: {st.state}" + (" (dry run)" if st.dry_run else "")
+    width = tp.bucket_seconds
+    rates = [count / width for count in tp.posted]
     state_bars = [(state.value, animals.get(state.value, 0), STATE_COLOURS[state]) for state in AnimalState]
-    retry_bars = [(name, n, "#6a1b9a") for name, n in st["retries"].items()]
-    error_bars = [(name, n, "#c62828") for name, n in st["errors"].items()]
-    post_bars = [(name, n, "#1565c0") for name, n in st["posts"].items()]
-    exceptions_total = sum(au["exception_counts"].values())
+    retry_bars = [(name, n, "#6a1b9a") for name, n in st.retries.items()]
+    error_bars = [(name, n, "#c62828") for name, n in st.errors.items()]
+    post_bars = [(name, n, "#1565c0") for name, n in st.posts.items()]
+    exceptions_total = sum(au.exception_counts.values())
     summary = _kv_table([
-        ("API", st["base_url"]),
-        ("API at start", st["first_base_url"] if st["first_base_url"] != st["base_url"] else None),
-        ("started", st["started_at"]),
-        ("resumed", st["resumed_at"]),
-        ("finished", st["finished_at"]),
-        ("attempts", st["attempts"]),
-        ("elapsed", f"{st['elapsed_seconds']:,.1f} s"),
-        ("pages listed", f"{pages['listed']:,} of {pages['total'] if pages['total'] is not None else '?'}"),
-        ("batches", ", ".join(f"{k} {v:,}" for k, v in st["batches"].items())),
-        ("re-sent after doubt", ", ".join(map(str, au["resent_after_doubt"])) or "none"),
-        ("settled by a person", ", ".join(str(item["batch_id"]) for item in au["settled"]) or "none"),
-        ("test mode (--limit)", au["limit"]),
-        ("last outcome", st["message"]),
+        ("API", st.base_url),
+        ("API at start", st.first_base_url if st.first_base_url != st.base_url else None),
+        ("started", st.started_at),
+        ("resumed", st.resumed_at),
+        ("finished", st.finished_at),
+        ("attempts", st.attempts),
+        ("elapsed", f"{st.elapsed_seconds:,.1f} s"),
+        ("pages listed", f"{pages.listed:,} of {pages.total if pages.total is not None else '?'}"),
+        ("batches", ", ".join(f"{k} {v:,}" for k, v in st.batches.items())),
+        ("re-sent after doubt", ", ".join(map(str, au.resent_after_doubt)) or "none"),
+        ("settled by a person", ", ".join(str(item.batch_id) for item in au.settled) or "none"),
+        ("test mode (--limit)", au.limit),
+        ("last outcome", st.message),
     ])
     cards = "".join([
-        _card("audit", verdict, "ok" if au["ok"] else "bad"),
-        _card("posted", f"{au['posted']:,} / {au['discovered']:,}"),
+        _card("audit", verdict, "ok" if au.ok else "bad"),
+        _card("posted", f"{au.posted:,} / {au.discovered:,}"),
         _card("exceptions", f"{exceptions_total:,}", "ok" if not exceptions_total else "bad"),
-        _card("batches posted", f"{au['batches_posted']:,}"),
-        _card("throughput", f"{st['throughput_per_second'] or 0:,.1f}/s"),
-        _card("elapsed", f"{st['elapsed_seconds']:,.1f} s"),
+        _card("batches posted", f"{au.batches_posted:,}"),
+        _card("throughput", f"{st.throughput_per_second or 0:,.1f}/s"),
+        _card("elapsed", f"{st.elapsed_seconds:,.1f} s"),
     ])
-    dry = "<p class='meta'>Dry run: nothing was meant to be posted.</p>" if st["dry_run"] else ""
+    dry = "<p class='meta'>Dry run: nothing was meant to be posted.</p>" if st.dry_run else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -286,7 +310,7 @@ def render_html(data: dict[str, Any]) -> str:
 </head>
 <body>
 <h1>{_e(title)}</h1>
-<p class="meta">Journal <code>{_e(data['journal'])}</code>, report made {_e(data['generated_at'])} by animal-sync {_e(data['version'])}. Every figure comes from the journal alone.</p>
+<p class="meta">Journal <code>{_e(data.journal)}</code>, report made {_e(data.generated_at)} by animal-sync {_e(data.version)}. Every figure comes from the journal alone.</p>
 {dry}
 <div class="cards">{cards}</div>
 <h2 id="summary">Summary</h2>
@@ -305,16 +329,16 @@ def render_html(data: dict[str, Any]) -> str:
 {svg_hbars(error_bars, title="errors by kind")}
 <h2 id="settled">Settled by a person</h2>
 <p class="meta">Batches whose delivery the journal could not prove, and what a person decided about them (<code>animal-sync settle</code>); they are not exceptions.</p>
-{_settled(au)}
+{_settled(au.settled)}
 <h2 id="exceptions">Exceptions from the audit</h2>
-<p class="meta">The audit re-derives every claim from the journal and re-checks {au['records_rechecked']:,} posted records against their raw payloads.</p>
+<p class="meta">The audit re-derives every claim from the journal and re-checks {au.records_rechecked:,} posted records against their raw payloads.</p>
 {_exceptions(au)}
 </body>
 </html>
 """
 
 
-def write_html_report(journal: Journal, path: Path, run_id: int | None = None) -> dict[str, Any]:
+def write_html_report(journal: Journal, path: Path, run_id: int | None = None) -> ReportData:
     """Write the page to `path`; returns the data it shows."""
     data = report_data(journal, run_id)
     try:

@@ -16,7 +16,7 @@ import json
 import os
 import resource
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -658,16 +658,6 @@ class Journal:
             )
         ]
 
-    @_read
-    def fetched_records(self, run_id: int) -> list[tuple[int, str]]:
-        """Fetched animals not yet in a batch (a resume picks them up): (id, transformed JSON)."""
-        return list(
-            self.db.execute(
-                "SELECT id, transformed FROM animals WHERE run_id = ? AND state = ? ORDER BY id",
-                [run_id, A.FETCHED],
-            )
-        )
-
     # -- batches ---------------------------------------------------------------------------------------------
 
     @_atomic
@@ -877,20 +867,3 @@ class Journal:
         return dict(
             self.db.execute("SELECT state, count(*) FROM batches WHERE run_id = ? GROUP BY state", [run_id])
         )
-
-    @_read
-    def iter_animals(self, run_id: int, columns: Iterable[str] = ("*",), where: str = "", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
-        """Stream animal rows in id order, a slice at a time, so reports stay flat in memory at any scale."""
-        last = -1
-        select = ", ".join(["id", *(c for c in columns if c != "id")])  # paging needs the id
-        while True:
-            rows = list(
-                self.db.query(
-                    f"SELECT {select} FROM animals WHERE run_id = ? AND id > ? {where} ORDER BY id LIMIT 1000",
-                    [run_id, last, *params],
-                )
-            )
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1]["id"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import JournalError
 from .journal import BatchRow, BatchState, Decision, Journal, RunRow, SettlementRow
+from .queries import select_run
 
 __all__ = [
     "BlankReason",
@@ -111,15 +112,6 @@ def unsettled_resends(journal: Journal, run_id: int) -> list[BatchRow]:
     ]
 
 
-def _run(journal: Journal, run_id: int | None) -> RunRow:
-    if run_id is not None:
-        return journal.run(run_id)
-    run = journal.last_run()
-    if run is None:
-        raise JournalError(f"journal {journal.path} holds no run yet")
-    return run
-
-
 def _check(journal: Journal, run: RunRow, batch_id: int, decision: Decision) -> BatchRow:
     """The batch, if this decision may settle it; else a typed error saying why not."""
     try:
@@ -161,7 +153,7 @@ def settle(
     reason = " ".join(reason.split())  # one line, as every report shows it
     if not reason:
         raise BlankReason()
-    run = _run(journal, run_id)
+    run = select_run(journal, run_id)
     if batch_ids is None:
         batches = journal.batches(run.id, BatchState.IN_DOUBT)
         if not batches:

@@ -14,8 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from .journal import Journal
-from .report import status, status_line, status_table
+from .journal import Journal, RunState
+from .render import status_line, status_table
+from .status import status
 
 __all__ = ["watch_status"]
 
@@ -41,8 +42,8 @@ def watch_status(
         with live:
             while True:
                 report = status(journal, run_id)
-                running = report["state"] == "running"
-                gone = running and not report["process"]["alive"]
+                running = report.state == RunState.RUNNING
+                gone = running and report.process is not None and not report.process.alive
                 if live_table:
                     table = status_table(report)
                     if running and not gone:

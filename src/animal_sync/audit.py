@@ -1,0 +1,147 @@
+"""`audit`: prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
+
+The audit trusts nothing the pipeline kept in memory: it re-derives every claim from the journal's rows,
+and recomputes every posted record from its raw payload with today's transform. The result is a frozen
+value; `render` words it, `to_json()` serialises it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .journal import AnimalState, BatchState, Journal, RunState
+from .queries import delivered_records, duplicate_deliverable_ids, orphans, select_run, undelivered_animals
+from .settle import unsettled_resends
+from .status import SettledBatch, WriterProcess, plain, settled, writer_process
+from .transform import InvalidRecord, canonical_json, transform
+
+__all__ = ["EXAMPLES", "Audit", "audit"]
+
+EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The audit's verdict, its figures, and each exception kind's count with up to EXAMPLES examples."""
+
+    run_id: int
+    run_state: RunState
+    dry_run: bool
+    limit: int | None  # test mode: the run was limited to its first animals listed
+    ok: bool
+    discovered: int
+    posted: int
+    settled_animals: int
+    records_rechecked: int
+    batches_posted: int
+    resent_after_doubt: tuple[int, ...]
+    settled: tuple[SettledBatch, ...]
+    exception_counts: Mapping[str, int]
+    exceptions: Mapping[str, tuple[Mapping[str, Any], ...]]  # kind -> examples, each its details by name
+    process: WriterProcess | None  # only while the journal says the run is running
+
+    def to_json(self) -> dict[str, Any]:
+        return plain(self)
+
+
+class _Exceptions:
+    """Counts every exception of each kind, and keeps the first EXAMPLES of each with their details."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.found: dict[str, list[Mapping[str, Any]]] = {}
+
+    def add(self, kind: str, **detail: Any) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.counts[kind] <= EXAMPLES:
+            self.found.setdefault(kind, []).append(detail)
+
+
+def audit(journal: Journal, run_id: int | None = None) -> Audit:
+    """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
+
+    Exception kinds: upstream_changed, unlisted_page, bad_listing_item, missing, failed, quarantined, in_doubt,
+    at_least_once, duplicate, orphan, mismatch. A batch a person settled (`settle`) is listed apart, under
+    "settled", and is not an exception.
+    """
+    run = select_run(journal, run_id)
+    dry_run = bool(run.settings.get("dry_run"))
+    found = _Exceptions()
+    exception = found.add
+
+    changed = (run.outcome or {}).get("upstream_changed")
+    if changed:  # the last attempt saw the upstream serve another data set under the journaled ids
+        exception("upstream_changed", reason=changed)
+    limit = run.settings.get("limit")
+    listed = journal.listed_pages(run.id)
+    if limit is None:  # a --limit run stops listing on purpose once it has its animals
+        for page in range(1, (run.total_pages or 0) + 1):
+            if page not in listed:
+                exception("unlisted_page", page=page)
+    if run.total_pages is None:
+        exception("unlisted_page", page=1, reason="the listing never started")
+
+    for item in journal.bad_listing_items(run.id):
+        exception("bad_listing_item", **item)
+
+    in_doubt = journal.batches(run.id, BatchState.IN_DOUBT)
+    held = {animal_id for batch in in_doubt for animal_id in batch.ids}
+    for batch in in_doubt:
+        exception(
+            "in_doubt", batch_id=batch.id, ids=tuple(batch.ids), reason=batch.last_error,
+            response_status=batch.response_status,
+        )
+    # Answered 2xx, but only after a send whose outcome was lost: delivered at least once, perhaps twice.
+    for batch in unsettled_resends(journal, run.id):
+        exception(
+            "at_least_once", batch_id=batch.id, animals=len(batch.ids), attempts=batch.attempts,
+            in_doubt_at=batch.in_doubt_at, reason="re-sent after its outcome was unknown, then answered 2xx",
+        )
+
+    for animal in undelivered_animals(journal, run.id):
+        if animal.id in held:
+            continue  # named once, with its batch
+        if animal.state in (AnimalState.FAILED, AnimalState.QUARANTINED):
+            exception(animal.state.value, id=animal.id, reason=animal.last_error)
+        elif not (dry_run and animal.state == AnimalState.FETCHED):
+            exception("missing", id=animal.id, state=animal.state, batch_id=animal.batch_id)
+
+    # An id carried by two batches that may have been delivered: the journal itself would allow a double delivery.
+    for animal_id, batches in duplicate_deliverable_ids(journal, run.id):
+        exception("duplicate", id=animal_id, batches=batches)
+
+    for orphan in orphans(journal, run.id):
+        exception("orphan", id=orphan.id, batch_id=orphan.batch_id, batch_state=orphan.batch_state)
+
+    checked = 0
+    for record in delivered_records(journal, run.id):
+        checked += 1
+        try:
+            expected = canonical_json(transform(json.loads(record.raw)))
+        except (InvalidRecord, ValueError, TypeError) as exc:
+            exception("mismatch", id=record.id, reason=f"raw payload no longer transforms: {exc}")
+            continue
+        if expected != record.transformed:
+            exception("mismatch", id=record.id, posted=record.transformed, expected=expected)
+
+    animals = journal.count_animals(run.id)
+    return Audit(
+        run_id=run.id,
+        run_state=run.state,
+        dry_run=dry_run,
+        limit=limit,
+        ok=not found.counts and run.state == RunState.FINISHED,
+        discovered=sum(animals.values()),
+        posted=animals.get(AnimalState.POSTED, 0),
+        settled_animals=animals.get(AnimalState.SETTLED, 0),
+        records_rechecked=checked,
+        batches_posted=journal.count_batches(run.id).get(BatchState.POSTED, 0),
+        resent_after_doubt=tuple(batch.id for batch in journal.posted_after_doubt(run.id)),
+        settled=settled(journal, run.id),
+        exception_counts=found.counts,
+        exceptions={kind: tuple(items) for kind, items in found.found.items()},
+        process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+    )

@@ -1,0 +1,155 @@
+"""`status` and `audit` in words: a Rich table and a one-line progress report for status, lines for the audit.
+
+Renderers read the frozen reports' attributes; the JSON forms come from each report's `to_json()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from .audit import Audit
+from .journal import BatchState, Decision
+from .status import SettledBatch, Status, plain
+
+__all__ = ["render_audit", "settled_line", "status_line", "status_table"]
+
+_GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
+
+
+def _counts_grid(counts: Mapping[str, int]) -> Table | str:
+    """name  count, one per line; zeros dimmed so the states that matter stand out."""
+    if not counts:
+        return "none"
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column(justify="right")
+    for name, count in counts.items():
+        grid.add_row(name, f"{count:,}", style=None if count else "dim")
+    return grid
+
+
+def _counts_line(counts: Mapping[str, int]) -> str:
+    """total: kind n, kind n, ... (largest first) on one line, or "none"."""
+    if not counts:
+        return "none"
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f"{sum(counts.values()):,}: " + ", ".join(f"{name} {count:,}" for name, count in ranked)
+
+
+def _of_total(total: int | None) -> str:
+    return str(total) if total is not None else "?"
+
+
+def status_table(report: Status) -> Table:
+    """The status report as a Rich table: one row per figure, states and counters as nested lists."""
+    title = f"run {report.run_id}: {report.state}" + (" (dry run)" if report.dry_run else "")
+    table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("API", report.base_url)
+    if report.first_base_url != report.base_url:
+        table.add_row("API at start", report.first_base_url)
+    table.add_row("started", report.started_at)
+    if report.resumed_at:
+        table.add_row("resumed", report.resumed_at)
+    if report.finished_at:
+        table.add_row("finished", report.finished_at)
+    table.add_row("attempts", str(report.attempts))
+    table.add_row("elapsed", f"{report.elapsed_seconds:.1f} s")
+    pages = report.pages
+    table.add_row("pages listed", f"{pages.listed:,} of {_of_total(pages.total)}")
+    table.add_row("animals", f"{report.animals_total:,} listed")
+    table.add_row("", _counts_grid(report.animals))
+    table.add_row("batches", _counts_grid(report.batches))
+    table.add_row("retries", _counts_line(report.retries))
+    table.add_row("POSTs", _counts_line(report.posts))
+    table.add_row("errors", _counts_line(report.errors))
+    table.add_row("throughput", f"{report.throughput_per_second or 0:,.1f} animals/s")
+    left = report.left
+    table.add_row("left", f"{left.animals:,} animals" + (f", {left.pages:,} pages" if left.pages else ""))
+    for item in report.settled:
+        table.add_row("settled", settled_line(item))
+    if report.message:
+        table.add_row("last outcome", report.message)
+    if report.process and not report.process.alive:
+        table.add_row("process", Text(_GONE, style="bold red"))
+    return table
+
+
+def status_line(report: Status) -> str:
+    """The status report in one line, for following a run where nothing can be redrawn (a pipe, a log)."""
+    animals = report.animals
+    return (
+        f"run {report.run_id} {report.state}: pages {report.pages.listed}/{_of_total(report.pages.total)},"
+        f" animals {report.animals_total} listed, {animals['posted']} posted, {animals['quarantined']} quarantined,"
+        f" {animals['failed']} failed; {report.throughput_per_second or 0:.1f}/s, {report.elapsed_seconds:.0f} s"
+    )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """One value of an exception, cut to a readable length (the full text is in --json)."""
+    text = str(plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def settled_line(item: SettledBatch) -> str:
+    """One settled batch in words: what a person decided, who and when, why, and where the batch is now."""
+    decided = "as delivered" if item.decision == Decision.DELIVERED else "for re-send"
+    where = {
+        BatchState.PENDING: "; queued for the next `animal-sync resume`",
+        BatchState.SENDING: "; its re-send was in flight",
+        BatchState.POSTED: "; re-sent and answered 2xx" if item.decision == Decision.RESEND else "; it had been re-sent and answered 2xx",
+    }.get(item.batch_state, "")
+    return (
+        f"batch {item.batch_id} ({item.animals} animals) settled {decided} by a person"
+        f" ({item.user}, {item.settled_at}): {_short(item.reason, 200)}{where}"
+    )
+
+
+def _head(report: Audit) -> str:
+    """The audit's first line: what was posted, in how many batches, and how many records were re-checked."""
+    posted = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {report.discovered} animals"
+    if report.settled_animals:
+        return (
+            f"{posted} posted in {report.batches_posted} batches and {report.settled_animals} settled as delivered by a"
+            f" person; {report.records_rechecked} posted or settled records re-checked"
+        )
+    return f"{posted} posted in {report.batches_posted} batches; {report.records_rechecked} posted records re-checked"
+
+
+def render_audit(report: Audit, shown: int = 20) -> str:
+    """The audit in lines: the figures, the settled batches, each exception kind with examples, the verdict last."""
+    lines = [_head(report)]
+    if report.dry_run:
+        lines.append("dry run: nothing was meant to be posted; fetched animals are not counted as missing")
+    if report.limit is not None:
+        lines.append(f"test mode: the run was limited to the first {report.limit} animals listed")
+    lines.extend(settled_line(item) for item in report.settled)
+    process = report.process
+    if process and process.alive:  # resuming now would be refused: the journal is that process's
+        lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with `animal-sync status --watch`")
+    elif report.run_state != "finished":
+        lines.append(f"the run is {report.run_state}, not finished: run `animal-sync resume`")
+    for kind, count in report.exception_counts.items():
+        lines.append(f"{kind}: {count}")
+        for item in report.exceptions[kind][:shown]:
+            lines.append("  " + ", ".join(f"{k}={_short(v)}" for k, v in item.items()))
+        if count > shown:
+            lines.append(f"  ... and {count - shown} more (see --json)")
+    if not report.ok:
+        lines.append("NOT OK")
+    elif report.dry_run:
+        lines.append("OK (dry run): every discovered animal was fetched and transformed; none was meant to be posted")
+    elif report.settled:
+        lines.append(
+            "OK: every discovered animal was posted exactly once,"
+            f" except {len(report.settled)} batches settled by a person (listed above)"
+        )
+    else:
+        lines.append("OK: every discovered animal was posted exactly once")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""`status`: what the journal says a run is doing, as a frozen value; `render` words it, `to_json()` serialises it.
+
+Every figure comes from the journal alone, so `status` reads the same from another terminal as from the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .journal import AnimalState, BatchState, Decision, Journal, RunState, writer_pid_path
+from .queries import select_run
+from .settle import standing
+
+__all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "settled", "status", "writer_process"]
+
+
+def plain(value: Any) -> Any:
+    """A report value as JSON-ready data: dataclasses as dicts (fields in order), tuples as lists, enums as text."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain(getattr(value, field.name)) for field in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [plain(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+@dataclass(frozen=True)
+class Pages:
+    listed: int
+    total: int | None  # None until the first page is listed
+
+
+@dataclass(frozen=True)
+class Left:
+    pages: int | None
+    animals: int
+
+
+@dataclass(frozen=True)
+class WriterProcess:
+    """The pid a writer left beside the journal, and whether that process is alive on this machine."""
+
+    pid: int | None
+    alive: bool
+
+
+@dataclass(frozen=True)
+class SettledBatch:
+    """A batch a person settled whose settlement still stands: who, when, why, how many animals, and where it is now."""
+
+    batch_id: int
+    decision: Decision
+    reason: str
+    user: str
+    settled_at: str
+    animals: int
+    batch_state: BatchState
+
+
+@dataclass(frozen=True)
+class Status:
+    """The report of a run: progress, states, retries and errors, throughput, what is left."""
+
+    run_id: int
+    state: RunState
+    base_url: str  # the API in use: a resume may have moved the run to a new one
+    first_base_url: str
+    dry_run: bool
+    started_at: str
+    resumed_at: str | None
+    finished_at: str | None
+    attempts: int
+    elapsed_seconds: float
+    pages: Pages
+    animals: Mapping[str, int]  # by state, every state present
+    batches: Mapping[str, int]  # by state, every state present
+    retries: Mapping[str, int]
+    posts: Mapping[str, int]  # POST outcomes (delivered, never_received, ...) and what became of the bodies
+    errors: Mapping[str, int]
+    throughput_per_second: float | None
+    left: Left
+    settled: tuple[SettledBatch, ...]
+    message: str | None
+    process: WriterProcess | None  # only while the journal says the run is running
+
+    @property
+    def animals_total(self) -> int:
+        return sum(self.animals.values())
+
+    def to_json(self) -> dict[str, Any]:
+        data = plain(self)
+        data["animals"] = {"total": self.animals_total, **data["animals"]}
+        return data
+
+
+def _seconds_between(start: str, end: str | None) -> float:
+    finish = datetime.fromisoformat(end) if end else datetime.now(datetime.fromisoformat(start).tzinfo)
+    return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
+
+
+def writer_process(journal_path: Path) -> WriterProcess:
+    """Which process holds the journal for writing, and whether it is alive on this machine.
+
+    Reads the pid a writer leaves beside the journal (`writer_pid_path`); the file is never locked
+    or created here, so a watcher cannot get in a writer's way. A pid from another host or container
+    cannot be checked and counts as alive: "gone" is only said when it is certain.
+    """
+    try:
+        text = writer_pid_path(journal_path).read_text().strip()
+    except OSError:
+        return WriterProcess(None, False)  # no writer ever locked this journal
+    if not text.isdigit():
+        return WriterProcess(None, False)
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return WriterProcess(pid, False)
+    except PermissionError:
+        pass  # someone else's live process
+    return WriterProcess(pid, True)
+
+
+def settled(journal: Journal, run_id: int) -> tuple[SettledBatch, ...]:
+    """The batches a person has settled whose settlement still stands."""
+    found = []
+    for batch_id, settlement in journal.settlements(run_id).items():
+        batch = journal.batch(batch_id)
+        if standing(settlement, batch):
+            found.append(SettledBatch(
+                batch_id, settlement.decision, settlement.reason, settlement.user, settlement.settled_at,
+                len(batch.ids), batch.state,
+            ))
+    return tuple(found)
+
+
+def _named(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {name.removeprefix(prefix): n for name, n in counters.items() if name.startswith(prefix)}
+
+
+def status(journal: Journal, run_id: int | None = None) -> Status:
+    """The report of the current or last run: progress, states, retries and errors, throughput, what is left."""
+    run = select_run(journal, run_id)
+    animals = {state.value: 0 for state in AnimalState} | journal.count_animals(run.id)
+    batches = {state.value: 0 for state in BatchState} | journal.count_batches(run.id)
+    counters = journal.counters(run.id)
+    listed = len(journal.listed_pages(run.id))
+    elapsed = _seconds_between(run.started_at, run.finished_at if run.state != RunState.RUNNING else None)
+    discovered = sum(animals.values())
+    return Status(
+        run_id=run.id,
+        state=run.state,
+        base_url=journal.attempt_url(run.id),
+        first_base_url=run.base_url,
+        dry_run=bool(run.settings.get("dry_run")),
+        started_at=run.started_at,
+        resumed_at=run.resumed_at,
+        finished_at=run.finished_at,
+        attempts=run.attempts,
+        elapsed_seconds=round(elapsed, 3),
+        pages=Pages(listed, run.total_pages),
+        animals=animals,
+        batches=batches,
+        retries=_named(counters, "retry_"),
+        posts=_named(counters, "post_"),
+        errors={name: n for name, n in counters.items() if not name.startswith(("retry_", "post_"))},
+        throughput_per_second=round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
+        left=Left(
+            pages=None if run.total_pages is None else max(0, run.total_pages - listed),
+            animals=discovered - animals[AnimalState.POSTED] - animals[AnimalState.SETTLED],
+        ),
+        settled=settled(journal, run.id),
+        message=(run.outcome or {}).get("message"),
+        process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+    )
