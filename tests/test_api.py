@@ -39,6 +39,7 @@ from animal_sync.api import (
 )
 from animal_sync.config import Settings
 from animal_sync.continue100 import BodyRelease, BodyWithheld, ContinueRetry
+from animal_sync.latency import MIN_SAMPLES
 
 BASE = "http://api.test"
 LIST_URL = BASE + LIST_PATH
@@ -460,6 +461,24 @@ def test_a_get_that_stalls_once_is_resent_and_answers(upstream, live):
     assert detail.body == b'{"id": 7}'
     assert detail.retries == ["read_timeout"]
     assert upstream.seen == [("GET", LIST_PATH + "/7")] * 2
+
+
+def test_after_enough_fast_answers_a_stalled_get_is_cut_at_the_adapted_timeout_not_the_ceiling(upstream):
+    # A ceiling (3 s) above the stall (2 s): only the adapted cut can re-send the GET before the stall ends.
+    api = real_api(upstream.url, get_timeout=3.0, get_timeout_floor=0.3)
+    try:
+        for animal_id in range(MIN_SAMPLES):
+            api.fetch_detail(animal_id)  # the server's default answer, at once
+        assert api.get_cut.seconds == 0.3
+        upstream.answer(Answer(200, b"late", stall=2.0), Answer(200, b'{"id": 7}'))
+        started = time.monotonic()
+        detail = api.fetch_detail(7)
+        took = time.monotonic() - started
+    finally:
+        api.close()
+    assert detail.body == b'{"id": 7}' and detail.retries == ["read_timeout"]
+    assert took < 1.5
+    assert api.get_cut.seconds == 0.3  # the cut try was no answer: it did not raise the cut
 
 
 def test_a_get_that_stalls_every_time_fails_but_is_not_unreachable(upstream):

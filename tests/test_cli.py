@@ -31,6 +31,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["--limit", "0"], "--limit must be 1 or more"),
         (["--get-timeout", "0"], "--get-timeout must be above 0"),
         (["--get-timeout", "nan"], "--get-timeout must be a finite number, not nan"),
+        (["--get-timeout-floor", "0"], "--get-timeout-floor must be above 0"),
+        (["--get-timeout-floor", "inf"], "--get-timeout-floor must be a finite number, not inf"),
         (["--post-timeout", "inf"], "--post-timeout must be a finite number, not inf"),
         (["--base-url", "http://127.0.0.1:99999"], "--base-url must have a port between 1 and 65535"),
         (["--base-url", "http://127.0.0.1:0"], "--base-url must have a port between 1 and 65535"),

@@ -134,6 +134,7 @@ def run(
     batch_size: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_BATCH_SIZE", help="Animals per POST (at most 100).")] = Settings.batch_size,
     retries: Annotated[int, typer.Option(envvar="ANIMAL_SYNC_RETRIES", help="Retries per request.")] = Settings.retries,
     get_timeout: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_GET_TIMEOUT", help="GET read timeout, s: a stalled GET is re-sent after it.")] = Settings.get_timeout,
+    get_timeout_floor: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_GET_TIMEOUT_FLOOR", help="The GET read timeout adapts to 4x the p99 of answers seen, never below this, s (= --get-timeout: fixed).")] = Settings.get_timeout_floor,
     get_deadline: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_GET_DEADLINE", help="Whole-answer limit of one GET try, s: an answer that trickles is re-sent after it.")] = Settings.get_deadline,
     post_timeout: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_POST_TIMEOUT", help="POST read timeout, s: keep it above the API's longest stall.")] = Settings.post_timeout,
     limit: Annotated[Optional[int], typer.Option(envvar="ANIMAL_SYNC_LIMIT", help="Sync only the first N animals listed.")] = None,
@@ -150,8 +151,8 @@ def run(
 
     settings = Settings(
         base_url=base_url, journal=journal, workers=workers, post_workers=post_workers, batch_size=batch_size,
-        retries=retries, get_timeout=get_timeout, get_deadline=get_deadline, post_timeout=post_timeout, limit=limit, dry_run=dry_run,
-        resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
+        retries=retries, get_timeout=get_timeout, get_timeout_floor=get_timeout_floor, get_deadline=get_deadline,
+        post_timeout=post_timeout, limit=limit, dry_run=dry_run, resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
     )
     configure_logging(log_format, quiet=quiet)
     _sync(lambda **live: start_run(settings, abandon=abandon, **live), _progress(progress, quiet, progress_every, limit))

@@ -35,6 +35,7 @@ class Settings:
     backoff: float = 0.05  # urllib3 backoff_factor; the first retry is immediate, then 0.1, 0.2, ... capped at 2 s
     connect_timeout: float = 3.05
     get_timeout: float = 1.0  # far above a normal answer, far below a stall: a stalled GET is re-sent, not waited on
+    get_timeout_floor: float = 0.25  # the GET cut adapts to observed answers (latency) but never below this
     get_deadline: float = 10.0  # a GET try's whole answer, headers and body: bounds an upstream that trickles
     post_timeout: float = 30.0  # above the longest stall: the API still handles a stalled POST, so wait it out
     max_body_bytes: int = 1_000_000  # a detail body above this is refused, not read into memory
@@ -45,7 +46,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_url(self.base_url)
-        for name in ("backoff", "connect_timeout", "get_timeout", "post_timeout"):
+        for name in ("backoff", "connect_timeout", "get_timeout", "get_timeout_floor", "post_timeout"):
             # NaN passes every comparison below and inf would wait forever; both would be journaled and
             # then break every resume, which rebuilds these settings from the journal.
             value = getattr(self, name)
@@ -59,7 +60,7 @@ class Settings:
             raise ConfigError(f"--post-workers must be between 1 and 64, not {self.post_workers}")
         if self.retries < 0:
             raise ConfigError(f"--retries must be 0 or more, not {self.retries}")
-        for name in ("connect_timeout", "get_timeout", "post_timeout"):
+        for name in ("connect_timeout", "get_timeout", "get_timeout_floor", "post_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be above 0, not {getattr(self, name)}")
         if not (math.isfinite(self.get_deadline) and self.get_deadline > 0):

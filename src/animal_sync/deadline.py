@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +118,21 @@ def _shut(sock: socket.socket) -> None:
         pass  # already closed: nothing is waiting on it
 
 
-def guarded_pool_classes(watchdog: Watchdog) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools whose connections report each socket to `watchdog` before waiting on it."""
+def guarded_pool_classes(
+    watchdog: Watchdog, on_answer: Callable[[float], None] | None = None
+) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose connections report each socket to `watchdog` before waiting on it.
+
+    `on_answer` is told how many seconds each try waited for its status line and headers, when they came.
+    """
+
+    def answer(sock: socket.socket | None, read: Callable[[], Any]) -> Any:
+        watchdog.watch(sock)
+        started = time.monotonic()
+        response = read()
+        if on_answer is not None:
+            on_answer(time.monotonic() - started)
+        return response
 
     class GuardedHTTPConnection(HTTPConnection):
         def request(self, *args: Any, **kwargs: Any) -> None:
@@ -127,8 +140,7 @@ def guarded_pool_classes(watchdog: Watchdog) -> dict[str, type[HTTPConnectionPoo
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            watchdog.watch(self.sock)
-            return super().getresponse()
+            return answer(self.sock, super().getresponse)
 
     class GuardedHTTPSConnection(HTTPSConnection):
         def request(self, *args: Any, **kwargs: Any) -> None:
@@ -136,8 +148,7 @@ def guarded_pool_classes(watchdog: Watchdog) -> dict[str, type[HTTPConnectionPoo
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            watchdog.watch(self.sock)
-            return super().getresponse()
+            return answer(self.sock, super().getresponse)
 
     class GuardedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
