@@ -18,6 +18,7 @@ def test_the_wheel_ships_the_migrations_and_an_installed_copy_applies_them(tmp_p
     [wheel] = tmp_path.glob("animal_sync-*.whl")
     shipped = sorted(name for name in zipfile.ZipFile(wheel).namelist() if "/migrations/" in name)
     assert shipped == [f"animal_sync/migrations/{path.name}" for path in sorted((ROOT / "migrations").glob("*.py"))]
+    assert "animal_sync/docs.py" not in zipfile.ZipFile(wheel).namelist()  # the docs generator is a repository tool
 
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
