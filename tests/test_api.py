@@ -35,7 +35,6 @@ from animal_sync.api import (
     classify_answer,
     get_retry,
     post_retry,
-    redact_url,
 )
 from animal_sync.config import Settings
 from animal_sync.continue100 import BodyRelease, BodyWithheld, ContinueRetry
@@ -293,25 +292,6 @@ def test_without_a_token_no_authorization_is_sent(api, mocked):
     mocked.get(LIST_URL + "/7", body=b"{}")
     api.fetch_detail(7)
     assert "Authorization" not in mocked.calls[0].request.headers
-
-
-@pytest.mark.parametrize(
-    "url, redacted",
-    [
-        ("http://sync:hunter2@api.test:3123/v1", "http://sync:***@api.test:3123/v1"),
-        ("https://u:p%40ss@api.test/", "https://u:***@api.test/"),
-        ("http://:secret@api.test", "http://:***@api.test"),
-        ("http://api.test:3123/v1?page=2", "http://api.test:3123/v1?page=2"),
-        ("http://user@api.test/", "http://user@api.test/"),
-    ],
-)
-def test_redact_url_hides_a_password(url, redacted):
-    assert redact_url(url) == redacted
-
-
-
-def test_redact_url_keeps_an_ipv6_host_a_url():
-    assert redact_url("http://u:pw@[::1]:3123/v1") == "http://u:***@[::1]:3123/v1"
 
 
 # --- a real local server: what only sockets can show --------------------------------------

@@ -14,14 +14,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from .config import Settings
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
 from .continue100 import (
     EXPECT_CONTINUE,
@@ -32,9 +32,6 @@ from .continue100 import (
     ExpectContinue,
     body_release,
 )
-
-if TYPE_CHECKING:  # for annotations only: config imports redact_url from here
-    from .config import Settings
 
 __all__ = [
     "AnimalsApi",
@@ -49,7 +46,6 @@ __all__ = [
     "classify_answer",
     "get_retry",
     "post_retry",
-    "redact_url",
 ]
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
@@ -107,15 +103,6 @@ def post_retry(retries: int, backoff: float) -> Retry:
     given after `100 Continue` (`ContinueRetry`): the handler read that batch.
     """
     return _retry("POST", retries, backoff, read=0, policy=ContinueRetry)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs, the journal and reports."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets and the port as written
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class FetchFailed(Exception):

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .api import redact_url
 from .errors import ConfigError, CredentialMissing
+from .urls import redact_url
 
 __all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
 

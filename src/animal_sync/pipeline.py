@@ -22,13 +22,14 @@ import structlog
 
 from .api import (
     AUTH_REFUSED, AnimalsApi, ApiUnreachable, BodyTooLarge, CredentialRefused, Detail, FetchFailed, Page, PostOutcome,
-    PostResult, redact_url,
+    PostResult,
 )
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, RunState
 from .settle import unsettled_resends
 from .transform import InvalidRecord, canonical_json, check_matches, transform
+from .urls import redact_url
 
 __all__ = ["Progress", "RunResult", "Sync", "resume_run", "start_run"]
 
