@@ -209,6 +209,19 @@ def test_a_journal_holding_a_nan_setting_resumes_with_one_line(capsys, tmp_path:
     assert "journaled settings cannot be used (--get-timeout must be a finite number, not nan)" in err
 
 
+def test_a_journaled_setting_no_flag_sets_is_named_by_its_field(capsys, tmp_path: Path) -> None:
+    from animal_sync.config import Settings
+    from animal_sync.journal import Journal, RunState
+
+    journal = tmp_path / "j.db"
+    with Journal.open(journal) as opened:
+        run = opened.start_run({**Settings(journal=journal).journaled(), "backoff": -1}, "http://127.0.0.1:9")
+        opened.end_run(run.id, RunState.INTERRUPTED, {})
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal))
+    assert code == 2 and err.count("\n") == 1
+    assert "journaled settings cannot be used (backoff must be 0 or more, not -1)" in err  # no --backoff flag exists
+
+
 def test_resume_of_a_journal_that_is_not_there_creates_nothing(capsys, tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "resume", "--journal", str(tmp_path / "typo.db"))
     assert code == 2 and err == f"animal-sync: no journal at {tmp_path / 'typo.db'}; start a run with `animal-sync run`\n"

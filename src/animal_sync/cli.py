@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperOption
 from typer.exceptions import TyperException
 
 from .config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
-from .errors import AnimalSyncError
+from .errors import AnimalSyncError, ConfigError, CredentialMissing
 from .export import ExportFormat, Payload
 from .journal import AnimalState, Journal
 from .logs import LogFormat, configure_logging
@@ -358,6 +359,28 @@ def simulate(
     ))
 
 
+def _option(field: str) -> TyperOption | None:
+    """The option that sets a Settings field, read from the commands' own option table (None: no flag sets it)."""
+    for command in typer.main.get_command(app).commands.values():  # type: ignore[attr-defined]
+        for param in command.params:
+            if isinstance(param, TyperOption) and param.name == field:
+                return param
+    return None
+
+
+def _config_words(exc: ConfigError) -> str:
+    """A settings error worded with the flag a person types; a field no flag sets keeps its field name."""
+    option = _option(exc.field)
+    flag = option.opts[0] if option is not None else exc.field
+    if isinstance(exc, CredentialMissing):  # the secret comes back the way it came in: a flag, or a variable
+        return (
+            "the run was authenticated and the journal keeps no secret: pass the password again in"
+            f" {flag} http://USER:PASSWORD@HOST (or {option.envvar if option else 'its variable'}),"
+            " or the token in ANIMAL_SYNC_TOKEN"
+        )
+    return exc.describe(flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: every error a person can cause ends as one line and exit code 2."""
     try:
@@ -366,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `animal-sync {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
         typer.echo(f"animal-sync: {exc.format_message()}{hint}", err=True)
+        return 2
+    except ConfigError as exc:
+        typer.echo(f"animal-sync: {_config_words(exc)}", err=True)
         return 2
     except AnimalSyncError as exc:
         typer.echo(f"animal-sync: {exc}", err=True)
