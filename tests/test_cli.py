@@ -279,3 +279,23 @@ def test_status_and_report_show_the_api_the_last_attempt_used(capsys, simulator,
     page = tmp_path / "r.html"
     assert run_cli(capsys, "report", "--journal", journal, "--html", str(page))[0] == 0
     assert f"<th>API</th><td>{sim.url}</td>" in page.read_text()
+
+
+EXIT_CODES = {
+    "clean": 0, "exceptions": 1, "upstream_changed": 1, "unreachable": 1, "check_failed": 1, "never_listed": 1,
+    "credential_refused": 2, "stopped": 130,
+}
+
+
+@pytest.mark.parametrize(("outcome", "code"), EXIT_CODES.items())
+def test_the_cli_decides_the_exit_code_from_the_run_s_outcome(outcome: str, code: int) -> None:
+    from animal_sync.cli import exit_code
+    from animal_sync.pipeline import RunOutcome
+
+    assert exit_code(RunOutcome(outcome)) == code
+
+
+def test_the_exit_code_table_above_names_every_outcome() -> None:
+    from animal_sync.pipeline import RunOutcome
+
+    assert set(EXIT_CODES) == {str(outcome) for outcome in RunOutcome}

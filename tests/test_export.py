@@ -17,7 +17,7 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.export import CSV_FIELDS, ExportFormat, Payload, export, export_to_path
 from animal_sync.journal import AnimalState, Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator, SimulatorConfig
 
 
@@ -28,7 +28,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                     faults={5: "html", 6: "bad_born_at", 7: "missing_name", 9: "unicode_name"})).start()
     path = tmp_path_factory.mktemp("export") / "j.db"
     try:
-        assert start_run(Settings(base_url=sim.url, journal=path, batch_size=20)).exit_code == 1
+        assert start_run(Settings(base_url=sim.url, journal=path, batch_size=20)).outcome is RunOutcome.EXCEPTIONS
     finally:
         sim.stop()
     yield path

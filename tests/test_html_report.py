@@ -15,7 +15,7 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.html_report import render_html, report_data, svg_columns, throughput
 from animal_sync.journal import BatchState, Decision, Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
@@ -56,7 +56,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         settings = Settings(base_url=sim.url, journal=path, post_timeout=0.3, get_timeout=0.3, post_workers=1,
                             resend_in_doubt=False)
-        assert start_run(settings).exit_code == 1
+        assert start_run(settings).outcome is RunOutcome.EXCEPTIONS
     finally:
         sim.stop()
     yield path

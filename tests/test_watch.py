@@ -16,7 +16,7 @@ from rich.console import Console
 from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.report import render_status, status, writer_process
 from animal_sync.watch import watch_status
 
@@ -56,7 +56,7 @@ def test_watch_follows_a_live_run_until_it_finishes(simulator, tmp_path: Path) -
 def test_watch_redraws_in_place_on_a_terminal(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=40, strict=True)
     path = tmp_path / "j.db"
-    assert start_run(Settings(base_url=sim.url, journal=path)).exit_code == 0
+    assert start_run(Settings(base_url=sim.url, journal=path)).outcome is RunOutcome.CLEAN
     screen = io.StringIO()
     code = watch_status(path, interval=0.05, console=Console(file=screen, force_terminal=True, width=100))
     assert code == 0 and "run 1: finished" in screen.getvalue() and "running:" not in screen.getvalue()
@@ -92,7 +92,7 @@ def test_a_live_writer_counts_as_alive(tmp_path: Path) -> None:
 def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
     sim = simulator(animals=30, strict=True, faults={4: "html"})
     journal = tmp_path / "j.db"
-    assert start_run(Settings(base_url=sim.url, journal=journal)).exit_code == 1
+    assert start_run(Settings(base_url=sim.url, journal=journal)).outcome is RunOutcome.EXCEPTIONS
     capsys.readouterr()
     code = main(["status", "--journal", str(journal)])
     out = capsys.readouterr().out
@@ -109,7 +109,7 @@ def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
 def test_cli_watch_on_a_finished_run_returns_at_once_and_refuses_json(capsys, simulator, tmp_path: Path) -> None:
     sim = simulator(animals=20, strict=True)
     journal = str(tmp_path / "j.db")
-    assert start_run(Settings(base_url=sim.url, journal=Path(journal))).exit_code == 0
+    assert start_run(Settings(base_url=sim.url, journal=Path(journal))).outcome is RunOutcome.CLEAN
     assert main(["status", "--journal", journal, "--watch", "--interval", "0.1"]) == 0
     assert "run 1: finished" in capsys.readouterr().out
     code = main(["status", "--journal", journal, "--watch", "--json"])

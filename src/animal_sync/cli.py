@@ -30,7 +30,7 @@ from .logs import LogFormat, configure_logging
 from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
 
 if TYPE_CHECKING:
-    from .pipeline import RunResult
+    from .pipeline import RunOutcome, RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -118,12 +118,26 @@ def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None =
     return reporting(chosen, console=console, every=every, limit=limit)
 
 
+def exit_code(outcome: RunOutcome) -> int:
+    """The shell's word for how an attempt ended: 0 clean, 2 a credential to fix first, 130 stopped, else 1."""
+    from .pipeline import RunOutcome
+
+    if outcome is RunOutcome.CLEAN:
+        return 0
+    if outcome is RunOutcome.CREDENTIAL_REFUSED:  # a usage error: nothing passes until the credential changes
+        return 2
+    if outcome is RunOutcome.STOPPED:
+        return 130
+    return 1
+
+
 def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
     """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
     with _stop_on_signals() as stop, progress as on_progress:
         result = attempt(stop=stop, on_progress=on_progress)
-    typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
-    raise typer.Exit(result.exit_code)
+    code = exit_code(result.outcome)
+    typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=code != 0)
+    raise typer.Exit(code)
 
 
 @app.command()
