@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -139,9 +139,9 @@ class Page:
 
     page: int
     total_pages: int
-    ids: list[int]
-    retries: list[str] = field(default_factory=list)
-    bad_items: list[dict[str, Any]] = field(default_factory=list)  # {"item": text, "reason": text}
+    ids: tuple[int, ...]
+    retries: tuple[str, ...] = ()
+    bad_items: tuple[dict[str, Any], ...] = ()  # {"item": text, "reason": text}
     digest: str | None = None  # of the items' id, name and born_at: the same page of another data set differs
 
 
@@ -151,7 +151,7 @@ class Detail:
 
     animal_id: int
     body: bytes
-    retries: list[str] = field(default_factory=list)
+    retries: tuple[str, ...] = ()
 
 
 class PostOutcome(StrEnum):
@@ -170,7 +170,7 @@ class PostResult:
     status: int | None
     body: str | None
     error: str | None
-    retries: list[str] = field(default_factory=list)
+    retries: tuple[str, ...] = ()
     release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
 
     @property
@@ -406,7 +406,9 @@ class AnimalsApi:
                 ids.append(item["id"])
             else:
                 bad.append({"item": json.dumps(item)[:200], "reason": reason})
-        return Page(page=page, total_pages=total, ids=ids, retries=retries, bad_items=bad, digest=_digest(items))
+        return Page(
+            page=page, total_pages=total, ids=tuple(ids), retries=tuple(retries), bad_items=tuple(bad), digest=_digest(items)
+        )
 
     def fetch_detail(self, animal_id: int) -> Detail:
         """One animal's detail body as received; a non-200 answer past the retry budget is a FetchFailed."""
@@ -415,7 +417,7 @@ class AnimalsApi:
             raise FetchFailed(
                 f"HTTP {status} after {len(retries)} retries: {body[:200].decode('utf-8', 'replace')}", retries
             )
-        return Detail(animal_id=animal_id, body=body, retries=retries)
+        return Detail(animal_id=animal_id, body=body, retries=tuple(retries))
 
     def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:
         """POST one batch and say what is known of its fate; never raises for a network outcome.
@@ -437,4 +439,4 @@ class AnimalsApi:
         release = body_release(response.raw)
         outcome = classify_answer(response.status_code, release)
         error = None if outcome is PostOutcome.DELIVERED else f"HTTP {response.status_code}: {body[:300]}"
-        return PostResult(outcome, response.status_code, body, error, retries, release)
+        return PostResult(outcome, response.status_code, body, error, tuple(retries), release)

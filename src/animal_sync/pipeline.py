@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -91,7 +91,12 @@ class Fetched:
     raw: str | bytes | None  # None when the body was refused unread
     transformed: str | None
     reason: str | None
-    retries: list[str]
+    retries: tuple[str, ...]
+
+    @property
+    def attempts(self) -> int:
+        """Detail fetches made for this animal: the first, then one per retry (journaled as `animals.attempts`)."""
+        return 1 + len(self.retries)
 
 
 def _examine(detail: Detail) -> Fetched:
@@ -116,7 +121,7 @@ def _fetch(api: AnimalsApi, animal_id: int) -> Fetched:
     try:
         detail = api.fetch_detail(animal_id)
     except BodyTooLarge as exc:  # refused unread: bad data to quarantine, like any malformed record
-        return Fetched(animal_id, None, None, str(exc), exc.retries)
+        return Fetched(animal_id, None, None, str(exc), tuple(exc.retries))
     return _examine(detail)
 
 
@@ -301,7 +306,7 @@ class Sync:
             return
         except FetchFailed as exc:
             self._count_retries(exc.retries)
-            self._fetch_failed(kind, key, str(exc))
+            self._fetch_failed(kind, key, str(exc), attempts=1 + len(exc.retries))
             return
         if kind == "check":
             self._checked(result)
@@ -310,7 +315,7 @@ class Sync:
         else:
             self._fetched(result)
 
-    def _fetch_failed(self, kind: str, key: int, reason: str) -> None:
+    def _fetch_failed(self, kind: str, key: int, reason: str, attempts: int) -> None:
         self.counters[f"error_{kind}_failed"] += 1
         if kind == "check":
             self.log.warning("check_failed", page=key, reason=reason)
@@ -321,7 +326,7 @@ class Sync:
             self.failed_pages[key] = reason
             self.log.warning("page_failed", page=key, reason=reason)
             return
-        self.journal.record_fetch_failed(self.run.id, key, reason, attempts=1)
+        self.journal.record_fetch_failed(self.run.id, key, reason, attempts=attempts)
         self.progress.failed += 1
         self.recheck_due = True  # a listed id that stopped answering may mean the upstream restarted
         self.log.warning("retry_budget_exhausted", animal_id=key, reason=reason)
@@ -375,12 +380,12 @@ class Sync:
     def _fetched(self, fetched: Fetched) -> None:
         self._count_retries(fetched.retries)
         if fetched.transformed is None:
-            self.journal.record_quarantined(self.run.id, fetched.animal_id, fetched.raw, fetched.reason or "", attempts=1)
+            self.journal.record_quarantined(self.run.id, fetched.animal_id, fetched.raw, fetched.reason or "", attempts=fetched.attempts)
             self.progress.quarantined += 1
             self.counters["quarantined"] += 1
             self.log.warning("record_quarantined", animal_id=fetched.animal_id, reason=fetched.reason)
             return
-        self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=1)
+        self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=fetched.attempts)
         self.unbatched.append(fetched.animal_id)
         self.progress.fetched += 1
 
@@ -459,7 +464,7 @@ class Sync:
         self.counters[f"batch_split_http_{result.status}"] += 1
         self.log.warning("batch_split", batch_id=batch.id, status=result.status, into=halves, body=result.body)
 
-    def _count_retries(self, kinds: list[str]) -> None:
+    def _count_retries(self, kinds: Sequence[str]) -> None:
         for kind in kinds:
             self.counters[f"retry_{kind}"] += 1
         self.progress.retries += len(kinds)
