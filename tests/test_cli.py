@@ -10,13 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from animal_sync.cli import main
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import run_cli
 
 
 @pytest.mark.parametrize(

@@ -20,25 +20,13 @@ from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.report import audit, status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
+from conftest import assert_exactly_once, audited, query
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 
 
 def settings(url: str, journal: Path, **overrides: object) -> Settings:
     return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
-
-
-def audited(journal: Path) -> dict:
-    with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened)
-
-
-def assert_exactly_once(sim: Simulator) -> None:
-    verdict = sim.verify()
-    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
-    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0
-    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
-    assert verdict["delivered"] == sim.total_animals
 
 
 def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Path) -> None:
@@ -142,6 +130,25 @@ def test_dry_run_posts_nothing_and_audit_says_so(simulator, tmp_path: Path) -> N
     assert sim.verify()["delivered"] == 0 and sim.verify()["posts"] == 0
     report = audited(tmp_path / "j.db")
     assert report["ok"] and report["dry_run"] and report["posted"] == 0
+
+
+def test_an_animal_s_attempts_are_its_detail_fetches_retries_included(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=10, strict=True)
+    sim.queue_chaos(Chaos.NONE, Chaos.FAIL, Chaos.FAIL, method="GET")  # the listing passes; the first detail fails twice
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, workers=1))
+    assert result.outcome is RunOutcome.CLEAN, result.message
+    attempts = sorted(n for (n,) in query(journal, "SELECT attempts FROM animals"))
+    assert attempts == [1] * 9 + [3]  # 1 + 2 retries for the one that failed twice, 1 for every other
+
+
+def test_a_detail_that_never_answers_records_every_fetch_it_cost(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=10, strict=True)
+    sim.queue_chaos(Chaos.NONE, *[Chaos.FAIL] * 3, method="GET")
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, workers=1, retries=2))
+    assert result.outcome is RunOutcome.EXCEPTIONS
+    assert query(journal, "SELECT attempts FROM animals WHERE state = 'failed'") == [(3,)]
 
 
 def test_a_malformed_detail_is_quarantined_with_its_reason_and_the_rest_goes_on(simulator, tmp_path: Path) -> None:

@@ -33,12 +33,12 @@ from packaging.utils import canonicalize_name
 
 import animal_sync
 from animal_sync.api import AnimalsApi, FetchFailed
-from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.report import audit, status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
+from conftest import assert_exactly_once, assert_one_line, audited, cli, query, run_cli
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -46,30 +46,6 @@ CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def settings(url: str, journal: Path, **overrides: Any) -> Settings:
     return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "animal_sync", *args]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def audited(journal: Path) -> dict[str, Any]:
-    with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened)
-
-
-def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the journal with plain sqlite3, read-only, the way an outside observer would (also mid-run)."""
-    try:
-        with closing(sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            return db.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
 
 
 def animals_in(journal: Path, state: str) -> int:
@@ -88,18 +64,6 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[Any] | None = 
         assert process is None or process.poll() is None, f"the child ended (code {process.returncode}) before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
-
-
-def assert_one_line(err: str, says: str) -> None:
-    assert says in err, err
-    assert err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err
-
-
-def assert_exactly_once(sim: Simulator) -> None:
-    verdict = sim.verify()
-    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
-    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0, verdict["duplicate_ids"][:20]
-    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
 
 
 def delivered_ids(sim: Simulator) -> set[int]:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from animal_sync import settle as settle_module
-from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, IllegalTransition, Journal, RunState
 from animal_sync.pipeline import RunOutcome, resume_run, start_run
@@ -26,20 +25,10 @@ from animal_sync.report import audit, render_audit
 from animal_sync.settle import BlankReason, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
+from conftest import assert_one_line, run_cli
 
 A, B = AnimalState, BatchState
 REASON = "checked downstream: every id of the batch is there"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line(err: str, says: str) -> None:
-    assert says in err, err
-    assert err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 # --------------------------------------------------------------------------- a journal built through its API
