@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,7 +166,7 @@ def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None
     (fetching done) to the run's end, spent waiting on POSTs only (a stalled POST at the end shows here)."""
     from animal_sync.journal import Journal
 
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         db = opened.db.conn
         row = db.execute("SELECT outcome, finished_at FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         retries = db.execute("SELECT coalesce(sum(value), 0) FROM counters WHERE name LIKE 'retry_%'").fetchone()[0]

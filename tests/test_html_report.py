@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -80,12 +79,12 @@ def test_the_page_loads_nothing_from_anywhere(capsys, journal: Path, tmp_path: P
 
 def journal_url(journal: Path) -> str:
     """The one URL on the page is the API the run talked to, shown as text (never loaded)."""
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         return opened.last_run().base_url
 
 
 def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         data = report_data(opened)
     page = Page(render_html(data))
     words = page.words
@@ -104,7 +103,7 @@ def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path)
 
 
 def test_hostile_text_is_escaped(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         data = report_data(opened)
     data["audit"]["exceptions"]["quarantined"][0]["reason"] = '<script>alert("x")</script>'
     data["status"]["base_url"] = "http://x/<marquee>"
@@ -114,7 +113,7 @@ def test_hostile_text_is_escaped(journal: Path) -> None:
 
 
 def test_throughput_buckets_add_up_to_the_posted_animals(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         series = throughput(opened)
         posted = opened.count_animals(1)["posted"]
     assert sum(series["posted"]) == posted and series["bucket_seconds"] == 1
@@ -145,7 +144,7 @@ def test_headless_chromium_renders_the_page(journal: Path, tmp_path: Path) -> No
 def test_a_settled_batch_has_its_own_section_and_is_not_an_exception(journal: Path, tmp_path: Path) -> None:
     copy = tmp_path / "j.db"
     shutil.copy(journal, copy)
-    with closing(Journal.open(copy)) as opened:
+    with Journal.open(copy) as opened:
         [doubted] = opened.batches(1, BatchState.IN_DOUBT)
         settle(opened, Decision.DELIVERED, "seen in the <home> ledger", [doubted.id], user="alice")
         data = report_data(opened)

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Pa
     assert_exactly_once(sim)
     report = audited(journal)
     assert report["ok"] and report["posted"] == 1_240 and report["records_rechecked"] == 1_240
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         figures = status(opened)
     assert figures["retries"].get("read_timeout", 0) > 0  # stalls were cut short, not waited on
     assert sum(v for k, v in figures["retries"].items() if k.startswith("http_5")) > 0
@@ -89,7 +88,7 @@ def test_abandon_starts_a_new_run_knowingly(simulator, tmp_path: Path) -> None:
     second = start_run(settings(sim.url, journal), abandon=True)
 
     assert second.run_id == 2 and second.outcome is RunOutcome.CLEAN
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).state is RunState.ABANDONED
 
 
@@ -167,7 +166,7 @@ def test_a_poisoned_batch_is_split_until_only_the_rejected_record_fails(simulato
     journal = tmp_path / "j.db"
     start_run(settings(sim.url, journal, dry_run=True))
     # Corrupt one stored record so the API refuses any batch holding it with 422.
-    with closing(Journal.open(journal)) as opened, opened.transaction():
+    with Journal.open(journal) as opened, opened.transaction():
         opened.db.execute("UPDATE animals SET transformed = replace(transformed, '\"friends\":', '\"friends\":7,\"x\":') WHERE id = 5")
         opened.db.execute("UPDATE runs SET settings = json_set(settings, '$.dry_run', json('false'))")
 
@@ -180,7 +179,7 @@ def test_a_poisoned_batch_is_split_until_only_the_rejected_record_fails(simulato
     assert report["exception_counts"] == {"failed": 1}
     [failed] = report["exceptions"]["failed"]
     assert failed["id"] == 5 and "422" in failed["reason"]
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         refused = opened.batches(1, BatchState.FAILED)
     # ids 0-29 -> 0-14 -> 0-6 -> 3-6 -> 5-6 -> 5: each refused batch kept its answer and was sent once (no blind retry).
     assert [len(b.ids) for b in refused] == [30, 15, 7, 4, 2, 1]
@@ -208,7 +207,7 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     assert resent.outcome is RunOutcome.EXCEPTIONS and resent.in_doubt == (1,)
     verdict = sim.verify()
     assert verdict["missing"] == 0 and verdict["duplicates_delivered"] == 0
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         [batch] = opened.batches(1, BatchState.IN_DOUBT)
     # Every repeat the API saw belongs to the named batch (it stops at the first one, taking ids one at a time).
     assert verdict["duplicate_ids"] and set(verdict["duplicate_ids"]) <= set(batch.ids)
@@ -282,7 +281,7 @@ def test_a_resume_against_a_new_data_set_stops_with_exit_1_and_posts_nothing(sim
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
     assert says in result.message and "`animal-sync run --abandon`" in result.message
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         figures = status(opened)
         assert opened.run(1).outcome["upstream_changed"] in result.message
     assert says in figures["message"]
@@ -332,7 +331,7 @@ def test_a_total_that_changes_mid_listing_stops_the_run_and_journals_nothing_of_
 
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
     assert "total_pages was 20, the API now says 21 (more pages)" in result.message
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).total_pages == 20
         assert 13 not in opened.listed_pages(1)
 
@@ -349,7 +348,7 @@ def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.NEVER_LISTED)
     assert result.message.startswith("the listing never started: page 1 could not be listed (")
     assert "resume" in result.message
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert sum(status(opened)["retries"].values()) == 2  # the retries of the GET that finally failed
 
 
@@ -441,7 +440,7 @@ def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_dis
     assert time.monotonic() - stopped_at[0] < 1.5
     assert result.counts == {"discovered": 1}
     time.sleep(0.3)
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.count_animals(1) == {"discovered": 1}  # the dropped GET's late result touched nothing
 
 
@@ -462,7 +461,7 @@ def continuing():
 
 
 def counters(journal: Path) -> dict[str, int]:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         return opened.counters(1)
 
 
@@ -481,7 +480,7 @@ def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path
     assert figures["retry_body_withheld"] == 1
     assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
     assert audited(journal)["ok"]
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         report = status(opened)
     assert report["posts"] == {"delivered": 3, "body_after_continue": 3}  # named as everywhere, not as errors
     assert report["retries"]["body_withheld"] == 1 and not any(name.startswith("post_") for name in report["errors"])

@@ -114,7 +114,7 @@ def test_thirty_percent_chaos_with_short_stalls_is_exactly_once(simulator, tmp_p
     assert_exactly_once(sim)
     report = audited(journal)
     assert report["ok"] and report["posted"] == 400
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         retries = status(opened)["retries"]
     assert retries.get("read_timeout", 0) > 0 and any(kind.startswith("http_5") for kind in retries)
 

@@ -11,7 +11,6 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -385,5 +384,5 @@ def test_a_re_send_taken_after_doubt_is_at_least_once_until_settled(
     assert code == 0 and "batch 1 (100 animals) settled as delivered by a person" in out
     code, _, _ = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
     assert code == 0  # the run's own verdict agrees with the audit's
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.batch(1).state is B.POSTED and opened.settlements(1)[1].decision is Decision.DELIVERED

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 
 from rich.console import Console
@@ -26,7 +25,7 @@ def wait_for_run(path: Path, timeout: float = 10) -> None:
     while time.monotonic() < deadline:
         if path.exists():
             try:
-                with closing(Journal.open(path, readonly=True)) as journal:
+                with Journal.open(path, readonly=True) as journal:
                     if journal.last_run() is not None:
                         return
             except Exception:
@@ -70,7 +69,7 @@ def dead_pid() -> int:
 
 def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    with closing(Journal.open(path)) as journal:
+    with Journal.open(path) as journal:
         journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
     assert writer_process(path) == {"pid": None, "alive": False}  # no writer ever locked it
     path.with_name("j.db.lock").write_text(str(dead_pid()))
@@ -79,7 +78,7 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
     code = watch_status(path, interval=5, console=Console(file=screen, width=140), sleep=slept.append)
     assert code == 1 and slept == []
     assert "no live process is running it" in screen.getvalue() and "animal-sync resume" in screen.getvalue()
-    with closing(Journal.open(path, readonly=True)) as journal:
+    with Journal.open(path, readonly=True) as journal:
         assert status(journal)["process"]["alive"] is False
 
 
@@ -99,7 +98,7 @@ def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
     assert code == 0 and out.startswith("run 1: finished")
     for row in (r"pages listed\s+3 of 3", r"animals\s+30 listed", r"quarantined\s+1\b", r"posted\s+29\b", r"posted\s+1\b"):
         assert re.search(row, out), row  # 29 animals posted, in 1 batch
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         report = status(opened)
     assert report["process"] is None  # only a running run has a process to ask about
     plain = render_status(report)
