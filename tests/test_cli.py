@@ -149,13 +149,13 @@ def test_dry_run_posts_nothing_and_the_audit_says_dry_run_not_failure(capsys, si
 
 
 def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, monkeypatch) -> None:
-    from animal_sync.cli import _stop_on_signals
+    from animal_sync.cli import stop_on_signals
 
     def hard_exit(code: int) -> None:
         raise SystemExit(f"os._exit({code})")
 
     monkeypatch.setattr("animal_sync.cli.os._exit", hard_exit)
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         handler = signal.getsignal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGHUP) is handler  # a closed terminal stops the run the same way
         handler(signal.SIGTERM, None)  # the first: finish the POSTs in flight, then stop

@@ -26,9 +26,9 @@ def test_the_wheel_ships_the_migrations_and_an_installed_copy_applies_them(tmp_p
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import animal_sync.journal as j;"
         "assert j.__file__.startswith(sys.argv[1]), j.__file__;"
-        "assert str(j._migrations_dir()).startswith(sys.argv[1]), j._migrations_dir();"
         "journal = j.Journal.open(sys.argv[2]); print(sorted(journal.db.table_names())); journal.close()"
     )
+    # No checkout beside it (tmp_path holds no migrations/): the journal opens only if the wheel's own copy is found.
     done = subprocess.run(
         [sys.executable, "-c", probe, str(installed), str(tmp_path / "j.db")],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,

@@ -74,7 +74,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the ter
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[threading.Event]:
     """First Ctrl-C, SIGTERM or SIGHUP: finish in-flight POSTs and stop cleanly. Second: quit at once.
 
     The handlers last for the `with` block only: a library caller gets its own handlers back.
@@ -133,7 +133,7 @@ def exit_code(outcome: RunOutcome) -> int:
 
 def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
     """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
-    with _stop_on_signals() as stop, progress as on_progress:
+    with stop_on_signals() as stop, progress as on_progress:
         result = attempt(stop=stop, on_progress=on_progress)
     code = exit_code(result.outcome)
     typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=code != 0)
