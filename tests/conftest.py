@@ -1,18 +1,71 @@
-"""Shared fixtures: a real Animals API simulator on an ephemeral port, stopped when the test ends."""
+"""Shared fixtures and helpers: a real Animals API simulator on an ephemeral port, the CLI run in-process, the
+journal read as an outside observer would, and the audit's and the simulator's verdicts asserted.
+
+Helpers are imported by name (`from conftest import audited`); each exists here once.
+"""
 
 from __future__ import annotations
 
 import socketserver
+import sqlite3
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from animal_sync.cli import main
+from animal_sync.journal import Journal
+from animal_sync.audit import audit
 from animal_sync.simulator import Simulator, SimulatorConfig
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The CLI in-process, as a person calls it: its exit code, stdout and stderr."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli(*args: str) -> list[str]:
+    """The CLI as a child process's command line."""
+    return [sys.executable, "-m", "animal_sync", *args]
+
+
+def assert_one_line(err: str, says: str) -> None:
+    """A person's error: one line, prefixed, saying `says`, with no traceback."""
+    assert says in err, err
+    assert err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def audited(journal: Path) -> dict[str, Any]:
+    """The audit of the journal's last run, read-only, as `animal-sync audit --json` reports it."""
+    with Journal.open(journal, readonly=True) as opened:
+        return audit(opened).to_json()
+
+
+def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the journal with plain sqlite3, read-only, the way an outside observer would (also mid-run)."""
+    try:
+        with closing(sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def assert_exactly_once(sim: Simulator) -> None:
+    """The simulator's own verdict: every animal delivered once, none twice, each with the right content."""
+    verdict = sim.verify()
+    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
+    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0, verdict["duplicate_ids"][:20]
+    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
+    assert verdict["delivered"] == sim.total_animals
 
 
 @pytest.fixture

@@ -10,13 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from animal_sync.cli import main
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import run_cli
 
 
 @pytest.mark.parametrize(
@@ -157,13 +151,13 @@ def test_dry_run_posts_nothing_and_the_audit_says_dry_run_not_failure(capsys, si
 
 
 def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, monkeypatch) -> None:
-    from animal_sync.cli import _stop_on_signals
+    from animal_sync.cli import stop_on_signals
 
     def hard_exit(code: int) -> None:
         raise SystemExit(f"os._exit({code})")
 
     monkeypatch.setattr("animal_sync.cli.os._exit", hard_exit)
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         handler = signal.getsignal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGHUP) is handler  # a closed terminal stops the run the same way
         handler(signal.SIGTERM, None)  # the first: finish the POSTs in flight, then stop
@@ -209,6 +203,19 @@ def test_a_journal_holding_a_nan_setting_resumes_with_one_line(capsys, tmp_path:
     code, _, err = run_cli(capsys, "resume", "--journal", str(journal))
     assert code == 2 and err.count("\n") == 1 and err.startswith("animal-sync: ")
     assert "journaled settings cannot be used (--get-timeout must be a finite number, not nan)" in err
+
+
+def test_a_journaled_setting_no_flag_sets_is_named_by_its_field(capsys, tmp_path: Path) -> None:
+    from animal_sync.config import Settings
+    from animal_sync.journal import Journal, RunState
+
+    journal = tmp_path / "j.db"
+    with Journal.open(journal) as opened:
+        run = opened.start_run({**Settings(journal=journal).journaled(), "backoff": -1}, "http://127.0.0.1:9")
+        opened.end_run(run.id, RunState.INTERRUPTED, {})
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal))
+    assert code == 2 and err.count("\n") == 1
+    assert "journaled settings cannot be used (backoff must be 0 or more, not -1)" in err  # no --backoff flag exists
 
 
 def test_resume_of_a_journal_that_is_not_there_creates_nothing(capsys, tmp_path: Path) -> None:
@@ -268,3 +275,23 @@ def test_status_and_report_show_the_api_the_last_attempt_used(capsys, simulator,
     page = tmp_path / "r.html"
     assert run_cli(capsys, "report", "--journal", journal, "--html", str(page))[0] == 0
     assert f"<th>API</th><td>{sim.url}</td>" in page.read_text()
+
+
+EXIT_CODES = {
+    "clean": 0, "exceptions": 1, "upstream_changed": 1, "unreachable": 1, "check_failed": 1, "never_listed": 1,
+    "credential_refused": 2, "stopped": 130,
+}
+
+
+@pytest.mark.parametrize(("outcome", "code"), EXIT_CODES.items())
+def test_the_cli_decides_the_exit_code_from_the_run_s_outcome(outcome: str, code: int) -> None:
+    from animal_sync.cli import exit_code
+    from animal_sync.pipeline import RunOutcome
+
+    assert exit_code(RunOutcome(outcome)) == code
+
+
+def test_the_exit_code_table_above_names_every_outcome() -> None:
+    from animal_sync.pipeline import RunOutcome
+
+    assert set(EXIT_CODES) == {str(outcome) for outcome in RunOutcome}

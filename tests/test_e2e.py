@@ -7,19 +7,15 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
 from animal_sync.simulator import Chaos, exactly_once
+from conftest import cli
 
 KILLS = 3
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "animal_sync", *args]
 
 
 def posted_so_far(journal: Path) -> int:

@@ -8,7 +8,6 @@ import io
 import json
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.export import CSV_FIELDS, ExportFormat, Payload, export, export_to_path
 from animal_sync.journal import AnimalState, Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.queries import iter_animals
 from animal_sync.simulator import Simulator, SimulatorConfig
 
@@ -29,7 +28,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                     faults={5: "html", 6: "bad_born_at", 7: "missing_name", 9: "unicode_name"})).start()
     path = tmp_path_factory.mktemp("export") / "j.db"
     try:
-        assert start_run(Settings(base_url=sim.url, journal=path, batch_size=20)).exit_code == 1
+        assert start_run(Settings(base_url=sim.url, journal=path, batch_size=20)).outcome is RunOutcome.EXCEPTIONS
     finally:
         sim.stop()
     yield path
@@ -37,7 +36,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def read(path: Path, **options) -> str:
     out = io.StringIO()
-    with closing(Journal.open(path, readonly=True)) as journal:
+    with Journal.open(path, readonly=True) as journal:
         export(journal, out, **options)
     return out.getvalue()
 
@@ -72,7 +71,7 @@ def test_csv_columns_and_friends_as_a_json_array(synced: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(read(synced, fmt=ExportFormat.CSV))))
     assert tuple(rows[0]) == CSV_FIELDS and len(rows) == 60
     by_id = {int(row["id"]): row for row in rows}
-    with closing(Journal.open(synced, readonly=True)) as journal:
+    with Journal.open(synced, readonly=True) as journal:
         posted = {r.id: json.loads(r.transformed) for r in iter_animals(journal, 1, [AnimalState.POSTED])}
     for animal_id, record in posted.items():
         row = by_id[animal_id]
@@ -91,7 +90,7 @@ def test_raw_csv_adds_the_body_verbatim(synced: Path) -> None:
 def test_a_body_that_is_not_utf8_is_exported_as_base64(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     body = b"\xff\xfe not utf-8"
-    with closing(Journal.open(path)) as journal:
+    with Journal.open(path) as journal:
         run = journal.start_run({}, "http://x")
         with journal.transaction():
             journal.record_page(run.id, 1, [1], 1)
@@ -124,14 +123,14 @@ def test_cli_export_refuses_an_unknown_state_in_one_line(capsys, synced: Path) -
 
 def test_a_failed_export_leaves_no_partial_file(synced: Path, tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
-    with closing(Journal.open(synced, readonly=True)) as journal, pytest.raises(Exception):
+    with Journal.open(synced, readonly=True) as journal, pytest.raises(Exception):
         export_to_path(journal, target, run_id=99)  # no such run
     assert not target.exists() and not list(tmp_path.glob("*.partial"))
 
 
 def _big_journal(path: Path, animals: int) -> None:
     record = json.dumps({"id": 0, "name": "Aardvark" * 8, "born_at": None, "friends": ["Cat"] * 20})
-    with closing(Journal.open(path)) as journal:
+    with Journal.open(path) as journal:
         run = journal.start_run({}, "http://x")
         with journal.transaction():
             journal.db.conn.executemany(
@@ -155,7 +154,7 @@ def test_memory_stays_flat_whatever_the_number_of_animals(tmp_path: Path) -> Non
                 Sink.written += len(text)
                 return len(text)
 
-        with closing(Journal.open(path, readonly=True)) as journal:
+        with Journal.open(path, readonly=True) as journal:
             tracemalloc.start()
             assert export(journal, Sink(), fmt=ExportFormat.CSV) == animals
             peaks.append(tracemalloc.get_traced_memory()[1])

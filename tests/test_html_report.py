@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +15,7 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.html_report import render_html, report_data, svg_columns, throughput
 from animal_sync.journal import BatchState, Decision, Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
@@ -57,7 +56,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         settings = Settings(base_url=sim.url, journal=path, post_timeout=0.3, get_timeout=0.3, post_workers=1,
                             resend_in_doubt=False)
-        assert start_run(settings).exit_code == 1
+        assert start_run(settings).outcome is RunOutcome.EXCEPTIONS
     finally:
         sim.stop()
     yield path
@@ -81,12 +80,12 @@ def test_the_page_loads_nothing_from_anywhere(capsys, journal: Path, tmp_path: P
 
 def journal_url(journal: Path) -> str:
     """The one URL on the page is the API the run talked to, shown as text (never loaded)."""
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         return opened.last_run().base_url
 
 
 def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         data = report_data(opened)
     page = Page(render_html(data))
     words = page.words
@@ -105,7 +104,7 @@ def test_the_page_holds_the_summary_charts_retries_and_exceptions(journal: Path)
 
 
 def test_hostile_text_is_escaped(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         data = report_data(opened)
     hostile = {**data.audit.exceptions["quarantined"][0], "reason": '<script>alert("x")</script>'}
     audited = replace(data.audit, exceptions={**data.audit.exceptions, "quarantined": (hostile,)})
@@ -116,7 +115,7 @@ def test_hostile_text_is_escaped(journal: Path) -> None:
 
 
 def test_throughput_buckets_add_up_to_the_posted_animals(journal: Path) -> None:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         series = throughput(opened)
         posted = opened.count_animals(1)["posted"]
     assert sum(series.posted) == posted and series.bucket_seconds == 1
@@ -147,7 +146,7 @@ def test_headless_chromium_renders_the_page(journal: Path, tmp_path: Path) -> No
 def test_a_settled_batch_has_its_own_section_and_is_not_an_exception(journal: Path, tmp_path: Path) -> None:
     copy = tmp_path / "j.db"
     shutil.copy(journal, copy)
-    with closing(Journal.open(copy)) as opened:
+    with Journal.open(copy) as opened:
         [doubted] = opened.batches(1, BatchState.IN_DOUBT)
         settle(opened, Decision.DELIVERED, "seen in the <home> ledger", [doubted.id], user="alice")
         data = report_data(opened)

@@ -13,14 +13,14 @@ from structlog.testing import capture_logs
 
 from animal_sync.config import Settings
 from animal_sync.logs import LogFormat, configure_logging, resolve_format
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 
 
 def test_every_run_event_carries_run_id_and_batch_events_batch_id(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=250, strict=True, faults={7: "html"})
     with capture_logs() as events:
         result = start_run(Settings(base_url=sim.url, journal=tmp_path / "j.db", batch_size=50))
-    assert result.exit_code == 1  # one quarantined animal
+    assert result.outcome is RunOutcome.EXCEPTIONS  # one quarantined animal
     assert events and all(event.get("run_id") == result.run_id for event in events)
     batch_events = [e for e in events if e["event"].startswith("batch_")]
     assert len(batch_events) == 5 and all(isinstance(e["batch_id"], int) for e in batch_events)

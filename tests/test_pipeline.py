@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,10 +16,11 @@ from continue_server import ContinueServer, Fate
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
-from animal_sync.pipeline import Progress, resume_run, start_run
+from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
+from conftest import assert_exactly_once, audited, query
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 
@@ -29,30 +29,17 @@ def settings(url: str, journal: Path, **overrides: object) -> Settings:
     return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
 
 
-def audited(journal: Path) -> dict:
-    with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened).to_json()
-
-
-def assert_exactly_once(sim: Simulator) -> None:
-    verdict = sim.verify()
-    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
-    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0
-    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
-    assert verdict["delivered"] == sim.total_animals
-
-
 def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=1_240, chaos=20, stall_min=0.2, stall_max=0.4, strict=True)
     journal = tmp_path / "j.db"
 
     result = start_run(settings(sim.url, journal))
 
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), audited(journal)["exceptions"]
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), audited(journal)["exceptions"]
     assert_exactly_once(sim)
     report = audited(journal)
     assert report["ok"] and report["posted"] == 1_240 and report["records_rechecked"] == 1_240
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         figures = status(opened).to_json()
     assert figures["retries"].get("read_timeout", 0) > 0  # stalls were cut short, not waited on
     assert sum(v for k, v in figures["retries"].items() if k.startswith("http_5")) > 0
@@ -62,7 +49,7 @@ def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Pa
 def test_partial_last_batch_and_small_batch_size(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=90, strict=True)
     result = start_run(settings(sim.url, tmp_path / "j.db", batch_size=7))
-    assert result.exit_code == 0
+    assert result.outcome is RunOutcome.CLEAN
     assert_exactly_once(sim)
     assert sim.verify()["posts"] == 13  # 12 full batches of 7 and one of 6
 
@@ -82,12 +69,12 @@ def test_stopped_run_refuses_a_new_run_and_resumes_exactly_once(simulator, tmp_p
 
     first = start_run(settings(sim.url, journal), stop=stop, on_progress=_stop_when(300, stop))
 
-    assert (first.state, first.exit_code) == (RunState.INTERRUPTED, 130)
+    assert (first.state, first.outcome) == (RunState.INTERRUPTED, RunOutcome.STOPPED)
     assert 300 <= sim.verify()["delivered"] < 2_000
     with pytest.raises(JournalError, match="resume"):
         start_run(settings(sim.url, journal))
     second = resume_run(journal)
-    assert (second.state, second.exit_code) == (RunState.FINISHED, 0), second.message
+    assert (second.state, second.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), second.message
     assert_exactly_once(sim)
     report = audited(journal)
     assert report["ok"] and report["resent_after_doubt"] == []
@@ -101,8 +88,8 @@ def test_abandon_starts_a_new_run_knowingly(simulator, tmp_path: Path) -> None:
 
     second = start_run(settings(sim.url, journal), abandon=True)
 
-    assert second.run_id == 2 and second.exit_code == 0
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    assert second.run_id == 2 and second.outcome is RunOutcome.CLEAN
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).state is RunState.ABANDONED
 
 
@@ -118,11 +105,11 @@ def test_unreachable_api_stops_the_run_and_resume_finishes_when_it_is_back(tmp_p
 
     gone = start_run(settings(f"http://127.0.0.1:{port}", journal, retries=2))
 
-    assert (gone.state, gone.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (gone.state, gone.outcome) == (RunState.INTERRUPTED, RunOutcome.UNREACHABLE)
     assert "stopped answering" in gone.message and "resume" in gone.message
     with Simulator(SimulatorConfig(port=port, animals=250, chaos=0, strict=True)) as sim:
         back = resume_run(journal)
-        assert back.exit_code == 0, back.message
+        assert back.outcome is RunOutcome.CLEAN, back.message
         assert_exactly_once(sim)
     assert audited(journal)["ok"]
 
@@ -130,7 +117,7 @@ def test_unreachable_api_stops_the_run_and_resume_finishes_when_it_is_back(tmp_p
 def test_limit_syncs_only_the_first_animals(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=500, strict=True)
     result = start_run(settings(sim.url, tmp_path / "j.db", limit=25))
-    assert result.exit_code == 0 and result.counts == {"posted": 25}
+    assert result.outcome is RunOutcome.CLEAN and result.counts == {"posted": 25}
     assert sim.verify()["delivered"] == 25
     report = audited(tmp_path / "j.db")
     assert report["ok"] and report["discovered"] == 25
@@ -139,17 +126,36 @@ def test_limit_syncs_only_the_first_animals(simulator, tmp_path: Path) -> None:
 def test_dry_run_posts_nothing_and_audit_says_so(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=120, strict=True)
     result = start_run(settings(sim.url, tmp_path / "j.db", dry_run=True))
-    assert result.exit_code == 0 and "dry run" in result.message
+    assert result.outcome is RunOutcome.CLEAN and "dry run" in result.message
     assert sim.verify()["delivered"] == 0 and sim.verify()["posts"] == 0
     report = audited(tmp_path / "j.db")
     assert report["ok"] and report["dry_run"] and report["posted"] == 0
+
+
+def test_an_animal_s_attempts_are_its_detail_fetches_retries_included(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=10, strict=True)
+    sim.queue_chaos(Chaos.NONE, Chaos.FAIL, Chaos.FAIL, method="GET")  # the listing passes; the first detail fails twice
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, workers=1))
+    assert result.outcome is RunOutcome.CLEAN, result.message
+    attempts = sorted(n for (n,) in query(journal, "SELECT attempts FROM animals"))
+    assert attempts == [1] * 9 + [3]  # 1 + 2 retries for the one that failed twice, 1 for every other
+
+
+def test_a_detail_that_never_answers_records_every_fetch_it_cost(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=10, strict=True)
+    sim.queue_chaos(Chaos.NONE, *[Chaos.FAIL] * 3, method="GET")
+    journal = tmp_path / "j.db"
+    result = start_run(settings(sim.url, journal, workers=1, retries=2))
+    assert result.outcome is RunOutcome.EXCEPTIONS
+    assert query(journal, "SELECT attempts FROM animals WHERE state = 'failed'") == [(3,)]
 
 
 def test_a_malformed_detail_is_quarantined_with_its_reason_and_the_rest_goes_on(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=40, strict=True, faults={13: "wrong_id"})
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal, retries=2))
-    assert result.exit_code == 1
+    assert result.outcome is RunOutcome.EXCEPTIONS
     report = audited(journal)
     assert report["exception_counts"] == {"quarantined": 1}
     assert "id mismatch" in report["exceptions"]["quarantined"][0]["reason"]
@@ -161,20 +167,20 @@ def test_a_poisoned_batch_is_split_until_only_the_rejected_record_fails(simulato
     journal = tmp_path / "j.db"
     start_run(settings(sim.url, journal, dry_run=True))
     # Corrupt one stored record so the API refuses any batch holding it with 422.
-    with closing(Journal.open(journal)) as opened, opened.transaction():
+    with Journal.open(journal) as opened, opened.transaction():
         opened.db.execute("UPDATE animals SET transformed = replace(transformed, '\"friends\":', '\"friends\":7,\"x\":') WHERE id = 5")
         opened.db.execute("UPDATE runs SET settings = json_set(settings, '$.dry_run', json('false'))")
 
     result = resume_run(journal)
 
-    assert result.exit_code == 1 and result.counts == {"posted": 29, "failed": 1}
+    assert result.outcome is RunOutcome.EXCEPTIONS and result.counts == {"posted": 29, "failed": 1}
     verdict = sim.verify()
     assert verdict["delivered"] == 29 and verdict["missing_ids"] == [5] and verdict["duplicates_rejected"] == 0
     report = audited(journal)
     assert report["exception_counts"] == {"failed": 1}
     [failed] = report["exceptions"]["failed"]
     assert failed["id"] == 5 and "422" in failed["reason"]
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         refused = opened.batches(1, BatchState.FAILED)
     # ids 0-29 -> 0-14 -> 0-6 -> 3-6 -> 5-6 -> 5: each refused batch kept its answer and was sent once (no blind retry).
     assert [len(b.ids) for b in refused] == [30, 15, 7, 4, 2, 1]
@@ -191,18 +197,18 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     # the 0.2 s wait, and the stall outlasts the read timeout.
     first = start_run(settings(sim.url, journal, post_timeout=0.2, get_timeout=0.2, retries=2, post_workers=1))
 
-    assert first.exit_code == 1 and first.in_doubt == [1] and first.counts["posted"] == 150
+    assert first.outcome is RunOutcome.EXCEPTIONS and first.in_doubt == (1,) and first.counts["posted"] == 150
     _wait_until(lambda: sim.verify()["delivered"] == 250)  # the stalled POST was handled after all
     held = resume_run(journal, overrides={"resend_in_doubt": False})
-    assert held.exit_code == 1 and held.in_doubt == [1]
+    assert held.outcome is RunOutcome.EXCEPTIONS and held.in_doubt == (1,)
     assert sim.verify()["posts"] == 3 and sim.verify()["duplicates_rejected"] == 0  # held: not re-sent
 
     resent = resume_run(journal)  # at-least-once: re-send; the strict API refuses the repeat
 
-    assert resent.exit_code == 1 and resent.in_doubt == [1]
+    assert resent.outcome is RunOutcome.EXCEPTIONS and resent.in_doubt == (1,)
     verdict = sim.verify()
     assert verdict["missing"] == 0 and verdict["duplicates_delivered"] == 0
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         [batch] = opened.batches(1, BatchState.IN_DOUBT)
     # Every repeat the API saw belongs to the named batch (it stops at the first one, taking ids one at a time).
     assert verdict["duplicate_ids"] and set(verdict["duplicate_ids"]) <= set(batch.ids)
@@ -219,13 +225,13 @@ def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_o
     sim.queue_chaos(Chaos.STALL, method="POST")
     journal = tmp_path / "j.db"
     first = start_run(settings(sim.url, journal, post_timeout=0.1, retries=2))
-    assert first.in_doubt == [1]
+    assert first.in_doubt == (1,)
     _wait_until(lambda: sim.stalled_requests == 0)
     sim.reset_verification()  # forget the stalled delivery: as if the API had dropped it
 
     again = resume_run(journal, overrides={"post_timeout": 5.0})  # a slow answer under load is not a new doubt
 
-    assert again.exit_code == 1 and again.in_doubt == [] and "1 batches posted at least once after doubt (1)" in again.message
+    assert again.outcome is RunOutcome.EXCEPTIONS and again.in_doubt == () and "1 batches posted at least once after doubt (1)" in again.message
     assert_exactly_once(sim)
     report = audited(journal)
     assert not report["ok"] and report["resent_after_doubt"] == [1]
@@ -253,7 +259,7 @@ def _interrupted_after(sim: Simulator, journal: Path, posted: int) -> int:
     port = _port(sim)
     stop = threading.Event()
     first = start_run(settings(sim.url, journal), stop=stop, on_progress=_stop_when(posted, stop))
-    assert first.exit_code == 130
+    assert first.outcome is RunOutcome.STOPPED
     sim.stop()
     return port
 
@@ -273,17 +279,17 @@ def test_a_resume_against_a_new_data_set_stops_with_exit_1_and_posts_nothing(sim
 
     result = resume_run(journal)
 
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
     assert says in result.message and "`animal-sync run --abandon`" in result.message
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         figures = status(opened).to_json()
         assert opened.run(1).outcome["upstream_changed"] in result.message
     assert says in figures["message"]
     report = audited(journal)
     assert not report["ok"] and report["exceptions"]["upstream_changed"] == [{"reason": result.message.split(": ", 1)[1].split(". Its")[0]}]
     again = resume_run(journal)  # every resume says the same, until the run is abandoned
-    assert again.exit_code == 1 and says in again.message and after.verify()["posts"] == 0
+    assert again.outcome is RunOutcome.UPSTREAM_CHANGED and says in again.message and after.verify()["posts"] == 0
 
 
 def test_a_resume_against_the_same_data_set_passes_the_check_and_finishes(simulator, tmp_path: Path) -> None:
@@ -295,7 +301,7 @@ def test_a_resume_against_the_same_data_set_passes_the_check_and_finishes(simula
 
     result = resume_run(journal)
 
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
     assert after.verify()["delivered"] + delivered >= 300
 
 
@@ -313,7 +319,7 @@ def test_a_restart_with_fewer_animals_mid_run_stops_it_instead_of_failing_animal
     result = start_run(settings(before.url, journal, retries=3), on_progress=restart)
 
     assert restarted, "the listing did not finish before 100 animals were posted"
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1), result.message
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED), result.message
     assert "total_pages was 40, the API now says 10 (fewer pages" in result.message
     assert "stopped answering" not in result.message
 
@@ -324,9 +330,9 @@ def test_a_total_that_changes_mid_listing_stops_the_run_and_journals_nothing_of_
 
     result = start_run(settings(sim.url, journal, workers=2))
 
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
     assert "total_pages was 20, the API now says 21 (more pages)" in result.message
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).total_pages == 20
         assert 13 not in opened.listed_pages(1)
 
@@ -340,17 +346,17 @@ def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries
 
     result = start_run(settings(sim.url, journal, retries=2))
 
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.NEVER_LISTED)
     assert result.message.startswith("the listing never started: page 1 could not be listed (")
     assert "resume" in result.message
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert sum(status(opened).to_json()["retries"].values()) == 2  # the retries of the GET that finally failed
 
 
 def test_a_page_1_answering_404_is_named(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=50)
     result = start_run(settings(sim.url + "/wrong-prefix", tmp_path / "j.db", retries=1))
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.NEVER_LISTED)
     assert "page 1 could not be listed (page 1: HTTP 404" in result.message
 
 
@@ -395,10 +401,10 @@ def test_listing_items_with_ids_the_journal_cannot_hold_are_set_aside_and_audite
     finally:
         server.shutdown()
         server.server_close()
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 1)
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.EXCEPTIONS)
     assert result.counts == {"posted": 2} and sorted(_OddListing.posted) == [1, 2]
     assert "5 listing items set aside" in result.message
-    assert again.exit_code == 1 and sorted(_OddListing.posted) == [1, 2]
+    assert again.outcome is RunOutcome.EXCEPTIONS and sorted(_OddListing.posted) == [1, 2]
     report = audited(journal)
     assert report["exception_counts"] == {"bad_listing_item": 5}
     assert [item["reason"] for item in report["exceptions"]["bad_listing_item"]] == [
@@ -431,11 +437,11 @@ def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_dis
         settings(trickler.url, journal, get_deadline=60.0, get_timeout=5.0), stop=stop, on_progress=stop_during_the_trickle
     )
 
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 130)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.STOPPED)
     assert time.monotonic() - stopped_at[0] < 1.5
     assert result.counts == {"discovered": 1}
     time.sleep(0.3)
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.count_animals(1) == {"discovered": 1}  # the dropped GET's late result touched nothing
 
 
@@ -456,7 +462,7 @@ def continuing():
 
 
 def counters(journal: Path) -> dict[str, int]:
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         return opened.counters(1)
 
 
@@ -468,14 +474,14 @@ def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path
 
     result = start_run(settings(server.url, journal, post_workers=1, get_timeout=0.3, post_timeout=30.0))
 
-    assert (result.exit_code, result.in_doubt) == (0, [])
+    assert (result.outcome, result.in_doubt) == (RunOutcome.CLEAN, ())
     assert time.monotonic() - started < 3.0  # the stall cost one 0.3 s wait, not 5 s
     assert server.ledger.delivered == Counter(range(1, 301))
     figures = counters(journal)
     assert figures["retry_body_withheld"] == 1
     assert figures["post_delivered"] == 3 and figures["post_body_after_continue"] == 3
     assert audited(journal)["ok"]
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         report = status(opened).to_json()
     assert report["posts"] == {"delivered": 3, "body_after_continue": 3}  # named as everywhere, not as errors
     assert report["retries"]["body_withheld"] == 1 and not any(name.startswith("post_") for name in report["errors"])
@@ -490,14 +496,14 @@ def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a
 
     first = start_run(settings(server.url, journal, retries=10))
 
-    assert first.in_doubt == [1] and server.ledger.posts == 1  # not re-sent blindly, though 10 retries were allowed
+    assert first.in_doubt == (1,) and server.ledger.posts == 1  # not re-sent blindly, though 10 retries were allowed
     assert counters(journal)["post_refused_after_reading"] == 1
     [named] = audited(journal)["exceptions"]["in_doubt"]
     assert named["reason"].startswith("refused_after_reading: HTTP 500")
 
     again = resume_run(journal)  # at-least-once re-send: the handler reads it and refuses it
 
-    assert again.in_doubt == [1] and server.ledger.posts == 2  # one try, journaled at once
+    assert again.in_doubt == (1,) and server.ledger.posts == 2  # one try, journaled at once
     [named] = audited(journal)["exceptions"]["in_doubt"]
     assert "on a re-send" in named["reason"] and "a repeat, the first send was delivered" in named["reason"]
     assert counters(journal)["resend_refused"] == 1
@@ -509,7 +515,7 @@ def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_s
 
     result = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1))
 
-    assert result.exit_code == 0
+    assert result.outcome is RunOutcome.CLEAN
     assert server.ledger.delivered == Counter(range(1, 551)) and server.ledger.continues_sent == 0
     figures = counters(journal)  # the run's journal says which behaviour it met: three waits, then none
     assert figures["post_body_after_wait"] == 3 and figures["post_body_at_once"] == 3

@@ -159,11 +159,11 @@ def test_cli_quiet_run_shows_no_progress(capsys, simulator, tmp_path: Path) -> N
 def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(monkeypatch) -> None:
     import signal
 
-    from animal_sync.cli import _stop_on_signals
+    from animal_sync.cli import stop_on_signals
 
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
     assert stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"
 

@@ -33,13 +33,13 @@ from packaging.utils import canonicalize_name
 
 import animal_sync
 from animal_sync.api import AnimalsApi, FetchFailed
-from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
-from animal_sync.pipeline import Progress, resume_run, start_run
+from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.status import status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
+from conftest import assert_exactly_once, assert_one_line, audited, cli, query, run_cli
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -47,30 +47,6 @@ CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def settings(url: str, journal: Path, **overrides: Any) -> Settings:
     return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "animal_sync", *args]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def audited(journal: Path) -> dict[str, Any]:
-    with closing(Journal.open(journal, readonly=True)) as opened:
-        return audit(opened).to_json()
-
-
-def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the journal with plain sqlite3, read-only, the way an outside observer would (also mid-run)."""
-    try:
-        with closing(sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            return db.execute(sql, params).fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
 
 
 def animals_in(journal: Path, state: str) -> int:
@@ -89,18 +65,6 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[Any] | None = 
         assert process is None or process.poll() is None, f"the child ended (code {process.returncode}) before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
-
-
-def assert_one_line(err: str, says: str) -> None:
-    assert says in err, err
-    assert err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err
-
-
-def assert_exactly_once(sim: Simulator) -> None:
-    verdict = sim.verify()
-    assert verdict["missing"] == 0, verdict["missing_ids"][:20]
-    assert verdict["duplicates_rejected"] == 0 and verdict["duplicates_delivered"] == 0, verdict["duplicate_ids"][:20]
-    assert verdict["content_mismatches"] == 0, verdict["mismatch_examples"]
 
 
 def delivered_ids(sim: Simulator) -> set[int]:
@@ -130,7 +94,7 @@ def test_sigkill_while_listing_and_fetching_then_resume_delivers_each_animal_onc
 
     result = resume_run(journal)
 
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
     assert_exactly_once(sim)
     assert sim.verify()["delivered"] == 1_000
     report = audited(journal)
@@ -147,11 +111,11 @@ def test_thirty_percent_chaos_with_short_stalls_is_exactly_once(simulator, tmp_p
 
     result = start_run(settings(sim.url, journal))
 
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
     assert_exactly_once(sim)
     report = audited(journal)
     assert report["ok"] and report["posted"] == 400
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         retries = status(opened).to_json()["retries"]
     assert retries.get("read_timeout", 0) > 0 and any(kind.startswith("http_5") for kind in retries)
 
@@ -171,7 +135,7 @@ def test_the_api_going_away_mid_run_ends_it_with_exit_1_and_resume_finishes_when
 
     gone = start_run(settings(first.url, journal, retries=3), on_progress=pull_the_plug)
 
-    assert (gone.state, gone.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (gone.state, gone.outcome) == (RunState.INTERRUPTED, RunOutcome.UNREACHABLE)
     assert "the Animals API stopped answering" in gone.message and "animal-sync resume" in gone.message
     assert query(journal, "SELECT count(*) FROM batches WHERE state = 'sending'") == [(0,)]
     report = audited(journal)  # consistent: only what is left to do, nothing contradictory
@@ -186,7 +150,7 @@ def test_the_api_going_away_mid_run_ends_it_with_exit_1_and_resume_finishes_when
     report = audited(journal)
     assert set(report["exception_counts"]) <= {"at_least_once"}, report["exception_counts"]
     assert {item["batch_id"] for item in report["exceptions"].get("at_least_once", [])} == set(report["resent_after_doubt"])
-    assert result.exit_code == (1 if report["exception_counts"] else 0) and report["ok"] == (result.exit_code == 0)
+    assert result.outcome is (RunOutcome.EXCEPTIONS if report["exception_counts"] else RunOutcome.CLEAN) and report["ok"] == (result.outcome is RunOutcome.CLEAN)
     before, after = delivered_ids(first), delivered_ids(back)
     assert before | after == set(range(600))
     assert before & after <= in_doubt_ids(journal)  # only a batch whose answer the outage swallowed goes twice
@@ -218,7 +182,7 @@ def hostile_run(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
     sim = simulator(animals=200, strict=True, faults={i: f.value for i, f in HOSTILE.items()})
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal, retries=2))
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 1), result.message  # 1: some were bad
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.EXCEPTIONS), result.message  # 1: some were bad
     return sim, journal
 
 
@@ -319,7 +283,7 @@ def test_total_pages_changing_mid_listing_stops_the_run_and_audit_names_it(simul
     sim = simulator(animals=200, strict=True, faults={124: Fault.TOTAL_PAGES_CHANGE.value})
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal))
-    assert (result.state, result.exit_code) == (RunState.INTERRUPTED, 1)
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
     assert query(journal, "SELECT total_pages FROM runs") == [(20,)]  # page 13 said 21: not journaled
     assert query(journal, "SELECT count(*) FROM pages WHERE total_pages != 20") == [(0,)]
     report = audited(journal)
@@ -333,7 +297,7 @@ def test_deliverable_oddities_alone_finish_clean(simulator, tmp_path: Path) -> N
     sim = simulator(animals=200, strict=True, faults=deliverable)
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal))
-    assert (result.state, result.exit_code) == (RunState.FINISHED, 0), result.message
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
     assert_exactly_once(sim)
     assert sim.verify()["delivered"] == 200 and audited(journal)["ok"]
 
@@ -354,7 +318,7 @@ def restore_signals() -> Iterator[None]:
 def finished_journal(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
     sim = simulator(animals=300, strict=True)
     journal = tmp_path / "j.db"
-    assert start_run(settings(sim.url, journal)).exit_code == 0
+    assert start_run(settings(sim.url, journal)).outcome is RunOutcome.CLEAN
     return sim, journal
 
 
@@ -650,7 +614,7 @@ def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_on
     assert set(verdict["duplicate_ids"]) <= in_doubt_ids(journal)
     report = audited(journal)
     assert set(report["exception_counts"]) <= {"in_doubt", "at_least_once"}, report["exception_counts"]
-    assert result.exit_code == (1 if report["exception_counts"] else 0), result.message
+    assert result.outcome is (RunOutcome.EXCEPTIONS if report["exception_counts"] else RunOutcome.CLEAN), result.message
 
 
 def test_a_disk_full_before_the_journal_exists_gives_one_line_and_a_later_run_works(

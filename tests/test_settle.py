@@ -11,36 +11,24 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from animal_sync import settle as settle_module
-from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, IllegalTransition, Journal, RunState
-from animal_sync.pipeline import resume_run, start_run
+from animal_sync.pipeline import RunOutcome, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.render import render_audit
 from animal_sync.settle import BlankReason, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
+from conftest import assert_one_line, run_cli
 
 A, B = AnimalState, BatchState
 REASON = "checked downstream: every id of the batch is there"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line(err: str, says: str) -> None:
-    assert says in err, err
-    assert err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 # --------------------------------------------------------------------------- a journal built through its API
@@ -323,7 +311,7 @@ def lost_answer(simulator: Any, tmp_path: Path, *, delivered: bool) -> tuple[Sim
     # post_workers=1: the first POST goes alone to a server not yet known to speak 100-continue, so its body
     # leaves after the wait and the stall outlasts the read timeout.
     first = start_run(Settings(base_url=sim.url, journal=journal, post_workers=1, **FAST))
-    assert first.exit_code == 1 and first.in_doubt == [1]
+    assert first.outcome is RunOutcome.EXCEPTIONS and first.in_doubt == (1,)
     wait_until(lambda: sim.stalled_requests == 0 and sim.verify()["delivered"] == 250)
     if not delivered:
         sim.reset_verification()
@@ -334,7 +322,7 @@ def test_a_delivered_batch_the_strict_api_refuses_to_repeat_is_settled_as_delive
     simulator, tmp_path: Path, capsys, restore_signals
 ) -> None:
     sim, journal = lost_answer(simulator, tmp_path, delivered=True)
-    assert resume_run(journal).exit_code == 1  # the re-send is refused: in doubt for good, whatever resume does
+    assert resume_run(journal).outcome is RunOutcome.EXCEPTIONS  # the re-send is refused: in doubt for good, whatever resume does
     code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
     assert code == 1 and "on a re-send (HTTP 500" in out and "a repeat" in out and out.endswith("NOT OK\n")
 
@@ -397,5 +385,5 @@ def test_a_re_send_taken_after_doubt_is_at_least_once_until_settled(
     assert code == 0 and "batch 1 (100 animals) settled as delivered by a person" in out
     code, _, _ = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
     assert code == 0  # the run's own verdict agrees with the audit's
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         assert opened.batch(1).state is B.POSTED and opened.settlements(1)[1].decision is Decision.DELIVERED

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +15,7 @@ from rich.console import Console
 from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
-from animal_sync.pipeline import start_run
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.render import status_table
 from animal_sync.status import WriterProcess, status, writer_process
 from animal_sync.watch import watch_status
@@ -27,7 +26,7 @@ def wait_for_run(path: Path, timeout: float = 10) -> None:
     while time.monotonic() < deadline:
         if path.exists():
             try:
-                with closing(Journal.open(path, readonly=True)) as journal:
+                with Journal.open(path, readonly=True) as journal:
                     if journal.last_run() is not None:
                         return
             except Exception:
@@ -57,7 +56,7 @@ def test_watch_follows_a_live_run_until_it_finishes(simulator, tmp_path: Path) -
 def test_watch_redraws_in_place_on_a_terminal(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=40, strict=True)
     path = tmp_path / "j.db"
-    assert start_run(Settings(base_url=sim.url, journal=path)).exit_code == 0
+    assert start_run(Settings(base_url=sim.url, journal=path)).outcome is RunOutcome.CLEAN
     screen = io.StringIO()
     code = watch_status(path, interval=0.05, console=Console(file=screen, force_terminal=True, width=100))
     assert code == 0 and "run 1: finished" in screen.getvalue() and "running:" not in screen.getvalue()
@@ -71,7 +70,7 @@ def dead_pid() -> int:
 
 def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    with closing(Journal.open(path)) as journal:
+    with Journal.open(path) as journal:
         journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
     assert writer_process(path) == WriterProcess(pid=None, alive=False)  # no writer ever locked it
     path.with_name("j.db.lock").write_text(str(dead_pid()))
@@ -80,7 +79,7 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
     code = watch_status(path, interval=5, console=Console(file=screen, width=140), sleep=slept.append)
     assert code == 1 and slept == []
     assert "no live process is running it" in screen.getvalue() and "animal-sync resume" in screen.getvalue()
-    with closing(Journal.open(path, readonly=True)) as journal:
+    with Journal.open(path, readonly=True) as journal:
         assert status(journal).process.alive is False
 
 
@@ -93,14 +92,14 @@ def test_a_live_writer_counts_as_alive(tmp_path: Path) -> None:
 def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
     sim = simulator(animals=30, strict=True, faults={4: "html"})
     journal = tmp_path / "j.db"
-    assert start_run(Settings(base_url=sim.url, journal=journal)).exit_code == 1
+    assert start_run(Settings(base_url=sim.url, journal=journal)).outcome is RunOutcome.EXCEPTIONS
     capsys.readouterr()
     code = main(["status", "--journal", str(journal)])
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("run 1: finished")
     for row in (r"pages listed\s+3 of 3", r"animals\s+30 listed", r"quarantined\s+1\b", r"posted\s+29\b", r"posted\s+1\b"):
         assert re.search(row, out), row  # 29 animals posted, in 1 batch
-    with closing(Journal.open(journal, readonly=True)) as opened:
+    with Journal.open(journal, readonly=True) as opened:
         report = status(opened)
     assert report.process is None  # only a running run has a process to ask about
     console = Console(file=io.StringIO(), width=100, color_system=None, force_terminal=False)
@@ -112,7 +111,7 @@ def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:
 def test_cli_watch_on_a_finished_run_returns_at_once_and_refuses_json(capsys, simulator, tmp_path: Path) -> None:
     sim = simulator(animals=20, strict=True)
     journal = str(tmp_path / "j.db")
-    assert start_run(Settings(base_url=sim.url, journal=Path(journal))).exit_code == 0
+    assert start_run(Settings(base_url=sim.url, journal=Path(journal))).outcome is RunOutcome.CLEAN
     assert main(["status", "--journal", journal, "--watch", "--interval", "0.1"]) == 0
     assert "run 1: finished" in capsys.readouterr().out
     code = main(["status", "--journal", journal, "--watch", "--json"])

@@ -12,16 +12,17 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from .config import Settings
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
 from .latency import AdaptiveCut
 from .continue100 import (
@@ -33,9 +34,6 @@ from .continue100 import (
     ExpectContinue,
     body_release,
 )
-
-if TYPE_CHECKING:  # for annotations only: config imports redact_url from here
-    from .config import Settings
 
 __all__ = [
     "AnimalsApi",
@@ -50,7 +48,6 @@ __all__ = [
     "classify_answer",
     "get_retry",
     "post_retry",
-    "redact_url",
 ]
 
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
@@ -110,15 +107,6 @@ def post_retry(retries: int, backoff: float) -> Retry:
     return _retry("POST", retries, backoff, read=0, policy=ContinueRetry)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs, the journal and reports."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # keeps an IPv6 host's brackets and the port as written
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 class FetchFailed(Exception):
     """A GET whose retry budget is spent, or whose answer is unusable; str() is the journaled reason.
 
@@ -153,9 +141,9 @@ class Page:
 
     page: int
     total_pages: int
-    ids: list[int]
-    retries: list[str] = field(default_factory=list)
-    bad_items: list[dict[str, Any]] = field(default_factory=list)  # {"item": text, "reason": text}
+    ids: tuple[int, ...]
+    retries: tuple[str, ...] = ()
+    bad_items: tuple[dict[str, Any], ...] = ()  # {"item": text, "reason": text}
     digest: str | None = None  # of the items' id, name and born_at: the same page of another data set differs
 
 
@@ -165,7 +153,7 @@ class Detail:
 
     animal_id: int
     body: bytes
-    retries: list[str] = field(default_factory=list)
+    retries: tuple[str, ...] = ()
 
 
 class PostOutcome(StrEnum):
@@ -184,7 +172,7 @@ class PostResult:
     status: int | None
     body: str | None
     error: str | None
-    retries: list[str] = field(default_factory=list)
+    retries: tuple[str, ...] = ()
     release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
 
     @property
@@ -433,7 +421,9 @@ class AnimalsApi:
                 ids.append(item["id"])
             else:
                 bad.append({"item": json.dumps(item)[:200], "reason": reason})
-        return Page(page=page, total_pages=total, ids=ids, retries=retries, bad_items=bad, digest=_digest(items))
+        return Page(
+            page=page, total_pages=total, ids=tuple(ids), retries=tuple(retries), bad_items=tuple(bad), digest=_digest(items)
+        )
 
     def fetch_detail(self, animal_id: int) -> Detail:
         """One animal's detail body as received; a non-200 answer past the retry budget is a FetchFailed."""
@@ -442,7 +432,7 @@ class AnimalsApi:
             raise FetchFailed(
                 f"HTTP {status} after {len(retries)} retries: {body[:200].decode('utf-8', 'replace')}", retries
             )
-        return Detail(animal_id=animal_id, body=body, retries=retries)
+        return Detail(animal_id=animal_id, body=body, retries=tuple(retries))
 
     def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:
         """POST one batch and say what is known of its fate; never raises for a network outcome.
@@ -464,4 +454,4 @@ class AnimalsApi:
         release = body_release(response.raw)
         outcome = classify_answer(response.status_code, release)
         error = None if outcome is PostOutcome.DELIVERED else f"HTTP {response.status_code}: {body[:300]}"
-        return PostResult(outcome, response.status_code, body, error, retries, release)
+        return PostResult(outcome, response.status_code, body, error, tuple(retries), release)

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperOption
 from typer.exceptions import TyperException
 
 from .config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
-from .errors import AnimalSyncError
+from .errors import AnimalSyncError, ConfigError, CredentialMissing
 from .export import ExportFormat, Payload
 from .journal import AnimalState, Journal
 from .logs import LogFormat, configure_logging
 from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
 
 if TYPE_CHECKING:
-    from .pipeline import RunResult
+    from .pipeline import RunOutcome, RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -73,7 +74,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the ter
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[threading.Event]:
     """First Ctrl-C, SIGTERM or SIGHUP: finish in-flight POSTs and stop cleanly. Second: quit at once.
 
     The handlers last for the `with` block only: a library caller gets its own handlers back.
@@ -117,12 +118,26 @@ def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None =
     return reporting(chosen, console=console, every=every, limit=limit)
 
 
+def exit_code(outcome: RunOutcome) -> int:
+    """The shell's word for how an attempt ended: 0 clean, 2 a credential to fix first, 130 stopped, else 1."""
+    from .pipeline import RunOutcome
+
+    if outcome is RunOutcome.CLEAN:
+        return 0
+    if outcome is RunOutcome.CREDENTIAL_REFUSED:  # a usage error: nothing passes until the credential changes
+        return 2
+    if outcome is RunOutcome.STOPPED:
+        return 130
+    return 1
+
+
 def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
     """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
-    with _stop_on_signals() as stop, progress as on_progress:
+    with stop_on_signals() as stop, progress as on_progress:
         result = attempt(stop=stop, on_progress=on_progress)
-    typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=result.exit_code != 0)
-    raise typer.Exit(result.exit_code)
+    code = exit_code(result.outcome)
+    typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=code != 0)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -360,6 +375,28 @@ def simulate(
     ), url_fd=url_fd)
 
 
+def _option(field: str) -> TyperOption | None:
+    """The option that sets a Settings field, read from the commands' own option table (None: no flag sets it)."""
+    for command in typer.main.get_command(app).commands.values():  # type: ignore[attr-defined]
+        for param in command.params:
+            if isinstance(param, TyperOption) and param.name == field:
+                return param
+    return None
+
+
+def _config_words(exc: ConfigError) -> str:
+    """A settings error worded with the flag a person types; a field no flag sets keeps its field name."""
+    option = _option(exc.field)
+    flag = option.opts[0] if option is not None else exc.field
+    if isinstance(exc, CredentialMissing):  # the secret comes back the way it came in: a flag, or a variable
+        return (
+            "the run was authenticated and the journal keeps no secret: pass the password again in"
+            f" {flag} http://USER:PASSWORD@HOST (or {option.envvar if option else 'its variable'}),"
+            " or the token in ANIMAL_SYNC_TOKEN"
+        )
+    return exc.describe(flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: every error a person can cause ends as one line and exit code 2."""
     try:
@@ -368,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `animal-sync {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
         typer.echo(f"animal-sync: {exc.format_message()}{hint}", err=True)
+        return 2
+    except ConfigError as exc:
+        typer.echo(f"animal-sync: {_config_words(exc)}", err=True)
         return 2
     except AnimalSyncError as exc:
         typer.echo(f"animal-sync: {exc}", err=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .api import redact_url
-from .errors import ConfigError, CredentialMissing
+from .errors import UNSHOWN, ConfigError, CredentialMissing, JournaledSettingsInvalid
+from .urls import redact_url
 
 __all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
 
@@ -51,26 +51,26 @@ class Settings:
             # then break every resume, which rebuilds these settings from the journal.
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
+                raise ConfigError(name, value, "must be a finite number")
         if not 1 <= self.batch_size <= API_MAX_BATCH:
-            raise ConfigError(f"--batch-size must be between 1 and {API_MAX_BATCH} (the API's limit), not {self.batch_size}")
+            raise ConfigError("batch_size", self.batch_size, f"must be between 1 and {API_MAX_BATCH} (the API's limit)")
         if not 1 <= self.workers <= 256:
-            raise ConfigError(f"--workers must be between 1 and 256, not {self.workers}")
+            raise ConfigError("workers", self.workers, "must be between 1 and 256")
         if not 1 <= self.post_workers <= 64:
-            raise ConfigError(f"--post-workers must be between 1 and 64, not {self.post_workers}")
+            raise ConfigError("post_workers", self.post_workers, "must be between 1 and 64")
         if self.retries < 0:
-            raise ConfigError(f"--retries must be 0 or more, not {self.retries}")
+            raise ConfigError("retries", self.retries, "must be 0 or more")
         for name in ("connect_timeout", "get_timeout", "get_timeout_floor", "post_timeout"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be above 0, not {getattr(self, name)}")
+                raise ConfigError(name, getattr(self, name), "must be above 0")
         if not (math.isfinite(self.get_deadline) and self.get_deadline > 0):
-            raise ConfigError(f"--get-deadline must be a finite number of seconds above 0, not {self.get_deadline}")
+            raise ConfigError("get_deadline", self.get_deadline, "must be a finite number of seconds above 0")
         if self.backoff < 0:
-            raise ConfigError(f"--backoff must be 0 or more, not {self.backoff}")
+            raise ConfigError("backoff", self.backoff, "must be 0 or more")
         if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be 1 or more, not {self.limit}")
+            raise ConfigError("limit", self.limit, "must be 1 or more")
         if self.max_body_bytes < 1024:
-            raise ConfigError(f"--max-body-bytes must be at least 1024, not {self.max_body_bytes}")
+            raise ConfigError("max_body_bytes", self.max_body_bytes, "must be at least 1024")
 
     def journaled(self) -> dict[str, Any]:
         """The settings as stored in the journal: no token, no password, the journal path as text."""
@@ -93,16 +93,11 @@ class Settings:
         try:
             cls(**data)  # what the journal holds, checked alone, so its faults are not blamed on a flag
         except ConfigError as exc:
-            raise ConfigError(
-                f"the run's journaled settings cannot be used ({exc}); start a new one with `animal-sync run --abandon`"
-            ) from None
+            raise JournaledSettingsInvalid(exc.field, exc.value, exc.rule) from None
         authenticated = bool(stored.get("authenticated")) or "***@" in str(stored.get("base_url", ""))
         has_password = "base_url" in given and urlsplit(str(given["base_url"])).password is not None
         if authenticated and not given.get("token") and not has_password:
-            raise CredentialMissing(
-                "the run was authenticated and the journal keeps no secret: pass the password again in"
-                " --base-url http://USER:PASSWORD@HOST (or ANIMAL_SYNC_BASE_URL), or the token in ANIMAL_SYNC_TOKEN"
-            )
+            raise CredentialMissing()
         data.update(given)
         data["journal"] = Path(data["journal"])  # an override may be text too
         return cls(**data)
@@ -113,15 +108,15 @@ def _check_url(url: str) -> None:
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an IPv6 host whose bracket is not closed; the URL may hold a password
-        raise ConfigError(f"--base-url must be an http(s) URL with a host: {exc}") from None
+        raise ConfigError("base_url", UNSHOWN, f"must be an http(s) URL with a host: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--base-url must be an http(s) URL with a host, not {redact_url(url)!r}")
+        raise ConfigError("base_url", redact_url(url), "must be an http(s) URL with a host")
     try:
         port = parts.port  # raises ValueError for a port that is not a number or is above 65535
     except ValueError:
         port = -1
     if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"--base-url must have a port between 1 and 65535, not {redact_url(url)!r}")
+        raise ConfigError("base_url", redact_url(url), "must have a port between 1 and 65535")
     host = parts.hostname
     if ":" in host:  # an IPv6 literal (urlsplit has dropped its brackets)
         try:
@@ -131,7 +126,7 @@ def _check_url(url: str) -> None:
             pass
     elif all(char.isalnum() or char in "-._" for char in host):
         return
-    raise ConfigError(f"--base-url has a host name with characters a host cannot have: {host!r}")
+    raise ConfigError("base_url", UNSHOWN, f"has a host name with characters a host cannot have: {host!r}")
 
 
 def _without_password(url: str) -> str:

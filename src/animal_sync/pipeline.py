@@ -13,24 +13,26 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import structlog
 
 from .api import (
     AUTH_REFUSED, AnimalsApi, ApiUnreachable, BodyTooLarge, CredentialRefused, Detail, FetchFailed, Page, PostOutcome,
-    PostResult, redact_url,
+    PostResult,
 )
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, RunState
 from .settle import unsettled_resends
 from .transform import InvalidRecord, canonical_json, check_matches, transform
+from .urls import redact_url
 
-__all__ = ["Progress", "RunResult", "Sync", "resume_run", "start_run"]
+__all__ = ["Progress", "RunOutcome", "RunResult", "Sync", "resume_run", "start_run"]
 
 log = structlog.get_logger("animal_sync")
 
@@ -56,16 +58,29 @@ class Progress:
     retries: int = 0
 
 
+class RunOutcome(StrEnum):
+    """Why an attempt ended: what happened, not what it means to a shell (the CLI maps it to an exit code)."""
+
+    CLEAN = "clean"  # finished, every animal posted (or, dry, transformed) and nothing in doubt
+    EXCEPTIONS = "exceptions"  # finished with failed, quarantined, in-doubt, unlisted or re-sent-after-doubt animals
+    CREDENTIAL_REFUSED = "credential_refused"  # 401/403: nothing passes until the credential changes
+    UPSTREAM_CHANGED = "upstream_changed"  # the data set under the run's ids is another one
+    UNREACHABLE = "unreachable"  # the API stopped answering
+    STOPPED = "stopped"  # a stop was asked for (Ctrl-C, SIGTERM, SIGHUP)
+    CHECK_FAILED = "check_failed"  # a resume could not re-list a page to check the data set
+    NEVER_LISTED = "never_listed"  # page 1 never answered with a listing
+
+
 @dataclass(frozen=True)
 class RunResult:
     """How an attempt ended, for the CLI's exit code and closing line."""
 
     run_id: int
     state: RunState
-    exit_code: int
+    outcome: RunOutcome
     message: str
     counts: dict[str, int] = field(default_factory=dict)
-    in_doubt: list[int] = field(default_factory=list)
+    in_doubt: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,12 @@ class Fetched:
     raw: str | bytes | None  # None when the body was refused unread
     transformed: str | None
     reason: str | None
-    retries: list[str]
+    retries: tuple[str, ...]
+
+    @property
+    def attempts(self) -> int:
+        """Detail fetches made for this animal: the first, then one per retry (journaled as `animals.attempts`)."""
+        return 1 + len(self.retries)
 
 
 def _examine(detail: Detail) -> Fetched:
@@ -101,7 +121,7 @@ def _fetch(api: AnimalsApi, animal_id: int) -> Fetched:
     try:
         detail = api.fetch_detail(animal_id)
     except BodyTooLarge as exc:  # refused unread: bad data to quarantine, like any malformed record
-        return Fetched(animal_id, None, None, str(exc), exc.retries)
+        return Fetched(animal_id, None, None, str(exc), tuple(exc.retries))
     return _examine(detail)
 
 
@@ -286,7 +306,7 @@ class Sync:
             return
         except FetchFailed as exc:
             self._count_retries(exc.retries)
-            self._fetch_failed(kind, key, str(exc))
+            self._fetch_failed(kind, key, str(exc), attempts=1 + len(exc.retries))
             return
         if kind == "check":
             self._checked(result)
@@ -295,7 +315,7 @@ class Sync:
         else:
             self._fetched(result)
 
-    def _fetch_failed(self, kind: str, key: int, reason: str) -> None:
+    def _fetch_failed(self, kind: str, key: int, reason: str, attempts: int) -> None:
         self.counters[f"error_{kind}_failed"] += 1
         if kind == "check":
             self.log.warning("check_failed", page=key, reason=reason)
@@ -306,7 +326,7 @@ class Sync:
             self.failed_pages[key] = reason
             self.log.warning("page_failed", page=key, reason=reason)
             return
-        self.journal.record_fetch_failed(self.run.id, key, reason, attempts=1)
+        self.journal.record_fetch_failed(self.run.id, key, reason, attempts=attempts)
         self.progress.failed += 1
         self.recheck_due = True  # a listed id that stopped answering may mean the upstream restarted
         self.log.warning("retry_budget_exhausted", animal_id=key, reason=reason)
@@ -360,12 +380,12 @@ class Sync:
     def _fetched(self, fetched: Fetched) -> None:
         self._count_retries(fetched.retries)
         if fetched.transformed is None:
-            self.journal.record_quarantined(self.run.id, fetched.animal_id, fetched.raw, fetched.reason or "", attempts=1)
+            self.journal.record_quarantined(self.run.id, fetched.animal_id, fetched.raw, fetched.reason or "", attempts=fetched.attempts)
             self.progress.quarantined += 1
             self.counters["quarantined"] += 1
             self.log.warning("record_quarantined", animal_id=fetched.animal_id, reason=fetched.reason)
             return
-        self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=1)
+        self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=fetched.attempts)
         self.unbatched.append(fetched.animal_id)
         self.progress.fetched += 1
 
@@ -444,7 +464,7 @@ class Sync:
         self.counters[f"batch_split_http_{result.status}"] += 1
         self.log.warning("batch_split", batch_id=batch.id, status=result.status, into=halves, body=result.body)
 
-    def _count_retries(self, kinds: list[str]) -> None:
+    def _count_retries(self, kinds: Sequence[str]) -> None:
         for kind in kinds:
             self.counters[f"retry_{kind}"] += 1
         self.progress.retries += len(kinds)
@@ -531,19 +551,19 @@ class Sync:
         run_id = self.run.id
         counts = self.journal.count_animals(run_id)
         batches = self.journal.count_batches(run_id)
-        in_doubt = [batch.id for batch in self.journal.batches(run_id, BatchState.IN_DOUBT)]
+        in_doubt = tuple(batch.id for batch in self.journal.batches(run_id, BatchState.IN_DOUBT))
         outcome: dict[str, Any] = {
             "animals": counts, "batches": batches, "elapsed_seconds": round(elapsed, 3),
             "failed_pages": sorted(self.failed_pages),
         }
         if self.refused is not None:
-            state, code = RunState.INTERRUPTED, 2  # a usage error: nothing passes until the credential changes
+            state, kind = RunState.INTERRUPTED, RunOutcome.CREDENTIAL_REFUSED
             message = (
                 f"the Animals API refused the credential ({self.refused}); the journal is consistent:"
                 " pass a valid one and run `animal-sync resume`"
             )
         elif self.changed is not None:
-            state, code = RunState.INTERRUPTED, 1
+            state, kind = RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED
             outcome["upstream_changed"] = self.changed
             message = (
                 f"the upstream data set changed under this run: {self.changed}. Its ids now name other animals"
@@ -552,19 +572,19 @@ class Sync:
                 " the old data set is served again"
             )
         elif self.unreachable is not None:
-            state, code = RunState.INTERRUPTED, 1
+            state, kind = RunState.INTERRUPTED, RunOutcome.UNREACHABLE
             message = (
                 f"the Animals API stopped answering ({self.unreachable}); the journal is consistent:"
                 " run `animal-sync resume` when it is back"
             )
         elif self.stop.is_set():
-            state, code = RunState.INTERRUPTED, 130
+            state, kind = RunState.INTERRUPTED, RunOutcome.STOPPED
             message = "stopped; the journal is consistent: run `animal-sync resume` to continue"
         elif self.check_failed is not None:
-            state, code = RunState.INTERRUPTED, 1
+            state, kind = RunState.INTERRUPTED, RunOutcome.CHECK_FAILED
             message = f"{self.check_failed}; nothing was fetched or posted: run `animal-sync resume` to try again"
         elif self.progress.total_pages is None:  # page 1 never answered with a listing: nothing was synced
-            state, code = RunState.INTERRUPTED, 1
+            state, kind = RunState.INTERRUPTED, RunOutcome.NEVER_LISTED
             reason = self.failed_pages.get(1, "no answer")
             message = f"the listing never started: page 1 could not be listed ({reason}); run `animal-sync resume` to try again"
         else:
@@ -579,19 +599,19 @@ class Sync:
                 + len(in_doubt) + len(self.failed_pages) + bad_items + len(resent)
             )
             state = RunState.FINISHED
-            code = 0 if exceptions == 0 else 1
+            kind = RunOutcome.CLEAN if exceptions == 0 else RunOutcome.EXCEPTIONS
             message = _summary(counts, in_doubt, self.failed_pages, bad_items, self.settings.dry_run, resent)
         outcome["message"] = message
         self.journal.end_run(run_id, state, outcome)
-        self.log.info("run_finished", state=str(state), exit_code=code, elapsed=round(elapsed, 3), **{
+        self.log.info("run_finished", state=str(state), outcome=str(kind), elapsed=round(elapsed, 3), **{
             f"animals_{k}": v for k, v in counts.items()
         })
-        return RunResult(run_id, state, code, message, counts, in_doubt)
+        return RunResult(run_id, state, kind, message, counts, in_doubt)
 
 
 def _summary(
     counts: dict[str, int],
-    in_doubt: list[int],
+    in_doubt: tuple[int, ...],
     failed_pages: dict[int, str],
     bad_items: int,
     dry_run: bool,

@@ -1,6 +1,7 @@
 """The CLI reference, docs/cli.md, generated from each command's own --help so it never drifts.
 
-`python -m animal_sync.docs` rewrites it; `python -m animal_sync.docs --check` exits 1 if it is stale.
+A tool of the repository, not of the wheel: `python scripts/gen_cli_docs.py` rewrites it;
+`python scripts/gen_cli_docs.py --check` exits 1 if it is stale.
 Help is rendered by click's plain formatter at a fixed width (not typer's Rich panels), so the text is
 the same on every machine, terminal or not.
 """
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import typer
 
-from .cli import app
+from animal_sync.cli import app
 
 __all__ = ["DOCS_PATH", "cli_reference", "main"]
 
-DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 WIDTH = 100
-REGENERATE = "python -m animal_sync.docs"
+REGENERATE = "python scripts/gen_cli_docs.py"
 
 
 def _plain_help(command: typer.core.click.Command, name: str, parent: typer.core.click.Context | None) -> tuple[str, typer.core.click.Context]:
