@@ -624,7 +624,7 @@ def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_on
     journal = tmp_path / "j.db"
 
     full = on_small_disk(
-        600_000, "run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--retries", "2"
+        900_000, "run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--retries", "2"
     )
 
     assert full.returncode == 2

@@ -751,7 +751,11 @@ class Journal:
         rewrites every animal of the batch, does not. So the room is measured. It is a check, not a reservation:
         a disk someone else fills while the POST is out still fails the answer's commit, which then names it.
         """
-        in_flight = len(self.batches(batch.run_id, B.SENDING)) + len(self.batches(batch.run_id, B.WITHHELD)) + 1
+        others = self.db.execute(
+            "SELECT count(*) FROM batches WHERE run_id = ? AND state IN (?, ?) AND id != ?",
+            [batch.run_id, B.WITHHELD, B.SENDING, batch.id],
+        ).fetchone()[0]
+        in_flight = others + 1
         animals = in_flight * len(batch.ids)  # batches in flight are about this size; all their answers need room
         needed = in_flight * ANSWER_ROOM_BASE + animals * ANSWER_ROOM_PER_ANIMAL
         room = self.room()
@@ -772,8 +776,11 @@ class Journal:
     def mark_sending(self, batch: BatchRow) -> None:
         """The write-ahead mark of a send, committed durably by the caller *before* the body is released.
 
-        From here a kill leaves the batch in doubt; before it (`withheld`) the body provably never left.
+        From here a kill leaves the batch in doubt; before it (`withheld`) the body provably never left. The room
+        for the answer is measured again: the disk may have filled while the POST waited for `100 Continue`, and
+        a body withheld now is still provably unsent.
         """
+        self.check_room_for_answer(batch)
         self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
         self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
 

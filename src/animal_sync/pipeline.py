@@ -282,7 +282,8 @@ class Sync:
         """Journal `sending` for each body about to leave, fsynced, then let them go: the one durable commit of a send.
 
         The POST threads wait meanwhile; if the commit fails they withhold their bodies (the batches stay
-        `withheld`, provably unsent) and the JournalError ends the attempt.
+        `withheld`, provably unsent) and the JournalError ends the attempt. With no room left for the answers,
+        they withhold them too, and sending stops as when _due_posts finds no room.
         """
         requests = self.desk.take()
         if not requests:
@@ -297,6 +298,10 @@ class Sync:
                     if batch.state is not BatchState.SENDING:  # a retry after a release is journaled already
                         self.journal.mark_sending(batch)
                         released[future] = self.journal.batch(batch.id)
+        except NoRoomForAnswer as exc:
+            self.desk.answer(requests, False)  # each comes back never received: unsent, pending again
+            self.no_room = exc
+            return
         except BaseException:
             self.desk.answer(requests, False)
             raise
@@ -523,7 +528,10 @@ class Sync:
                         for batch, result in results:
                             self._take_post(batch, result)
                 except JournalError as exc:
-                    raise self._answers_not_journaled(results, exc) from None
+                    released = [(batch, result) for batch, result in results if batch.state is BatchState.SENDING]
+                    if not released:  # no body of theirs left: they stay withheld, unsent for the next resume
+                        raise
+                    raise self._answers_not_journaled(released, exc) from None
             with self.journal.transaction():
                 self._collect_gets()
                 stopping = stopping or self._halted()
