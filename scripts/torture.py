@@ -248,11 +248,12 @@ def targeted_case(work: Path, figures: Figures) -> None:
         log = work / "targeted.log"
         # The first POST of a process meets a server not yet known to speak 100-continue: its body follows the
         # 0.3 s wait into the 1.5 s stall (journaled `sending` as it leaves), and the API takes it after the kill.
+        # One POST at a time, so the batch `sending` is the stalled one.
         # Once a server has sent a 100, a stalled POST keeps its body: a kill then leaves it unsent, not in doubt.
         sim.queue_chaos(Chaos.STALL, method="POST")  # the first POST is held 1.5 s, then handled
         with log.open("w") as stderr:
             process = subprocess.Popen(
-                cli("run", "--base-url", sim.url, "--retries", "2", "--get-timeout", "0.3", *common),
+                cli("run", "--base-url", sim.url, "--retries", "2", "--get-timeout", "0.3", "--post-workers", "1", *common),
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
         landed = wait_until(lambda: sim.stalled_requests >= 1 and bool(sending(journal)), process)
