@@ -472,7 +472,7 @@ class Journal:
 
         Commits reach the OS at once (a killed process loses none) but are fsynced only when `durable`: in WAL
         that one fsync also makes every earlier commit durable. The pipeline asks for it where a power cut must
-        not roll back: the commit that marks batches `sending` before their POSTs leave, and a run's end.
+        not roll back: the commit that marks batches `sending` before their bodies are released, and a run's end.
         """
         outermost = durable and not self.db.conn.in_transaction
         try:
