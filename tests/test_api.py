@@ -16,6 +16,7 @@ import time
 from collections import deque
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -808,3 +809,57 @@ def test_the_post_policy_never_retries_a_5xx_after_100_continue():
 def test_a_withheld_body_counts_against_the_connect_budget():
     retry = post_retry(4, 0).increment("POST", "/home", error=BodyWithheld("no 100 Continue"))
     assert (retry.connect, retry.read) == (3, 0)
+
+
+# --- the release gate: the journal's `sending` mark is asked for just before a body leaves, never earlier ------
+
+
+def recording_gate(server: ContinueServer, answer: bool = True) -> tuple[list[int], Any]:
+    """A gate that notes how many bodies the server had read when it was asked, and answers `answer`."""
+    asked: list[int] = []
+
+    def gate() -> bool:
+        asked.append(server.ledger.bodies_read)
+        return answer
+
+    return asked, gate
+
+
+def test_the_release_gate_is_asked_once_per_body_that_leaves_and_never_for_one_withheld(continuing):
+    server = continuing()
+    server.script(Fate(), Fate(stall=1.5), Fate(), Fate(fail_before=503), Fate())
+    asked, gate = recording_gate(server)
+    api = real_api(server.url, get_timeout=0.3, post_timeout=5.0)
+    try:
+        first = api.post_batch(batch(1), gate)
+        stalled = api.post_batch(batch(2), gate)  # withheld on the stalled try, released on the re-send
+        refused = api.post_batch(batch(3), gate)  # a 503 before 100 Continue: released on the retry only
+    finally:
+        api.close()
+    assert [r.outcome for r in (first, stalled, refused)] == [PostOutcome.DELIVERED] * 3
+    assert (stalled.retries, refused.retries) == (("body_withheld",), ("http_503",))
+    assert asked == [0, 1, 2]  # once per delivered batch, each time before the server read that body
+    settle_handlers(server, 5)
+    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1}
+
+
+def test_a_release_the_gate_refuses_leaves_the_body_unsent_and_is_not_retried(continuing):
+    server = continuing()
+    server.script(Fate(), Fate())
+    asked, gate = recording_gate(server, answer=False)
+    with closing(real_api(server.url)) as api:
+        result = api.post_batch(batch(1), gate)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED and "body_withheld" in (result.error or "")
+    assert asked == [0]  # asked once: asking again cannot change its answer
+    settle_handlers(server, 1)
+    assert (server.ledger.posts, server.ledger.bodies_read) == (1, 0) and not server.ledger.delivered
+
+
+def test_the_release_gate_is_asked_before_the_body_of_a_server_that_never_speaks_100_continue(continuing):
+    server = continuing(speaks_continue=False)
+    server.script(*[Fate()] * 4)
+    asked, gate = recording_gate(server)
+    with closing(real_api(server.url, get_timeout=0.1)) as api:
+        results = [api.post_batch(batch(i), gate) for i in range(4)]
+    assert [r.release for r in results] == [BodyRelease.AFTER_WAIT] * 3 + [BodyRelease.AT_ONCE]
+    assert asked == [0, 1, 2, 3]

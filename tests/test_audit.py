@@ -36,6 +36,7 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
                 raw = detail(animal_id)
                 opened.record_fetched(run_id, animal_id, raw, canonical_json(transform(json.loads(raw))), attempts=1)
             batch_id = opened.create_batch(run_id, IDS)
+            opened.mark_withheld(opened.batch(batch_id))
             opened.mark_sending(opened.batch(batch_id))
             opened.mark_posted(opened.batch(batch_id), 200, '{"message":"Helped 6 find home"}')
         opened.end_run(run_id, RunState.FINISHED, {"message": "done"})

@@ -127,6 +127,48 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     assert "on a re-send" in reason and "repeat" in reason
 
 
+def test_sigkill_while_a_post_waits_for_100_continue_leaves_it_unsent_and_resume_sends_it_once(
+    simulator, tmp_path: Path
+) -> None:
+    """Killed while the body is held back for `100 Continue`: provably unsent, so a plain first send, exactly once."""
+    sim = simulator(animals=1_000, strict=True, stall_min=4.0, stall_max=4.0)
+    journal = tmp_path / "journal.db"
+    common = ["--journal", str(journal), "--log-format", "json", "--quiet"]
+    # One POST at a time, and a wait for 100 (--get-timeout) long enough to kill the process inside it.
+    run = cli("run", "--base-url", sim.url, "--post-workers", "1", "--get-timeout", "2", *common)
+    process = subprocess.Popen(run, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while posted_so_far(journal) == 0:  # a POST answered: this process has heard the server's `100 Continue`
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    sim.queue_chaos(Chaos.STALL, method="POST")  # the next POST is held 4 s before its handler asks for the body
+    deadline = time.monotonic() + 30
+    while not (sim.stalled_requests and batches_in(journal, "withheld")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)  # the client is waiting for the 100, its body held back
+    process.wait()
+    [(batch_id, ids)] = batches_in(journal, "withheld")
+    assert batches_in(journal, "sending") == []
+    while sim.stalled_requests:  # the API wakes up to a request whose body never comes
+        time.sleep(0.01)
+    # One POST at a time, each answer journaled before the next leaves: the API holds exactly what the journal says.
+    assert sim.verify()["delivered"] == posted_so_far(journal) and sim.verify()["duplicates_rejected"] == 0
+
+    resumed = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    verdict = sim.verify()
+    assert exactly_once(verdict), verdict
+    with sqlite3.connect(journal) as db:
+        state, in_doubt_at, attempts = db.execute(
+            "SELECT state, in_doubt_at, attempts FROM batches WHERE id = ?", [batch_id]
+        ).fetchone()
+    assert (state, in_doubt_at, attempts) == ("posted", None, 1)  # one body ever released: a plain first send
+    audit = subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stdout
+    assert json.loads(audit.stdout)["exception_counts"] == {}
+
+
 def batches_in(journal: Path, state: str) -> list[tuple[int, str]]:
     if not journal.exists():
         return []

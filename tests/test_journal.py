@@ -66,10 +66,16 @@ def batch_of(journal, run_id, *ids):
         return journal.batch(journal.create_batch(run_id, ids))
 
 
+def send(journal, batch):
+    """The two marks of a send: its POST out with the body held back, then the body released."""
+    journal.mark_withheld(batch)
+    journal.mark_sending(journal.batch(batch.id))
+
+
 def sending(journal, run_id, *ids):
     batch = batch_of(journal, run_id, *ids)
     with journal.transaction():
-        journal.mark_sending(batch)
+        send(journal, batch)
     return journal.batch(batch.id)
 
 
@@ -214,7 +220,7 @@ def test_happy_path_from_listing_to_posted(journal, run_id):
     assert bound == {1: batch_id, 3: batch_id}
 
     with journal.transaction():
-        journal.mark_sending(batch)
+        send(journal, batch)
     batch = journal.batch(batch_id)
     assert (batch.state, batch.attempts) == (B.SENDING, 1)
 
@@ -311,9 +317,12 @@ def test_transition_tables_say_what_the_design_says():
     assert A.DISCOVERED in ANIMAL_TRANSITIONS[A.QUARANTINED] and A.DISCOVERED in ANIMAL_TRANSITIONS[A.FAILED]
     # fetched: a refused batch is split; settled: a person judged its in-doubt batch delivered
     assert ANIMAL_TRANSITIONS[A.BATCHED] == {A.POSTED, A.FAILED, A.FETCHED, A.SETTLED}
-    assert BATCH_TRANSITIONS[B.PENDING] == {B.SENDING}  # nothing is answered without being sent
+    assert BATCH_TRANSITIONS[B.PENDING] == {B.WITHHELD}  # nothing is answered without being sent
+    # a body is released only from withheld, and only its release (or a kill after it) makes a send doubtful
+    assert {source for source, targets in BATCH_TRANSITIONS.items() if B.SENDING in targets} == {B.WITHHELD}
+    assert B.PENDING in BATCH_TRANSITIONS[B.WITHHELD]  # killed or never received before release: provably unsent
     # in doubt ends only by a re-send, or by a person's decision: delivered (settled), or re-send (pending)
-    assert BATCH_TRANSITIONS[B.IN_DOUBT] == {B.SENDING, B.SETTLED, B.PENDING}
+    assert BATCH_TRANSITIONS[B.IN_DOUBT] == {B.WITHHELD, B.SETTLED, B.PENDING}
     assert {source for source, targets in BATCH_TRANSITIONS.items() if B.SETTLED in targets} == {B.IN_DOUBT}
     assert {source for source, targets in ANIMAL_TRANSITIONS.items() if A.SETTLED in targets} == {A.BATCHED}
     assert B.PENDING in BATCH_TRANSITIONS[B.SENDING]  # never reached the API
@@ -332,10 +341,10 @@ def animal_in(journal, run_id, state, animal_id=1):
             if state is not A.FETCHED:
                 batch = journal.batch(journal.create_batch(run_id, [animal_id]))
                 if state is A.POSTED:
-                    journal.mark_sending(batch)
+                    send(journal, batch)
                     journal.mark_posted(journal.batch(batch.id), 200, "")
                 elif state is A.SETTLED:
-                    journal.mark_sending(batch)
+                    send(journal, batch)
                     journal.mark_in_doubt(journal.batch(batch.id), "read timeout")
                     journal.record_settlement(journal.batch(batch.id), Decision.DELIVERED, "seen downstream", "tester")
 
@@ -344,8 +353,10 @@ def batch_in(journal, run_id, state, *ids):
     """Drive one batch (of animal 1 unless told) to `state` through the public steps only."""
     batch = batch_of(journal, run_id, *(ids or (1,)))
     with journal.transaction():
-        if state is not B.PENDING:
-            journal.mark_sending(batch)
+        if state is B.WITHHELD:
+            journal.mark_withheld(batch)
+        elif state is not B.PENDING:
+            send(journal, batch)
             batch = journal.batch(batch.id)
         if state is B.POSTED:
             journal.mark_posted(batch, 200, "")
@@ -432,7 +443,11 @@ ANSWERS = {
     "mark_in_doubt": lambda journal, batch: journal.mark_in_doubt(batch, "read timeout"),
     "unsend": lambda journal, batch: journal.unsend(batch, "refused"),
 }
-STEPS = {"mark_sending": lambda journal, batch: journal.mark_sending(batch), **ANSWERS}
+STEPS = {
+    "mark_withheld": lambda journal, batch: journal.mark_withheld(batch),
+    "mark_sending": lambda journal, batch: journal.mark_sending(batch),
+    **ANSWERS,
+}
 
 
 @pytest.mark.parametrize("answer", ANSWERS)
@@ -454,14 +469,14 @@ def test_a_finished_batch_cannot_go_anywhere(journal, run_id, state, step):
     assert snapshot(journal) == before
 
 
-def test_mark_sending_from_a_stale_row_is_illegal(journal, run_id):
+def test_mark_withheld_from_a_stale_row_is_illegal(journal, run_id):
     stale = batch_of(journal, run_id, 1)  # says pending
     with journal.transaction():
-        journal.mark_sending(stale)
+        send(journal, stale)
         journal.mark_posted(journal.batch(stale.id), 200, "")
     before = snapshot(journal)
     with pytest.raises(IllegalTransition), journal.transaction():
-        journal.mark_sending(stale)
+        journal.mark_withheld(stale)
     assert snapshot(journal) == before
     assert journal.batch(stale.id).attempts == 1
 
@@ -544,34 +559,34 @@ def test_in_doubt_at_is_set_once_and_never_cleared(journal, run_id):
 
     time.sleep(0.005)  # timestamps have milliseconds: a second mark would differ
     with journal.transaction():
-        journal.mark_sending(doubted)
+        send(journal, doubted)
     resent = journal.batch(batch.id)
     assert (resent.state, resent.attempts, resent.in_doubt_at) == (B.SENDING, 2, first)
     with journal.transaction():
         journal.mark_in_doubt(resent, "dropped again")
-        journal.mark_sending(journal.batch(batch.id))
+        send(journal, journal.batch(batch.id))
         journal.mark_posted(journal.batch(batch.id), 200, "ok")
     posted = journal.batch(batch.id)
     assert (posted.state, posted.attempts, posted.in_doubt_at) == (B.POSTED, 3, first)
     assert animal_states(journal, run_id) == {1: "posted", 2: "posted"}
 
 
-def test_a_batch_is_not_marked_sending_when_the_journal_has_no_room_for_its_answer(journal, run_id, path):
-    """On a full disk the small `sending` commit may still fit where the answer will not: the room is measured."""
+def test_a_batch_is_not_sent_when_the_journal_has_no_room_for_its_answer(journal, run_id, path):
+    """On a full disk the small `withheld` commit may still fit where the answer will not: the room is measured."""
     batch = batch_of(journal, run_id, 1, 2)
     wal = path.with_name(path.name + "-wal").stat().st_size
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (wal + 8 * 1024, hard))  # room for a page or two, not an answer
     try:
         with pytest.raises(NoRoomForAnswer) as exc_info, journal.transaction(durable=True):
-            journal.mark_sending(batch)
+            journal.mark_withheld(batch)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert f"the answer to batch {batch.id} (2 animals) needs about" in one_line(exc_info)
     assert isinstance(exc_info.value, JournalError) and exc_info.value.room <= 8 * 1024
     assert journal.batch(batch.id).state is B.PENDING and journal.batch(batch.id).attempts == 0
-    journal.mark_sending(batch)  # room again
-    assert journal.batch(batch.id).state is B.SENDING
+    journal.mark_withheld(batch)  # room again
+    assert journal.batch(batch.id).state is B.WITHHELD
 
 
 def test_sending_to_in_doubt_converts_every_sending_batch_of_the_run(journal, run_id):
@@ -599,7 +614,7 @@ def test_unsend_puts_a_batch_that_never_left_back_to_pending(journal, run_id):
     assert (unsent.state, unsent.last_error, unsent.attempts, unsent.in_doubt_at) == (B.PENDING, "connection refused", 1, None)
     assert animal_states(journal, run_id) == {1: "batched"}
     with journal.transaction():
-        journal.mark_sending(unsent)
+        send(journal, unsent)
     assert journal.batch(batch.id).attempts == 2
 
 
@@ -859,9 +874,9 @@ def test_a_state_changed_by_another_process_is_one_journal_error_not_a_bug_repor
     with Journal.open(path) as first, Journal.open(path) as second:
         run_id = first.start_run({}, "http://api.test").id
         batch = batch_of(first, run_id, 1, 2)
-        first.mark_sending(batch)
+        first.mark_withheld(batch)
         with pytest.raises(JournalError) as exc_info:
-            second.mark_sending(batch)  # raced: the batch is no longer pending
+            second.mark_withheld(batch)  # raced: the batch is no longer pending
     message = one_line(exc_info)
     assert message.startswith(f"journal {path}: batch {batch.id} was not pending")
     assert "the journal changed under this process" in message

@@ -520,3 +520,26 @@ def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_s
     figures = counters(journal)  # the run's journal says which behaviour it met: three waits, then none
     assert figures["post_body_after_wait"] == 3 and figures["post_body_at_once"] == 3
     assert "post_body_after_continue" not in figures
+
+
+
+def test_one_fsynced_commit_per_batch_taken_at_its_release(simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release commit replaces the old before-the-POST commit: still one fsync a batch, not two."""
+    sim = simulator(animals=1_000, strict=True)
+    journal = tmp_path / "j.db"
+    real_transaction = Journal.transaction
+    fsynced: list[int] = []  # batches `sending` as each fsynced commit began
+
+    def transaction(self: Journal, *, durable: bool = False):
+        if durable and not self.db.conn.in_transaction:
+            fsynced.append(self.db.execute("SELECT count(*) FROM batches WHERE state = 'sending'").fetchone()[0])
+        return real_transaction(self, durable=durable)
+
+    monkeypatch.setattr(Journal, "transaction", transaction)
+    result = start_run(settings(sim.url, journal, post_workers=1))
+    assert result.outcome is RunOutcome.CLEAN, result.message
+    assert_exactly_once(sim)
+    with Journal.open(journal, readonly=True) as opened:
+        assert opened.count_batches(result.run_id) == {BatchState.POSTED: 10}
+    # One release per batch (one POST out at a time, none sending yet as it begins), then the run's end.
+    assert fsynced == [0] * 10 + [0]

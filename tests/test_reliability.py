@@ -347,15 +347,16 @@ def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulato
     """The `.lock` beside the journal only shows the writer's pid; the exclusion is a lock on the journal itself."""
     sim = simulator(animals=600, strict=True, stall_min=3.0, stall_max=3.0)
     journal = tmp_path / "j.db"
+    # A 5 s wait for `100 Continue` outlasts the 3 s stall: the stalled batch stays in flight, its body held back.
     process = subprocess.Popen(
-        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--get-timeout", "5"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
-    sim.queue_chaos(Chaos.STALL, method="POST")  # the next batch is held 3 s: in flight, journaled `sending`
+    sim.queue_chaos(Chaos.STALL, method="POST")  # the next batch is held 3 s: in flight, journaled `withheld`
     wait_for(lambda: sim.stalled_requests >= 1, "a stalled POST", process)
-    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "a sending batch", process)
-    stalled = query(journal, "SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
+    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'withheld'")), "a withheld batch", process)
+    stalled = query(journal, "SELECT id FROM batches WHERE state = 'withheld' ORDER BY id")
     journal.with_name("j.db.lock").unlink()
 
     code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
@@ -364,7 +365,7 @@ def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulato
     assert_one_line(err, f"journal {journal} is in use by another animal-sync process (pid unknown)")
     held = query(journal, "SELECT id, state, in_doubt_at FROM batches WHERE id IN (%s)" % ",".join("?" * len(stalled)),
                  tuple(batch_id for (batch_id,) in stalled))
-    assert sim.stalled_requests >= 1 and all(state == "sending" and doubt is None for _, state, doubt in held), held
+    assert sim.stalled_requests >= 1 and all(state == "withheld" and doubt is None for _, state, doubt in held), held
     assert process.wait(timeout=120) == 0, process.stderr.read()
     assert_exactly_once(sim)
     assert sim.verify()["delivered"] == 600 and audited(journal)["ok"]
@@ -589,7 +590,7 @@ def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_on
     journal = tmp_path / "j.db"
 
     full = on_small_disk(
-        600_000, "run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--retries", "2"
+        900_000, "run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--retries", "2"
     )
 
     assert full.returncode == 2
@@ -668,6 +669,8 @@ def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resum
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    # No 100 yet from this server, so the body follows the wait: released (journaled `sending`) into the stall.
+    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "the body released", process)
     # The disk fills while the API holds the POST: its answer (100 animals' rows) no longer fits; smaller commits do.
     ballast = fill(tiny_disk, leave=28 * 1024)
     process.wait(timeout=60)
@@ -696,6 +699,34 @@ def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resum
     assert verdict["delivered"] == 100 and verdict["duplicates_delivered"] == 0
     assert set(verdict["duplicate_ids"]) <= in_doubt_ids(journal)  # a repeat only inside the batch named above
     assert set(audited(journal)["exception_counts"]) <= {"in_doubt"}
+
+
+def test_a_disk_filling_while_a_post_waits_for_100_continue_withholds_the_body_and_nothing_is_in_doubt(
+    simulator, tiny_disk: Path, capsys, restore_signals
+) -> None:
+    """Room is measured again at the release: a body the answer could not be journaled for never leaves."""
+    sim = simulator(animals=100, strict=True, stall_min=2.0, stall_max=2.0)  # one batch
+    journal = tiny_disk / "j.db"
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--get-timeout", "1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    assert query(journal, "SELECT state FROM batches") == [("withheld",)]
+    ballast = fill(tiny_disk, leave=28 * 1024)  # before the 1 s wait ends and the body would be released
+    process.wait(timeout=60)
+    said = process.stderr.read().strip().splitlines()[-1]
+
+    assert process.returncode == 2 and "the answer to batch 1 (100 animals) needs about" in said, said
+    while sim.stalled_requests:
+        time.sleep(0.01)
+    assert sim.verify()["delivered"] == 0 and handled_posts(sim) == 0  # the handler never got a body
+    assert query(journal, "SELECT state, in_doubt_at FROM batches") == [("pending", None)]  # unsent, not in doubt
+    ballast.unlink()
+    result = resume_run(journal)
+    assert result.outcome is RunOutcome.CLEAN, result.message
+    assert_exactly_once(sim)
 
 
 # --------------------------------------------------------------------------- 6. bad command-line input

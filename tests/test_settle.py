@@ -31,6 +31,12 @@ A, B = AnimalState, BatchState
 REASON = "checked downstream: every id of the batch is there"
 
 
+def send(journal: Journal, batch: BatchRow) -> None:
+    """The two marks of a send: its POST out with the body held back, then the body released."""
+    journal.mark_withheld(batch)
+    journal.mark_sending(journal.batch(batch.id))
+
+
 # --------------------------------------------------------------------------- a journal built through its API
 
 
@@ -63,14 +69,14 @@ def build(journal: Journal, *fates: str) -> list[BatchRow]:
         for index, fate in enumerate(fates):
             batch = journal.batch(journal.create_batch(run.id, ids[2 * index : 2 * index + 2]))
             if fate != "pending":
-                journal.mark_sending(batch)
+                send(journal, batch)
                 batch = journal.batch(batch.id)
             if fate == "posted":
                 journal.mark_posted(batch, 200, '{"message":"Helped 2 find home"}')
             elif fate in ("in_doubt", "resent"):
                 journal.mark_in_doubt(batch, "read timeout")
                 if fate == "resent":
-                    journal.mark_sending(journal.batch(batch.id))
+                    send(journal, journal.batch(batch.id))
                     journal.mark_posted(journal.batch(batch.id), 200, '{"message":"Helped 2 find home"}')
             batches.append(journal.batch(batch.id))
     journal.end_run(run.id, RunState.FINISHED, {"message": "built by the test"})
@@ -143,16 +149,16 @@ def test_a_re_send_decision_covers_one_doubt_only(journal: Journal) -> None:
     [doubted] = build(journal, "in_doubt")
     settle(journal, Decision.RESEND, REASON, [doubted.id], user="dave")
     with journal.transaction():
-        journal.mark_sending(journal.batch(doubted.id))
+        send(journal, journal.batch(doubted.id))
         journal.mark_posted(journal.batch(doubted.id), 200, "ok")
     assert audit(journal).ok and audit(journal).settled[0].batch_state == "posted"
 
     [again] = build(journal, "in_doubt")  # a second run: settle it, then lose the re-send's answer too
     settle(journal, Decision.RESEND, REASON, [again.id], user="dave")
     with journal.transaction():
-        journal.mark_sending(journal.batch(again.id))
+        send(journal, journal.batch(again.id))
         journal.mark_in_doubt(journal.batch(again.id), "read timeout")
-        journal.mark_sending(journal.batch(again.id))
+        send(journal, journal.batch(again.id))
         journal.mark_posted(journal.batch(again.id), 200, "ok")
     report = audit(journal)
     assert report.exception_counts == {"at_least_once": 1} and report.settled == ()

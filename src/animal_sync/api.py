@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,6 +33,7 @@ from .continue100 import (
     ContinueRetry,
     ExpectContinue,
     body_release,
+    release_gate,
 )
 
 __all__ = [
@@ -434,15 +435,20 @@ class AnimalsApi:
             )
         return Detail(animal_id=animal_id, body=body, retries=tuple(retries))
 
-    def post_batch(self, records: Sequence[dict[str, Any]]) -> PostResult:
+    def post_batch(self, records: Sequence[dict[str, Any]], release: Callable[[], bool] | None = None) -> PostResult:
         """POST one batch and say what is known of its fate; never raises for a network outcome.
 
         The body waits for the handler's `100 Continue`, so a stall or a chaos 5xx never sees it (continue100).
+        `release` is asked just before the body leaves (the journal's write-ahead mark); False withholds it.
         """
+        if release is not None and not self.base_url.startswith("http://") and not release():
+            # HTTPS sends its body at once (continue100 speaks plain HTTP only): the release comes first
+            return PostResult(PostOutcome.NEVER_RECEIVED, None, None, "body_withheld: its release could not be journaled")
         try:
-            response = self.session.post(
-                self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE
-            )
+            with release_gate(release if self.base_url.startswith("http://") else None):
+                response = self.session.post(
+                    self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE
+                )
         except requests.RequestException as exc:
             cause = _root_cause(exc)
             kind = _error_kind(cause)

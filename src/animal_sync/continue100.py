@@ -8,6 +8,8 @@ with its body never sent (proof the API cannot hold it), and re-sent at once; a 
 manager that uses it, an `HTTPAdapter` that mounts them, and a `Retry` that never repeats a POST whose
 body a handler read. A server that never sends `100 Continue` (HTTP/1.0, some proxies) gets the body
 after the wait, as RFC 9110 and curl do; only once a server has sent one does silence count as proof.
+A caller may put a release gate around a POST (`release_gate`): asked on the POST's thread just before any of
+its body leaves, it journals the release; if it says no, the body is withheld and the connection closed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -36,7 +40,9 @@ __all__ = [
     "ContinueAdapter",
     "ContinueRetry",
     "ExpectContinue",
+    "ReleaseRefused",
     "body_release",
+    "release_gate",
 ]
 
 EXPECT_CONTINUE = {"Expect": "100-continue"}  # the request header that asks for this treatment
@@ -60,6 +66,28 @@ class BodyWithheld(ConnectTimeoutError):
 
     A `ConnectTimeoutError`, so urllib3's `Retry` counts it against the connect budget, which POSTs may spend.
     """
+
+
+class ReleaseRefused(BodyWithheld):
+    """The release gate said no (its journal could not record the release): the body never left. Not retried."""
+
+
+_gates = threading.local()  # the release gate of the POST on this thread, if any
+
+
+@contextmanager
+def release_gate(gate: Callable[[], bool] | None) -> Iterator[None]:
+    """Ask `gate` on this thread just before a POST's body leaves (every try that releases it): True lets it go.
+
+    Thread-local because requests and urllib3 give a request no way to carry it down to the connection, while
+    they do run the whole request (and its retries) on the caller's thread.
+    """
+    previous = getattr(_gates, "gate", None)
+    _gates.gate = gate
+    try:
+        yield
+    finally:
+        _gates.gate = previous
 
 
 class ExpectContinue:
@@ -116,6 +144,10 @@ class ContinueConnection(HTTPConnection):
         super().endheaders(message_body, encode_chunked=encode_chunked)
         if self._expecting:
             self._release = self._await_continue() if self.expect.worth_waiting else BodyRelease.AT_ONCE
+        if self._release is not BodyRelease.WITHHELD:  # the body is about to leave: the gate journals it first
+            gate = getattr(_gates, "gate", None)
+            if gate is not None and not gate():
+                raise ReleaseRefused("the release of the body could not be journaled: body withheld, connection closed")
 
     def send(self, data: Any) -> None:
         if self._release is BodyRelease.WITHHELD:
@@ -209,6 +241,8 @@ class ContinueRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> Retry:
+        if isinstance(error, ReleaseRefused):  # asking again cannot change the gate's answer
+            raise MaxRetryError(_pool, url or "", reason=error)
         if response is not None and body_release(response) is BodyRelease.AFTER_CONTINUE:
             # urllib3 hands back this answer unretried (raise_on_status=False), as when the budget is spent.
             raise MaxRetryError(_pool, url or "", reason=None)

@@ -67,7 +67,8 @@ class AnimalState(StrEnum):
 
 class BatchState(StrEnum):
     PENDING = "pending"  # built, never sent
-    SENDING = "sending"  # journaled before its POST leaves; found at start-up it means "outcome unknown"
+    WITHHELD = "withheld"  # its POST is out with the body held back (awaiting 100 Continue): provably not sent yet
+    SENDING = "sending"  # journaled (fsynced) as its body is released; found at start-up it means "outcome unknown"
     POSTED = "posted"  # answered 2xx
     FAILED = "failed"  # answered 4xx (or 5xx past the retry budget): nothing delivered
     IN_DOUBT = "in_doubt"  # sent, outcome unknown (read timeout, dropped connection, killed mid-POST)
@@ -101,10 +102,14 @@ ANIMAL_TRANSITIONS: Mapping[AnimalState, frozenset[AnimalState]] = {
     A.SETTLED: frozenset(),
 }
 BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
-    B.PENDING: frozenset({B.SENDING}),
+    B.PENDING: frozenset({B.WITHHELD}),
+    # sending: the body is released. The others are answers (or a resume) while no try's body ever left: pending
+    # (never reached), failed (refused before reading), in_doubt (a re-send that never left stays as doubtful as it
+    # was), posted (a 2xx before the body: the API's word is taken).
+    B.WITHHELD: frozenset({B.SENDING, B.PENDING, B.FAILED, B.IN_DOUBT, B.POSTED}),
     B.SENDING: frozenset({B.POSTED, B.FAILED, B.IN_DOUBT, B.PENDING}),  # pending: the API was never reached
-    # sending: a re-send (at-least-once), only when the operator allows it; settled or pending: a person's decision
-    B.IN_DOUBT: frozenset({B.SENDING, B.SETTLED, B.PENDING}),
+    # withheld: a re-send (at-least-once), only when the operator allows it; settled or pending: a person's decision
+    B.IN_DOUBT: frozenset({B.WITHHELD, B.SETTLED, B.PENDING}),
     B.POSTED: frozenset(),
     B.FAILED: frozenset(),
     B.SETTLED: frozenset(),
@@ -467,7 +472,7 @@ class Journal:
 
         Commits reach the OS at once (a killed process loses none) but are fsynced only when `durable`: in WAL
         that one fsync also makes every earlier commit durable. The pipeline asks for it where a power cut must
-        not roll back: the commit that marks batches `sending` before their POSTs leave, and a run's end.
+        not roll back: the commit that marks batches `sending` before their bodies are released, and a run's end.
         """
         outermost = durable and not self.db.conn.in_transaction
         try:
@@ -736,7 +741,11 @@ class Journal:
         rewrites every animal of the batch, does not. So the room is measured. It is a check, not a reservation:
         a disk someone else fills while the POST is out still fails the answer's commit, which then names it.
         """
-        in_flight = len(self.batches(batch.run_id, B.SENDING)) + 1
+        others = self.db.execute(
+            "SELECT count(*) FROM batches WHERE run_id = ? AND state IN (?, ?) AND id != ?",
+            [batch.run_id, B.WITHHELD, B.SENDING, batch.id],
+        ).fetchone()[0]
+        in_flight = others + 1
         animals = in_flight * len(batch.ids)  # batches in flight are about this size; all their answers need room
         needed = in_flight * ANSWER_ROOM_BASE + animals * ANSWER_ROOM_PER_ANIMAL
         room = self.room()
@@ -744,11 +753,22 @@ class Journal:
             raise NoRoomForAnswer(self.path, batch.id, len(batch.ids), room, needed)
 
     @_atomic
-    def mark_sending(self, batch: BatchRow) -> None:
-        """Journaled (and committed by the caller) before the POST leaves: the write-ahead mark of a send.
+    def mark_withheld(self, batch: BatchRow) -> None:
+        """Journaled (committed, not fsynced) as the POST leaves with its body held back: a kill now leaves it unsent.
 
         Only when the journal has room to record the answer: a POST whose answer cannot be journaled is a
         delivery the next resume cannot know of.
+        """
+        self.check_room_for_answer(batch)
+        self._move_batch(batch.id, batch.state, B.WITHHELD)
+
+    @_atomic
+    def mark_sending(self, batch: BatchRow) -> None:
+        """The write-ahead mark of a send, committed durably by the caller *before* the body is released.
+
+        From here a kill leaves the batch in doubt; before it (`withheld`) the body provably never left. The room
+        for the answer is measured again: the disk may have filled while the POST waited for `100 Continue`, and
+        a body withheld now is still provably unsent.
         """
         self.check_room_for_answer(batch)
         self._move_batch(batch.id, batch.state, B.SENDING, sent_at=now())
@@ -756,14 +776,14 @@ class Journal:
 
     @_atomic
     def mark_posted(self, batch: BatchRow, status: int, body: str) -> None:
-        self._move_batch(batch.id, B.SENDING, B.POSTED, response_status=status, response_body=body, finished_at=now())
+        self._move_batch(batch.id, batch.state, B.POSTED, response_status=status, response_body=body, finished_at=now())
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.POSTED)
 
     @_atomic
     def mark_failed(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
         """The server refused the batch: nothing was delivered, so its animals are failed with the answer kept."""
         self._move_batch(
-            batch.id, B.SENDING, B.FAILED,
+            batch.id, batch.state, B.FAILED,
             response_status=status, response_body=body, last_error=error, finished_at=now(),
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
@@ -773,7 +793,7 @@ class Journal:
         """The API refused the whole batch for a record it holds: nothing was delivered, so the animals go back
         to fetched (the refusal is kept on this batch) to be re-sent in smaller batches that isolate the bad record."""
         self._move_batch(
-            batch.id, B.SENDING, B.FAILED,
+            batch.id, batch.state, B.FAILED,
             response_status=status, response_body=body, last_error=f"{error} (split to isolate it)", finished_at=now(),
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FETCHED, batch_id=None)
@@ -782,7 +802,7 @@ class Journal:
     def mark_in_doubt(self, batch: BatchRow, error: str, status: int | None = None, body: str | None = None) -> None:
         """Outcome unknown: keep its animals bound to it, and remember for good that it was once in doubt."""
         self._move_batch(
-            batch.id, B.SENDING, B.IN_DOUBT,
+            batch.id, batch.state, B.IN_DOUBT,
             last_error=error, response_status=status, response_body=body, finished_at=now(),
         )
         self.db.execute("UPDATE batches SET in_doubt_at = coalesce(in_doubt_at, ?) WHERE id = ?", [now(), batch.id])
@@ -790,7 +810,7 @@ class Journal:
     @_atomic
     def unsend(self, batch: BatchRow, error: str) -> None:
         """The POST never reached the API (no connection): the batch is as good as never sent."""
-        self._move_batch(batch.id, B.SENDING, B.PENDING, last_error=error)
+        self._move_batch(batch.id, batch.state, B.PENDING, last_error=error)
 
     @_atomic
     def sending_to_in_doubt(self, run_id: int) -> list[int]:
@@ -798,6 +818,24 @@ class Journal:
         stale = self.batches(run_id, B.SENDING)
         for batch in stale:
             self.mark_in_doubt(batch, "the process stopped while this batch's POST was in flight")
+        return [batch.id for batch in stale]
+
+    @_atomic
+    def withheld_to_unsent(self, run_id: int) -> list[int]:
+        """At start-up a batch still `withheld` lost its process before its body left: provably not sent.
+
+        A first send goes back to pending (sent again as a first send); a re-send of an in-doubt batch goes back
+        to in_doubt, exactly as doubtful as its earlier send left it.
+        """
+        stale = self.batches(run_id, B.WITHHELD)
+        for batch in stale:
+            if batch.in_doubt_at is None:
+                self._move_batch(
+                    batch.id, B.WITHHELD, B.PENDING,
+                    last_error="the process stopped before this batch's body was released: never sent",
+                )
+            else:
+                self._move_batch(batch.id, B.WITHHELD, B.IN_DOUBT)
         return [batch.id for batch in stale]
 
     # -- settlements -----------------------------------------------------------------------------------------

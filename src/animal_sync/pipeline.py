@@ -1,9 +1,11 @@
 """list -> fetch -> transform -> batch -> post, overlapped on thread pools, with the journal as the only truth.
 
 One coordinator thread owns the journal; worker threads only talk HTTP and run pure transforms. Each step
-of the coordinator records what finished, schedules what is next, and commits once. A batch is journaled
-`sending` and committed *before* its POST leaves, and its answer is committed as soon as it arrives, so a
-process killed at any instant leaves at most the batches then in flight in doubt, and names them.
+of the coordinator records what finished, schedules what is next, and commits once. A batch's POST leaves
+journaled `withheld` (its body held back for `100 Continue`); just before the body is released the POST thread
+has the coordinator journal it `sending` and fsync that (release.py), and its answer is committed as soon as it
+arrives. So a process killed at any instant leaves in doubt at most the batches whose bodies had left, and names
+them; a batch killed while its body was still held back is provably unsent and is sent again as a first send.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .api import (
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, RunState
+from .release import ReleaseDesk
 from .settle import unsettled_resends
 from .transform import InvalidRecord, canonical_json, check_matches, transform
 from .urls import redact_url
@@ -36,7 +39,7 @@ __all__ = ["Progress", "RunOutcome", "RunResult", "Sync", "resume_run", "start_r
 
 log = structlog.get_logger("animal_sync")
 
-STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once around every POST)
+STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once for answers and body releases)
 QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordinator commits
 SPLIT_ON = frozenset({400, 422})  # answers that refuse a batch for its content: bisect it to find the culprit
 RECHECK_SECONDS = 2.0  # a failed detail re-lists the first page to see whether the data set changed, at most this often
@@ -166,7 +169,8 @@ class Sync:
         self.next_periodic_check = time.monotonic() + RECHECK_EVERY
         self.no_room: NoRoomForAnswer | None = None  # sending stopped: the journal could not record more answers
         self.gets: dict[Future[Any], tuple[str, int]] = {}
-        self.posts: dict[Future[PostResult], BatchRow] = {}
+        self.posts: dict[Future[PostResult], BatchRow] = {}  # each POST out and its batch as last journaled
+        self.desk = ReleaseDesk()  # where POST threads ask for their body's release to be journaled
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
@@ -175,7 +179,10 @@ class Sync:
         run_id = self.run.id
         with self.journal.transaction():
             in_doubt = self.journal.sending_to_in_doubt(run_id)
+            unsent = self.journal.withheld_to_unsent(run_id)
             retried = self.journal.retry_exceptions(run_id)
+        for batch_id in unsent:
+            self.log.info("batch_unsent", batch_id=batch_id, reason="its body was held back when the last process stopped")
         for batch_id in in_doubt:
             self.log.warning("batch_in_doubt", batch_id=batch_id, reason="in flight when the last process stopped")
         if retried:
@@ -283,13 +290,43 @@ class Sync:
             self.to_post.append(self.journal.batch(batch_id))
 
     def _due_posts(self) -> list[BatchRow]:
-        """Batches to send now, journaled `sending` in this step's transaction: committed before they leave."""
+        """Batches to send now, journaled `withheld` in the caller's transaction: committed before they leave."""
         due = []
         while self.to_post and len(self.posts) + len(due) < self.settings.post_workers:
             batch = self.to_post.popleft()
-            self.journal.mark_sending(batch)
+            self.journal.mark_withheld(batch)
             due.append(self.journal.batch(batch.id))
         return due
+
+    def _serve_releases(self) -> None:
+        """Journal `sending` for each body about to leave, fsynced, then let them go: the one durable commit of a send.
+
+        The POST threads wait meanwhile; if the commit fails they withhold their bodies (the batches stay
+        `withheld`, provably unsent) and the JournalError ends the attempt. With no room left for the answers,
+        they withhold them too, and sending stops as when _due_posts finds no room.
+        """
+        requests = self.desk.take()
+        if not requests:
+            return
+        futures = {batch.id: future for future, batch in self.posts.items()}
+        released: dict[Future[PostResult], BatchRow] = {}
+        try:
+            with self.journal.transaction(durable=True):  # on disk before the body leaves, power cut or not
+                for request in requests:
+                    future = futures[request.batch_id]
+                    batch = self.posts[future]
+                    if batch.state is not BatchState.SENDING:  # a retry after a release is journaled already
+                        self.journal.mark_sending(batch)
+                        released[future] = self.journal.batch(batch.id)
+        except NoRoomForAnswer as exc:
+            self.desk.answer(requests, False)  # each comes back never received: unsent, pending again
+            self.no_room = exc
+            return
+        except BaseException:
+            self.desk.answer(requests, False)
+            raise
+        self.posts.update(released)
+        self.desk.answer(requests, True)
 
     # -- results ---------------------------------------------------------------------------------------------
 
@@ -481,11 +518,14 @@ class Sync:
         try:
             self._loop(get_pool, post_pool)
         except JournalError as exc:
+            self.desk.close()  # a body not yet released is withheld now: its batch stays provably unsent
             post_pool.shutdown(wait=True)  # the POSTs out still get answers the journal cannot take: name them
-            if self.posts:
-                raise self._answers_not_journaled([(batch, f.result()) for f, batch in self.posts.items()], exc) from None
+            released = [(batch, f.result()) for f, batch in self.posts.items() if batch.state is BatchState.SENDING]
+            if released:
+                raise self._answers_not_journaled(released, exc) from None
             raise
         finally:
+            self.desk.close()  # never leave a POST thread waiting for a coordinator that has gone
             # GETs are safe to drop: cut those in flight, cancel the queued ones, and do not wait for their threads.
             self.api.abandon_gets()
             get_pool.shutdown(wait=False, cancel_futures=True)
@@ -494,6 +534,7 @@ class Sync:
 
     def _loop(self, get_pool: ThreadPoolExecutor, post_pool: ThreadPoolExecutor) -> None:
         while True:
+            self._serve_releases()  # first: a POST thread is waiting with the API's `100 Continue` in hand
             stopping = self._halted()
             step_started = time.monotonic()
             if stopping and self.gets:  # dropped unread: a late result must not touch the journal
@@ -507,7 +548,10 @@ class Sync:
                         for batch, result in results:
                             self._take_post(batch, result)
                 except JournalError as exc:
-                    raise self._answers_not_journaled(results, exc) from None
+                    released = [(batch, result) for batch, result in results if batch.state is BatchState.SENDING]
+                    if not released:  # no body of theirs left: they stay withheld, unsent for the next resume
+                        raise
+                    raise self._answers_not_journaled(released, exc) from None
             with self.journal.transaction():
                 self._collect_gets()
                 stopping = stopping or self._halted()
@@ -521,13 +565,13 @@ class Sync:
             due = []
             if not stopping and self.verified and self.to_post and len(self.posts) < self.settings.post_workers:
                 try:
-                    with self.journal.transaction(durable=True):  # on disk before the POSTs leave, power cut or not
+                    with self.journal.transaction():  # not fsynced: lost to a power cut, the batch is just pending
                         due = self._due_posts()
                 except NoRoomForAnswer as exc:  # send nothing more; the answers in flight still have room
                     self.no_room = exc
-            for batch in due:  # committed as `sending` above, so a kill from here on leaves them in doubt
+            for batch in due:  # committed as `withheld`: a kill before _serve_releases() leaves them unsent
                 records = self.journal.batch_records(batch)
-                self.posts[post_pool.submit(self.api.post_batch, records)] = batch
+                self.posts[post_pool.submit(self.api.post_batch, records, self.desk.gate(batch.id))] = batch
             if self.on_progress:
                 self.on_progress(self.progress)
             if (stopping or self.no_room is not None) and not self.posts:
@@ -538,8 +582,9 @@ class Sync:
                 return
             pending = list(self.gets) + list(self.posts)
             if pending:
-                wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            time.sleep(max(0.0, STEP_SECONDS - (time.monotonic() - step_started)))
+                wait([*pending, self.desk.wakeup], timeout=0.5, return_when=FIRST_COMPLETED)
+            # A release request cuts the pause short: its POST holds the API's `100 Continue` while it waits.
+            wait([self.desk.wakeup], timeout=max(0.0, STEP_SECONDS - (time.monotonic() - step_started)))
 
     def _collect_gets(self) -> None:
         """Record every finished GET: listed pages, fetched or quarantined animals, failures."""

@@ -102,6 +102,7 @@ def settled_line(item: SettledBatch) -> str:
     decided = "as delivered" if item.decision == Decision.DELIVERED else "for re-send"
     where = {
         BatchState.PENDING: "; queued for the next `animal-sync resume`",
+        BatchState.WITHHELD: "; its re-send is out, its body not yet released",
         BatchState.SENDING: "; its re-send was in flight",
         BatchState.POSTED: "; re-sent and answered 2xx" if item.decision == Decision.RESEND else "; it had been re-sent and answered 2xx",
     }.get(item.batch_state, "")

@@ -95,8 +95,8 @@ def covers(settlement: SettlementRow, batch: BatchRow) -> bool:
 def standing(settlement: SettlementRow, batch: BatchRow) -> bool:
     """Whether the settlement is still the batch's last word: it covers the batch, or its re-send is still queued."""
     if settlement.decision is Decision.RESEND:
-        if batch.state is BatchState.PENDING:
-            return True  # only a re-send decision puts an in-doubt batch back to pending
+        if batch.state in (BatchState.PENDING, BatchState.WITHHELD):
+            return True  # only a re-send decision puts an in-doubt batch back to pending (withheld: still unsent)
         if batch.state is BatchState.SENDING:
             return batch.attempts == settlement.attempts + 1
     return covers(settlement, batch)
