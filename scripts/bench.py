@@ -164,8 +164,7 @@ def _stamp(text: str) -> float:
 def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None]:
     """The run's own elapsed seconds, its total retries, and its tail: seconds from the last batch built
     (fetching done) to the run's end, spent waiting on POSTs only (a stalled POST at the end shows here)."""
-    from animal_sync.journal import Journal
-    from animal_sync.queries import last_batch_built_at
+    from animal_sync.journal import Journal, last_batch_built_at
 
     with Journal.open(journal, readonly=True) as opened:
         run = opened.last_run()

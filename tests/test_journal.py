@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from animal_sync.errors import JournalError
-from animal_sync.queries import iter_animals
 from animal_sync.journal import (
     ANIMAL_TRANSITIONS,
     BATCH_TRANSITIONS,
@@ -29,6 +28,9 @@ from animal_sync.journal import (
     Journal,
     NoRoomForAnswer,
     RunState,
+    check_animal_transition,
+    check_batch_transition,
+    iter_animals,
 )
 
 A, B = AnimalState, BatchState
@@ -213,7 +215,7 @@ def test_happy_path_from_listing_to_posted(journal, run_id):
     with journal.transaction():
         batch_id = journal.create_batch(run_id, [3, 1])
     batch = journal.batch(batch_id)
-    assert (batch.state, batch.ids, batch.attempts) == (B.PENDING, [3, 1], 0)
+    assert (batch.state, batch.ids, batch.attempts) == (B.PENDING, (3, 1), 0)
     assert journal.batch_records(batch) == [{"id": 3}, {"id": 1}]
     assert journal.animal_ids(run_id, A.FETCHED) == [2, 4]
     bound = dict(journal.db.execute("SELECT id, batch_id FROM animals WHERE state = 'batched'").fetchall())
@@ -370,30 +372,74 @@ def batch_in(journal, run_id, state, *ids):
 
 
 @pytest.mark.parametrize("source, target", list(product(A, A)), ids=str)
-def test_animal_moves_follow_the_table_exactly(journal, run_id, source, target):
-    animal_in(journal, run_id, source)
-    assert animal_states(journal, run_id) == {1: source}
-    before = snapshot(journal)
+def test_the_animal_check_follows_the_table_exactly(source, target):
     if target in ANIMAL_TRANSITIONS[source]:
-        journal._move_animals(run_id, [1], source, target)  # the one place an animal changes state
-        assert animal_states(journal, run_id) == {1: target}
+        check_animal_transition(source, target)  # what the journal asks before every animal write
     else:
-        with pytest.raises(IllegalTransition):
-            journal._move_animals(run_id, [1], source, target)
-        assert snapshot(journal) == before
+        with pytest.raises(IllegalTransition, match=f"animal {source} -> {target}"):
+            check_animal_transition(source, target)
 
 
 @pytest.mark.parametrize("source, target", list(product(B, B)), ids=str)
-def test_batch_moves_follow_the_table_exactly(journal, run_id, source, target):
-    batch = batch_in(journal, run_id, source)
-    assert batch.state == source
-    before = snapshot(journal)
+def test_the_batch_check_follows_the_table_exactly(source, target):
     if target in BATCH_TRANSITIONS[source]:
-        journal._move_batch(batch.id, source, target)  # the one place a batch changes state
-        assert journal.batch(batch.id).state == target
+        check_batch_transition(source, target)  # what the journal asks before every batch write
+    else:
+        with pytest.raises(IllegalTransition, match=f"batch {source} -> {target}"):
+            check_batch_transition(source, target)
+
+
+# The public writes that move one animal, the one state each takes it from, and where each takes it.
+ANIMAL_WRITES = {
+    "record_fetched": (A.DISCOVERED, A.FETCHED, lambda journal, run_id: journal.record_fetched(run_id, 1, "raw", "{}", attempts=1)),
+    "record_quarantined": (
+        A.DISCOVERED, A.QUARANTINED, lambda journal, run_id: journal.record_quarantined(run_id, 1, "raw", "bad", attempts=1)
+    ),
+    "record_fetch_failed": (A.DISCOVERED, A.FAILED, lambda journal, run_id: journal.record_fetch_failed(run_id, 1, "HTTP 404", attempts=1)),
+    "create_batch": (A.FETCHED, A.BATCHED, lambda journal, run_id: journal.create_batch(run_id, [1])),
+}
+
+
+@pytest.mark.parametrize("state, write", list(product(A, ANIMAL_WRITES)), ids=str)
+def test_animal_writes_land_only_from_their_state(journal, run_id, state, write):
+    source, target, apply = ANIMAL_WRITES[write]
+    assert target in ANIMAL_TRANSITIONS[source]  # each write is one edge of the table
+    animal_in(journal, run_id, state)
+    before = snapshot(journal)
+    if state is source:
+        apply(journal, run_id)
+        assert animal_states(journal, run_id) == {1: target}
     else:
         with pytest.raises(IllegalTransition):
-            journal._move_batch(batch.id, source, target)
+            apply(journal, run_id)
+        assert snapshot(journal) == before
+
+
+# The public writes that move a batch from whatever state it is in now, and where each takes it.
+BATCH_WRITES = {
+    "mark_withheld": (B.WITHHELD, lambda journal, batch: journal.mark_withheld(batch)),
+    "mark_sending": (B.SENDING, lambda journal, batch: journal.mark_sending(batch)),
+    "mark_posted": (B.POSTED, lambda journal, batch: journal.mark_posted(batch, 200, "")),
+    "mark_failed": (B.FAILED, lambda journal, batch: journal.mark_failed(batch, 422, "no", "HTTP 422")),
+    "mark_refused_for_split": (B.FAILED, lambda journal, batch: journal.mark_refused_for_split(batch, 422, "no", "HTTP 422")),
+    "mark_in_doubt": (B.IN_DOUBT, lambda journal, batch: journal.mark_in_doubt(batch, "read timeout")),
+    "unsend": (B.PENDING, lambda journal, batch: journal.unsend(batch, "connection refused")),
+}
+
+
+@pytest.mark.parametrize("source, write", list(product(B, BATCH_WRITES)), ids=str)
+def test_batch_writes_follow_the_table_from_every_state(journal, run_id, source, write):
+    """Each write takes the batch from the state the journal holds, so only the table stands between it and an
+    illegal move: a legal one lands, an illegal one is refused and changes nothing."""
+    target, apply = BATCH_WRITES[write]
+    batch = batch_in(journal, run_id, source)
+    before = snapshot(journal)
+    if target in BATCH_TRANSITIONS[source]:
+        apply(journal, batch)
+        assert journal.batch(batch.id).state == target
+    else:
+        with pytest.raises(IllegalTransition, match=f"batch {source} -> {target}"):
+            apply(journal, batch)
         assert snapshot(journal) == before
 
 
@@ -524,7 +570,7 @@ def test_mark_refused_for_split_frees_the_animals_to_be_batched_again(journal, r
     assert journal.db.execute("SELECT count(*) FROM animals WHERE batch_id IS NOT NULL").fetchone()[0] == 0
     with journal.transaction():
         halves = [journal.create_batch(run_id, [1]), journal.create_batch(run_id, [2, 3])]
-    assert [journal.batch(batch_id).ids for batch_id in halves] == [[1], [2, 3]]
+    assert [journal.batch(batch_id).ids for batch_id in halves] == [(1,), (2, 3)]
     with pytest.raises(IllegalTransition), journal.transaction():
         journal.mark_refused_for_split(journal.batch(halves[0]), 422, "", "HTTP 422")  # pending: never answered
 

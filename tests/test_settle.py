@@ -96,7 +96,7 @@ def test_delivered_settles_an_in_doubt_batch_and_its_animals_with_who_when_and_w
     assert (row.batch_id, row.decision, row.reason, row.user, row.attempts) == (doubted.id, "delivered", REASON, "alice", 1)
     assert row.settled_at.endswith("Z") and "T" in row.settled_at  # the journal's own UTC form
     assert journal.batch(doubted.id).state is B.SETTLED
-    assert journal.animal_ids(doubted.run_id, A.SETTLED) == doubted.ids
+    assert journal.animal_ids(doubted.run_id, A.SETTLED) == list(doubted.ids)
     report = audit(journal)
     assert report.ok and report.exception_counts == {} and report.settled_animals == 2
     assert report.to_json()["settled"] == [{
@@ -115,7 +115,7 @@ def test_resend_puts_an_in_doubt_batch_back_to_pending_and_keeps_its_doubt(journ
 
     queued = journal.batch(doubted.id)
     assert (queued.state, queued.in_doubt_at, queued.attempts) == (B.PENDING, doubted.in_doubt_at, 1)
-    assert journal.animal_ids(doubted.run_id, A.BATCHED) == doubted.ids  # still bound to it, to go out again
+    assert journal.animal_ids(doubted.run_id, A.BATCHED) == list(doubted.ids)  # still bound to it, to go out again
     report = audit(journal)
     assert not report.ok and set(report.exception_counts) == {"missing"}  # not delivered until a resume sends it
     assert [item.batch_state for item in report.settled] == ["pending"]

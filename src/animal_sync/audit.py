@@ -12,8 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .journal import AnimalState, BatchState, Journal, RunState
-from .queries import delivered_records, duplicate_deliverable_ids, orphans, select_run, undelivered_animals
+from .journal import (
+    AnimalState,
+    BatchState,
+    Journal,
+    RunState,
+    delivered_records,
+    duplicate_deliverable_ids,
+    orphans,
+    select_run,
+    undelivered_animals,
+)
 from .settle import unsettled_resends
 from .status import SettledBatch, WriterProcess, plain, settled, writer_process
 from .transform import InvalidRecord, canonical_json, transform
@@ -91,7 +100,7 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
     held = {animal_id for batch in in_doubt for animal_id in batch.ids}
     for batch in in_doubt:
         exception(
-            "in_doubt", batch_id=batch.id, ids=tuple(batch.ids), reason=batch.last_error,
+            "in_doubt", batch_id=batch.id, ids=batch.ids, reason=batch.last_error,
             response_status=batch.response_status,
         )
     # Answered 2xx, but only after a send whose outcome was lost: delivered at least once, perhaps twice.

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import JournalError
-from .journal import BatchRow, BatchState, Decision, Journal, RunRow, SettlementRow
-from .queries import select_run
+from .journal import BatchRow, BatchState, Decision, Journal, RunRow, SettlementRow, select_run
 
 __all__ = [
     "BlankReason",

@@ -13,8 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .journal import AnimalState, BatchState, Decision, Journal, RunState, writer_pid_path
-from .queries import select_run
+from .journal import AnimalState, BatchState, Decision, Journal, RunState, select_run, writer_pid_path
 from .settle import standing
 
 __all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "settled", "status", "writer_process"]

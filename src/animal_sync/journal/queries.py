@@ -2,7 +2,7 @@
 
 No SQL is written outside the journal's modules: a report asks a question by name and gets small frozen rows
 back, so the schema can change in one place. These are functions taking an open `Journal`, not methods on it,
-so journal.py (the state machine and its writes) and this module can change apart. Animals are streamed in
+so the journal's writes (journal.py) and these reports' questions can change apart. Animals are streamed in
 slices, so a report stays flat in memory at any scale.
 """
 
@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .errors import JournalError
-from .journal import AnimalState, BatchState, Journal, RunRow, _read
+from ..errors import JournalError
+from .journal import Journal
+from .rows import RunRow
+from .states import AnimalState, BatchState
+from .store import reading
 
 __all__ = [
     "AnimalRecord",
@@ -69,7 +72,7 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
-@_read
+@reading
 def _stream(journal: Journal, run_id: int, states: Sequence[AnimalState], *, exclude: bool = False) -> Iterator[AnimalRecord]:
     """Animals of the run in id order, a slice at a time; only those in `states` (or not in them), or all."""
     test = f" AND state {'NOT IN' if exclude else 'IN'} ({_marks(states)})" if states else ""
@@ -106,7 +109,7 @@ def delivered_records(journal: Journal, run_id: int) -> Iterator[AnimalRecord]:
     return _stream(journal, run_id, DELIVERED)
 
 
-@_read
+@reading
 def duplicate_deliverable_ids(journal: Journal, run_id: int) -> list[tuple[int, tuple[int, ...]]]:
     """Ids carried by two or more batches that may have been delivered, each with those batches.
 
@@ -122,7 +125,7 @@ def duplicate_deliverable_ids(journal: Journal, run_id: int) -> list[tuple[int, 
     return [(row["id"], tuple(int(batch) for batch in row["batches"].split(","))) for row in rows]
 
 
-@_read
+@reading
 def orphans(journal: Journal, run_id: int) -> list[Orphan]:
     """A posted animal whose batch was not answered 2xx, or a posted batch whose ids are not all posted by it;
     likewise for a batch settled as delivered and its animals."""
@@ -144,7 +147,7 @@ def orphans(journal: Journal, run_id: int) -> list[Orphan]:
     return found
 
 
-@_read
+@reading
 def posted_batch_sizes(journal: Journal, run_id: int) -> Iterator[tuple[str, int]]:
     """(answered at, animals) for each batch answered 2xx, streamed: the throughput chart's series."""
     for row in journal.db.execute(
@@ -153,7 +156,7 @@ def posted_batch_sizes(journal: Journal, run_id: int) -> Iterator[tuple[str, int
         yield row[0], row[1]
 
 
-@_read
+@reading
 def last_posted_at(journal: Journal, run_id: int) -> str | None:
     """When the run's last batch answered 2xx was answered, or None before the first."""
     return journal.db.execute(
@@ -161,7 +164,7 @@ def last_posted_at(journal: Journal, run_id: int) -> str | None:
     ).fetchone()[0]
 
 
-@_read
+@reading
 def last_batch_built_at(journal: Journal, run_id: int) -> str | None:
     """When the run's last batch was built: fetching was done by then (bench measures the tail after it)."""
     return journal.db.execute("SELECT max(created_at) FROM batches WHERE run_id = ?", [run_id]).fetchone()[0]

@@ -1,0 +1,71 @@
+"""The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
+
+states.py holds the states and their transition tables; store.py opens a journal file (lock.py, schema.py);
+reads.py and journal.py are its reads and writes, rows.py the values they return; queries.py the reports' reads.
+No SQL is written outside this package.
+"""
+
+from .journal import ANSWER_ROOM_BASE, ANSWER_ROOM_PER_ANIMAL, Journal, NoRoomForAnswer
+from .lock import writer_pid_path
+from .queries import (
+    AnimalRecord,
+    Orphan,
+    delivered_records,
+    duplicate_deliverable_ids,
+    iter_animals,
+    last_batch_built_at,
+    last_posted_at,
+    orphans,
+    posted_batch_sizes,
+    select_run,
+    undelivered_animals,
+)
+from .rows import BatchRow, RunRow, SettlementRow, now
+from .schema import MIGRATION_SET, migrations
+from .states import (
+    ANIMAL_TRANSITIONS,
+    BATCH_TRANSITIONS,
+    AnimalState,
+    BatchState,
+    Decision,
+    IllegalTransition,
+    JournalChanged,
+    RunState,
+    check_animal_transition,
+    check_batch_transition,
+)
+
+__all__ = [
+    "ANIMAL_TRANSITIONS",
+    "ANSWER_ROOM_BASE",
+    "ANSWER_ROOM_PER_ANIMAL",
+    "BATCH_TRANSITIONS",
+    "MIGRATION_SET",
+    "AnimalRecord",
+    "AnimalState",
+    "BatchRow",
+    "BatchState",
+    "Decision",
+    "IllegalTransition",
+    "Journal",
+    "JournalChanged",
+    "NoRoomForAnswer",
+    "Orphan",
+    "RunRow",
+    "RunState",
+    "SettlementRow",
+    "check_animal_transition",
+    "check_batch_transition",
+    "delivered_records",
+    "duplicate_deliverable_ids",
+    "iter_animals",
+    "last_batch_built_at",
+    "last_posted_at",
+    "migrations",
+    "now",
+    "orphans",
+    "posted_batch_sizes",
+    "select_run",
+    "undelivered_animals",
+    "writer_pid_path",
+]

@@ -1,0 +1,133 @@
+"""The journal's row reads that its writers need too: runs, pages, animals by state, batches, settlements, counters.
+
+Reports ask queries.py instead; these are the reads the pipeline and `settle` make between their writes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import JournalError
+from .rows import BatchRow, RunRow, SettlementRow, batch_row, run_row, settlement_row
+from .states import AnimalState, BatchState
+from .store import JournalFile, chunks, placeholders, reading
+
+__all__ = ["JournalReads"]
+
+
+class JournalReads(JournalFile):
+    """A journal file's typed reads; `Journal` adds the writes."""
+
+    # -- runs and pages --------------------------------------------------------------------------------------
+    @reading
+    def run(self, run_id: int | None) -> RunRow:
+        row = next(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]), None)
+        if row is None:
+            raise JournalError(f"journal {self.path} has no run {run_id}")
+        return run_row(row)
+
+    @reading
+    def last_run(self) -> RunRow | None:
+        row = next(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"), None)
+        return run_row(row) if row else None
+
+    @reading
+    def attempt_url(self, run_id: int) -> str:
+        """The API URL the run's latest attempt used (its first URL if no attempt recorded one)."""
+        row = self.db.execute("SELECT coalesce(attempt_url, base_url) FROM runs WHERE id = ?", [run_id]).fetchone()
+        if row is None:
+            raise JournalError(f"journal {self.path} has no run {run_id}")
+        return row[0]
+
+    @reading
+    def listed_pages(self, run_id: int) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT page FROM pages WHERE run_id = ?", [run_id])}
+
+    @reading
+    def first_listed_page(self, run_id: int) -> tuple[int, str | None] | None:
+        """The lowest page listed and its digest: what a resume lists again to check the data set is the same."""
+        row = self.db.execute(
+            "SELECT page, digest FROM pages WHERE run_id = ? ORDER BY page LIMIT 1", [run_id]
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    @reading
+    def bad_listing_items(self, run_id: int) -> list[dict[str, Any]]:
+        """Listing items set aside (an id the journal cannot hold), each with its page and reason."""
+        rows = self.db.execute(
+            "SELECT page, bad_items FROM pages WHERE run_id = ? AND bad_items IS NOT NULL ORDER BY page", [run_id]
+        )
+        return [{"page": page, **item} for page, items in rows for item in json.loads(items)]
+
+    # -- animals and batches ---------------------------------------------------------------------------------
+    @reading
+    def animal_ids(self, run_id: int, state: AnimalState) -> list[int]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM animals WHERE run_id = ? AND state = ? ORDER BY id", [run_id, state]
+            )
+        ]
+
+    @reading
+    def batch(self, batch_id: int) -> BatchRow:
+        row = next(self.db.query("SELECT * FROM batches WHERE id = ?", [batch_id]), None)
+        if row is None:
+            raise JournalError(f"journal {self.path} has no batch {batch_id}")
+        return batch_row(row)
+
+    @reading
+    def batches(self, run_id: int, state: BatchState) -> list[BatchRow]:
+        return [
+            batch_row(row)
+            for row in self.db.query(
+                "SELECT * FROM batches WHERE run_id = ? AND state = ? ORDER BY id", [run_id, state]
+            )
+        ]
+
+    @reading
+    def batch_records(self, batch: BatchRow) -> list[dict[str, Any]]:
+        """The outgoing records of a batch, in the batch's order, from the journal alone."""
+        by_id: dict[int, str] = {}
+        for chunk in chunks(batch.ids):
+            by_id.update(
+                self.db.execute(
+                    f"SELECT id, transformed FROM animals WHERE run_id = ? AND id IN ({placeholders(chunk)})",
+                    [batch.run_id, *chunk],
+                ).fetchall()
+            )
+        return [json.loads(by_id[animal_id]) for animal_id in batch.ids]
+
+    @reading
+    def settlements(self, run_id: int) -> dict[int, SettlementRow]:
+        """Each settled batch of the run and its latest settlement (a batch re-sent, then in doubt again, may have two)."""
+        rows = self.db.query("SELECT * FROM settlements WHERE run_id = ? ORDER BY id", [run_id])
+        return {row["batch_id"]: settlement_row(row) for row in rows}
+
+    @reading
+    def posted_after_doubt(self, run_id: int) -> list[BatchRow]:
+        """Batches answered 2xx after having been in doubt: delivered at least once, perhaps twice."""
+        return [
+            batch_row(row)
+            for row in self.db.query(
+                "SELECT * FROM batches WHERE run_id = ? AND state = ? AND in_doubt_at IS NOT NULL ORDER BY id",
+                [run_id, BatchState.POSTED],
+            )
+        ]
+
+    @reading
+    def counters(self, run_id: int) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters WHERE run_id = ? ORDER BY name", [run_id]))
+
+    @reading
+    def count_animals(self, run_id: int) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT state, count(*) FROM animals WHERE run_id = ? GROUP BY state", [run_id])
+        )
+
+    @reading
+    def count_batches(self, run_id: int) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT state, count(*) FROM batches WHERE run_id = ? GROUP BY state", [run_id])
+        )
