@@ -179,6 +179,7 @@ def _sync_figures(journal: Path) -> tuple[float | None, int | None, float | None
 
 def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -> Measurement:
     """Start a fresh strict simulator, run the case's client against it once, verify, stop."""
+    from animal_sync.journal import writer_pid_path
     from animal_sync.simulator import SimulatorProcess  # here, not at the top: the floor client's start-up stays lean
 
     sim_args = ["--strict", "--seed", str(seed), "--chaos", str(case.chaos), *options.stall_args]
@@ -214,8 +215,8 @@ def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -
     elif journal.exists():
         own, retries, tail = _sync_figures(journal)
         journal_bytes = sum(p.stat().st_size for p in (journal, Path(f"{journal}-wal")) if p.exists())
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+    for side in (journal, Path(f"{journal}-wal"), Path(f"{journal}-shm"), writer_pid_path(journal)):
+        side.unlink(missing_ok=True)
     return Measurement(
         case=case, seed=seed, animals=verdict["animals"], wall=wall, own_seconds=own,
         client_cpu=usage.ru_utime + usage.ru_stime, server_cpu=server_cpu, peak_rss_mb=usage.ru_maxrss / 1024,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from animal_sync.journal import writer_pid_path
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_once
 
 SEED = 20261122
@@ -421,7 +422,7 @@ def lock_deletion_case(work: Path, figures: Figures) -> None:
         with (work / "lock-deletion.log").open("w") as stderr:
             first = subprocess.Popen(cli("run", "--base-url", sim.url, *common), stdout=subprocess.DEVNULL, stderr=stderr)
         running = wait_until(lambda: posted(journal) >= 300, first)
-        journal.with_name(journal.name + ".lock").unlink(missing_ok=True)
+        writer_pid_path(journal).unlink(missing_ok=True)
         second = subprocess.run(cli("resume", *common), capture_output=True, text=True, timeout=TIMEOUT)
         first.wait(timeout=TIMEOUT)
         verdict = sim.verify()

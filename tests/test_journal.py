@@ -371,22 +371,20 @@ def batch_in(journal, run_id, state, *ids):
     return journal.batch(batch.id)
 
 
-@pytest.mark.parametrize("source, target", list(product(A, A)), ids=str)
-def test_the_animal_check_follows_the_table_exactly(source, target):
-    if target in ANIMAL_TRANSITIONS[source]:
-        check_animal_transition(source, target)  # what the journal asks before every animal write
-    else:
-        with pytest.raises(IllegalTransition, match=f"animal {source} -> {target}"):
-            check_animal_transition(source, target)
+TRANSITION_CHECKS = [
+    *(pytest.param(ANIMAL_TRANSITIONS, check_animal_transition, "animal", s, t, id=f"animal-{s}-{t}") for s, t in product(A, A)),
+    *(pytest.param(BATCH_TRANSITIONS, check_batch_transition, "batch", s, t, id=f"batch-{s}-{t}") for s, t in product(B, B)),
+]
 
 
-@pytest.mark.parametrize("source, target", list(product(B, B)), ids=str)
-def test_the_batch_check_follows_the_table_exactly(source, target):
-    if target in BATCH_TRANSITIONS[source]:
-        check_batch_transition(source, target)  # what the journal asks before every batch write
+@pytest.mark.parametrize("table, check, kind, source, target", TRANSITION_CHECKS)
+def test_the_transition_checks_follow_the_tables_exactly(table, check, kind, source, target):
+    """What the journal asks before every animal or batch write: a legal step passes, any other is refused."""
+    if target in table[source]:
+        check(source, target)
     else:
-        with pytest.raises(IllegalTransition, match=f"batch {source} -> {target}"):
-            check_batch_transition(source, target)
+        with pytest.raises(IllegalTransition, match=f"{kind} {source} -> {target}"):
+            check(source, target)
 
 
 # The public writes that move one animal, the one state each takes it from, and where each takes it.

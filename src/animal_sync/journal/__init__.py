@@ -22,18 +22,8 @@ from .queries import (
 )
 from .rows import BatchRow, RunRow, SettlementRow, now
 from .schema import MIGRATION_SET, migrations
-from .states import (
-    ANIMAL_TRANSITIONS,
-    BATCH_TRANSITIONS,
-    AnimalState,
-    BatchState,
-    Decision,
-    IllegalTransition,
-    JournalChanged,
-    RunState,
-    check_animal_transition,
-    check_batch_transition,
-)
+from .states import ANIMAL_TRANSITIONS, BATCH_TRANSITIONS, AnimalState, BatchState, Decision, RunState
+from .states import IllegalTransition, JournalChanged, check_animal_transition, check_batch_transition
 
 __all__ = [
     "ANIMAL_TRANSITIONS",

@@ -15,16 +15,8 @@ from typing import Any
 from ..errors import JournalError
 from .reads import JournalReads
 from .rows import BatchRow, RunRow, SettlementRow, now, settlement_row
-from .states import (
-    AnimalState,
-    BatchState,
-    Decision,
-    IllegalTransition,
-    JournalChanged,
-    RunState,
-    check_animal_transition,
-    check_batch_transition,
-)
+from .states import AnimalState, BatchState, Decision, IllegalTransition, JournalChanged, RunState
+from .states import check_animal_transition, check_batch_transition  # the movers ask these before every write
 from .store import atomic, chunks, placeholders
 
 __all__ = ["ANSWER_ROOM_BASE", "ANSWER_ROOM_PER_ANIMAL", "Journal", "NoRoomForAnswer"]
