@@ -362,21 +362,24 @@ def test_a_restart_with_fewer_animals_mid_run_stops_it_instead_of_failing_animal
 
 
 def test_a_restart_with_fewer_animals_once_all_are_fetched_is_found_by_the_refused_batches(simulator, tmp_path: Path) -> None:
-    before = simulator(animals=400, seed=1, strict=True)
+    before = simulator(animals=400, seed=1, strict=True, stall_min=8, stall_max=8)
+    before.queue_chaos(Chaos.STALL, method="POST")  # the one POST out holds the rest back until the restart
     port = _port(before)
     restarted: list[Simulator] = []
 
     def restart(progress: Progress) -> None:
         # Every animal is fetched, so no detail can fail: only the batches still to send meet the new data set.
-        if progress.fetched == 400 and not restarted:
+        if progress.fetched == 400 and progress.posted == 0 and not restarted:
             before.stop()
             restarted.append(simulator(animals=100, seed=1, strict=True, port=port))
 
-    result = start_run(settings(before.url, tmp_path / "j.db", retries=3, batch_size=20), on_progress=restart)
+    run = settings(before.url, tmp_path / "j.db", retries=3, post_timeout=10.0, post_workers=1)
+    result = start_run(run, on_progress=restart)
 
-    assert restarted, "the run never fetched every animal"
+    assert restarted, "the stalled POST was answered before every animal was fetched"
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED), result.message
     assert "total_pages was 40, the API now says 10 (fewer pages" in result.message
+    assert restarted[0].verify()["posts_rejected"] < 10, "the check stopped the run, not the last refused animal"
 
 
 def test_a_total_that_changes_mid_listing_stops_the_run_and_journals_nothing_of_it(simulator, tmp_path: Path) -> None:
