@@ -17,7 +17,7 @@ from animal_sync import pipeline
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
+from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
@@ -306,39 +306,39 @@ def test_a_resume_against_the_same_data_set_passes_the_check_and_finishes(simula
     assert after.verify()["delivered"] + delivered >= 300
 
 
+def _resumed_while_checks_fail(simulator, journal: Path, checks: int) -> tuple[RunResult, Simulator, int]:
+    """Interrupt a run, bring the same data set back, and fail its resume's first `checks` checks (2 retries each)."""
+    before = simulator(animals=300, seed=1, strict=True)
+    port = _interrupted_after(before, journal, 100)
+    after = simulator(animals=300, seed=1, strict=True, port=port)
+    after.queue_chaos(*[Chaos.FAIL] * checks * 3, method="GET")  # nothing else is asked for before a check passes
+    result = resume_run(journal, overrides={"retries": 2})
+    assert after.drop_queued_chaos() == 0, "every forced failure fell on a check"
+    return result, after, before.verify()["delivered"]
+
+
 def test_a_resume_whose_check_fails_for_a_while_tries_it_again_and_finishes(
     simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
-    before = simulator(animals=300, seed=1, strict=True)
-    journal = tmp_path / "j.db"
-    port = _interrupted_after(before, journal, 100)
-    after = simulator(animals=300, seed=1, strict=True, port=port)
-    after.queue_chaos(*[Chaos.FAIL] * 2 * 3, method="GET")  # the first two checks fail, each after its 2 retries
 
-    result = resume_run(journal, overrides={"retries": 2})
+    result, after, delivered = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES - 1)
 
     assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
-    assert after.verify()["delivered"] + before.verify()["delivered"] >= 300
+    assert after.verify()["delivered"] + delivered >= 300
 
 
 def test_a_resume_whose_check_keeps_failing_stops_having_fetched_and_posted_nothing(
     simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
-    before = simulator(animals=300, seed=1, strict=True)
-    journal = tmp_path / "j.db"
-    port = _interrupted_after(before, journal, 100)
-    after = simulator(animals=300, seed=1, strict=True, port=port)
-    after.queue_chaos(*[Chaos.FAIL] * pipeline.CHECK_TRIES * 3, method="GET")
 
-    result = resume_run(journal, overrides={"retries": 2})
+    result, after, _ = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES)
 
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.CHECK_FAILED), result.message
     assert result.message.startswith("page 1 could not be listed again to check the data set (")
     assert f"{pipeline.CHECK_TRIES} checks failed)" in result.message
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
-    assert after.drop_queued_chaos() == 0, "every forced failure fell on a check"
 
 
 def test_a_restart_with_fewer_animals_mid_run_stops_it_instead_of_failing_animals_one_by_one(simulator, tmp_path: Path) -> None:
