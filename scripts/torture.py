@@ -212,8 +212,10 @@ def kills_case(work: Path, figures: Figures) -> None:
                 landed = landed and wait_until(lambda: phase_at_kill(journal, attempt) == "posting", process)
             if not figures.check(landed, f"kill {attempt} ({how}): the child ended (code {process.poll()}) first"):
                 process.wait()
+                sim.drop_queued_chaos()
                 continue
             kill(process)
+            sim.drop_queued_chaos()  # stalls queued to pause this process are not the next attempt's to meet
             figures.kills += 1
             figures.phases[phase_at_kill(journal, attempt)] += 1
             intact = scalar(journal, "PRAGMA quick_check") in ("ok", None)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from continue_server import ContinueServer, Fate
 
+from animal_sync import pipeline
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
+from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
@@ -305,23 +306,80 @@ def test_a_resume_against_the_same_data_set_passes_the_check_and_finishes(simula
     assert after.verify()["delivered"] + delivered >= 300
 
 
+def _resumed_while_checks_fail(simulator, journal: Path, checks: int) -> tuple[RunResult, Simulator, int]:
+    """Interrupt a run, bring the same data set back, and fail its resume's first `checks` checks (2 retries each)."""
+    before = simulator(animals=300, seed=1, strict=True)
+    port = _interrupted_after(before, journal, 100)
+    after = simulator(animals=300, seed=1, strict=True, port=port)
+    after.queue_chaos(*[Chaos.FAIL] * checks * 3, method="GET")  # nothing else is asked for before a check passes
+    result = resume_run(journal, overrides={"retries": 2})
+    assert after.drop_queued_chaos() == 0, "every forced failure fell on a check"
+    return result, after, before.verify()["delivered"]
+
+
+def test_a_resume_whose_check_fails_for_a_while_tries_it_again_and_finishes(
+    simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
+
+    result, after, delivered = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES - 1)
+
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
+    assert after.verify()["delivered"] + delivered >= 300
+
+
+def test_a_resume_whose_check_keeps_failing_stops_having_fetched_and_posted_nothing(
+    simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
+
+    result, after, _ = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES)
+
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.CHECK_FAILED), result.message
+    assert result.message.startswith("page 1 could not be listed again to check the data set (")
+    assert f"{pipeline.CHECK_TRIES} checks failed)" in result.message
+    assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
+
+
 def test_a_restart_with_fewer_animals_mid_run_stops_it_instead_of_failing_animals_one_by_one(simulator, tmp_path: Path) -> None:
     before = simulator(animals=400, seed=1, strict=True)
-    journal = tmp_path / "j.db"
     port = _port(before)
     restarted: list[Simulator] = []
 
     def restart(progress: Progress) -> None:
-        if progress.posted >= 100 and progress.pages_listed == 40 and not restarted:
+        # The step that lists the last page has only just asked for its ids: fetches are certainly outstanding.
+        if progress.pages_listed == 40 and not restarted:
+            assert progress.fetched < 400
             before.stop()
             restarted.append(simulator(animals=100, seed=1, strict=True, port=port))
 
-    result = start_run(settings(before.url, journal, retries=3), on_progress=restart)
+    result = start_run(settings(before.url, tmp_path / "j.db", retries=3), on_progress=restart)
 
-    assert restarted, "the listing did not finish before 100 animals were posted"
+    assert restarted, "the listing never finished"
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED), result.message
     assert "total_pages was 40, the API now says 10 (fewer pages" in result.message
     assert "stopped answering" not in result.message
+
+
+def test_a_restart_with_fewer_animals_once_all_are_fetched_is_found_by_the_refused_batches(simulator, tmp_path: Path) -> None:
+    before = simulator(animals=400, seed=1, strict=True, stall_min=8, stall_max=8)
+    before.queue_chaos(Chaos.STALL, method="POST")  # the one POST out holds the rest back until the restart
+    port = _port(before)
+    restarted: list[Simulator] = []
+
+    def restart(progress: Progress) -> None:
+        # Every animal is fetched, so no detail can fail: only the batches still to send meet the new data set.
+        if progress.fetched == 400 and progress.posted == 0 and not restarted:
+            before.stop()
+            restarted.append(simulator(animals=100, seed=1, strict=True, port=port))
+
+    run = settings(before.url, tmp_path / "j.db", retries=3, post_timeout=10.0, post_workers=1)
+    result = start_run(run, on_progress=restart)
+
+    assert restarted, "the stalled POST was answered before every animal was fetched"
+    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED), result.message
+    assert "total_pages was 40, the API now says 10 (fewer pages" in result.message
+    assert restarted[0].verify()["posts_rejected"] < 10, "the check stopped the run, not the last refused animal"
 
 
 def test_a_total_that_changes_mid_listing_stops_the_run_and_journals_nothing_of_it(simulator, tmp_path: Path) -> None:

@@ -753,3 +753,17 @@ def test_exactly_once_reads_a_verdict(simulator, change, clean):
     verdict = simulator(animals=0).verify() | change
     assert exactly_once(verdict) is clean
     assert not exactly_once({}) and not exactly_once({"missing": 0})  # no answer, or half of one, is not clean
+
+
+def test_dropped_queued_chaos_no_longer_falls_on_later_requests(simulator):
+    sim = simulator(animals=20)
+    sim.queue_chaos(Chaos.FAIL, Chaos.FAIL)
+    sim.queue_chaos(Chaos.FAIL, method="GET")
+    sim.queue_chaos(Chaos.FAIL, method="POST")
+    assert get(sim, f"{LIST}/1").status_code in (500, 502, 503, 504), "a queued fate falls on the next request"
+
+    assert sim.drop_queued_chaos() == 3
+    assert [get(sim, f"{LIST}/1").status_code for _ in range(5)] == [200] * 5
+    posted = requests.post(sim.url + HOME, json=records(sim, [0]), timeout=5)
+    assert posted.status_code == 200 and sim.verify()["delivered"] == 1
+    assert sim.drop_queued_chaos() == 0

@@ -44,6 +44,7 @@ QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordina
 SPLIT_ON = frozenset({400, 422})  # answers that refuse a batch for its content: bisect it to find the culprit
 RECHECK_SECONDS = 2.0  # a failed detail re-lists the first page to see whether the data set changed, at most this often
 RECHECK_EVERY = 30.0  # and so does a long run now and then: a restart that fails nothing is still found
+CHECK_TRIES = 3  # a resume's check failing this often, RECHECK_SECONDS apart, stops it: chaos fails one, not three
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Sync:
         self.verified = True
         self.changed: str | None = None  # how the upstream changed under this run; the run stops
         self.check_failed: str | None = None
+        self.checks_failed = 0  # a resume's checks that got no listing; the attempt stops at CHECK_TRIES
         self.recheck_due = False
         self.last_check = float("-inf")
         self.next_periodic_check = time.monotonic() + RECHECK_EVERY
@@ -252,10 +254,11 @@ class Sync:
         return not self._pages_left() and not any(kind == "page" for kind, _ in self.gets.values())
 
     def _schedule_gets(self, pool: ThreadPoolExecutor) -> None:
-        if not self.verified:
-            self._schedule_check(pool)
-            return  # nothing of a resumed run is fetched before its data set is known to be the same
         now = time.monotonic()
+        if not self.verified:
+            if now - self.last_check >= RECHECK_SECONDS:  # a failed check is tried again after a pause
+                self._schedule_check(pool)
+            return  # nothing of a resumed run is fetched before its data set is known to be the same
         idle = not self.to_fetch and not self.gets  # nothing else to wait for: check at once
         if (self.recheck_due and (idle or now - self.last_check >= RECHECK_SECONDS)) or now >= self.next_periodic_check:
             self._schedule_check(pool)
@@ -357,7 +360,14 @@ class Sync:
         if kind == "check":
             self.log.warning("check_failed", page=key, reason=reason)
             if not self.verified:  # a resume cannot go on without knowing the data set is the same
-                self.check_failed = f"page {key} could not be listed again to check the data set ({reason})"
+                self.checks_failed += 1
+                self.last_check = time.monotonic()  # the next try waits RECHECK_SECONDS from this failure
+                self.recheck_due = True  # and keeps the loop from ending before it
+                if self.checks_failed >= CHECK_TRIES:
+                    self.check_failed = (
+                        f"page {key} could not be listed again to check the data set ({reason};"
+                        f" {self.checks_failed} checks failed)"
+                    )
             return
         if kind == "page":
             self.failed_pages[key] = reason
@@ -467,6 +477,7 @@ class Sync:
             blog.warning("batch_resend_refused", status=result.status, body=result.body)
         elif result.status in SPLIT_ON and len(batch.ids) > 1:
             self._split(batch, result)
+            self.recheck_due = True  # ids the API no longer knows are refused too: the upstream may have restarted
         elif outcome is PostOutcome.REFUSED_AFTER_READING and (result.status or 0) >= 500:
             # A handler that read the batch failed: a strict API may have taken the ids before its failure.
             self.counters["batch_in_doubt"] += 1
@@ -475,6 +486,7 @@ class Sync:
         else:
             self.journal.mark_failed(batch, result.status, result.body, f"{outcome}: {result.error or 'refused'}")
             self.progress.failed += len(batch.ids)
+            self.recheck_due = True  # as for a failed detail: a refused batch may mean the upstream restarted
             self.counters[f"batch_failed_http_{result.status}"] += 1
             blog.error("batch_failed", status=result.status, body=result.body)
 

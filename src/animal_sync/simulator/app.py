@@ -161,6 +161,14 @@ class _AnimalsApi:
         with self._chaos_lock:
             self._forced[method].extend(Chaos(o) for o in outcomes)
 
+    def unforce(self) -> int:
+        """Drop every queued fate not drawn yet, so a test's forced chaos cannot outlive the moment it was for."""
+        with self._chaos_lock:
+            dropped = sum(len(queue) for queue in self._forced.values())
+            for queue in self._forced.values():
+                queue.clear()
+            return dropped
+
     def note_stall(self, delta: int) -> None:
         """Track how many requests are stalled right now (tests wait on it)."""
         with self._chaos_lock:

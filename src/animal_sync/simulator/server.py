@@ -291,6 +291,14 @@ class Simulator:
         """
         self._api.force(outcomes, method)
 
+    def drop_queued_chaos(self) -> int:
+        """Forget the forced fates no request has drawn yet (of every method); how many were dropped.
+
+        A harness that queues stalls to pause a client it then kills drops the rest, so they do not fall on the
+        next client instead: a real server's chaos is 1 in 100, never a queue of stalls waiting for a resume.
+        """
+        return self._api.unforce()
+
     def expected_record(self, animal_id: int) -> dict[str, Any]:
         """What a correct client posts for this id in this run (faults included)."""
         return self._api.expected(animal_id)
