@@ -1,9 +1,9 @@
 """Start or resume a run: the library's entry points, each one attempt driven by the coordinator (sync.py).
 
 list -> fetch -> transform -> batch -> post, overlapped on thread pools, with the journal as the only truth. The
-modules behind it: sync.py (the coordinator, the only journal writer), outcomes.py (what a POST's answer means),
-upstream.py (whether the data set is still the run's), examine.py (decode and transform), attempt.py (progress and
-how an attempt ended).
+modules behind it: sync.py (the coordinator, the only journal writer), outbox.py (its POST side), outcomes.py (what
+a POST's answer means), upstream.py (whether the data set is still the run's), examine.py (decode and transform),
+attempt.py (progress and how an attempt ended, named here too for the callers of the entry points).
 """
 
 from __future__ import annotations
