@@ -32,14 +32,12 @@ from animal_sync.api import (
     AnimalsApi,
     ApiUnreachable,
     FetchFailed,
-    PostOutcome,
-    classify_answer,
-    get_retry,
-    post_retry,
 )
 from animal_sync.config import Settings
 from animal_sync.continue100 import BodyRelease, BodyWithheld, ContinueRetry
 from animal_sync.latency import MIN_SAMPLES
+from animal_sync.outcomes import PostOutcome, classify_answer
+from animal_sync.retry import get_retry, post_retry
 
 BASE = "http://api.test"
 LIST_URL = BASE + LIST_PATH

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from continue_server import ContinueServer, Fate
 
-from animal_sync import pipeline
+from animal_sync import upstream
 from animal_sync.config import Settings
 from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
@@ -320,9 +320,9 @@ def _resumed_while_checks_fail(simulator, journal: Path, checks: int) -> tuple[R
 def test_a_resume_whose_check_fails_for_a_while_tries_it_again_and_finishes(
     simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(upstream, "RECHECK_SECONDS", 0.2)
 
-    result, after, delivered = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES - 1)
+    result, after, delivered = _resumed_while_checks_fail(simulator, tmp_path / "j.db", upstream.CHECK_TRIES - 1)
 
     assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
     assert after.verify()["delivered"] + delivered >= 300
@@ -331,13 +331,13 @@ def test_a_resume_whose_check_fails_for_a_while_tries_it_again_and_finishes(
 def test_a_resume_whose_check_keeps_failing_stops_having_fetched_and_posted_nothing(
     simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(upstream, "RECHECK_SECONDS", 0.2)
 
-    result, after, _ = _resumed_while_checks_fail(simulator, tmp_path / "j.db", pipeline.CHECK_TRIES)
+    result, after, _ = _resumed_while_checks_fail(simulator, tmp_path / "j.db", upstream.CHECK_TRIES)
 
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.CHECK_FAILED), result.message
     assert result.message.startswith("page 1 could not be listed again to check the data set (")
-    assert f"{pipeline.CHECK_TRIES} checks failed)" in result.message
+    assert f"{upstream.CHECK_TRIES} checks failed)" in result.message
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
 
 

@@ -1,4 +1,4 @@
-"""The Animals API client: one Session, a urllib3 `Retry` policy per method, and what each outcome means.
+"""The Animals API client: one Session, a `Retry` policy per method (retry.py), each POST answer classed (outcomes.py).
 
 The API stalls about 1 request in 100 for 5-15 s *before* handling it, and fails about 1 in 100 with a 5xx
 *without* handling it. So a GET is cut short and re-sent (it is idempotent), while a POST is re-sent only
@@ -13,28 +13,26 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
-from urllib3.util.retry import Retry
 
 from .config import Settings
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
 from .latency import AdaptiveCut
 from .continue100 import (
     EXPECT_CONTINUE,
-    BodyRelease,
     BodyWithheld,
     ContinueAdapter,
-    ContinueRetry,
     ExpectContinue,
     body_release,
     release_gate,
 )
+from .outcomes import AUTH_REFUSED, PostOutcome, PostResult, classify_answer
+from .retry import get_retry, post_retry
 
 __all__ = [
     "AnimalsApi",
@@ -44,68 +42,11 @@ __all__ = [
     "Detail",
     "FetchFailed",
     "Page",
-    "PostOutcome",
-    "PostResult",
-    "classify_answer",
-    "get_retry",
-    "post_retry",
 ]
 
-RETRIED_STATUSES = frozenset({500, 502, 503, 504})
-AUTH_REFUSED = frozenset({401, 403})  # the credential, not the request, is wrong: nothing will pass until it changes
-RETRY_AFTER_MAX = 30  # seconds: honour Retry-After, but never let one answer park a worker for hours
 LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
 SQLITE_INT_MAX = 2**63 - 1  # the largest id an SQLite INTEGER holds
-
-
-class _Retry(Retry):
-    """urllib3's Retry, except that a spent budget's MaxRetryError keeps the history of the retries it made.
-
-    Without it a GET that finally fails would hide its retries from the counters (urllib3 drops the history).
-    """
-
-    def increment(self, *args: Any, **kwargs: Any) -> Retry:
-        try:
-            return super().increment(*args, **kwargs)
-        except MaxRetryError as exc:
-            exc.retry_history = self.history  # type: ignore[attr-defined]
-            raise
-
-
-def _retry(method: str, retries: int, backoff: float, *, read: int, policy: type[Retry] = _Retry) -> Retry:
-    """The shared shape of both policies: they differ only in their method and in whether a read error is retried."""
-    return policy(
-        total=retries,
-        connect=retries,
-        read=read,
-        status=retries,
-        other=0,
-        allowed_methods=frozenset({method}),
-        status_forcelist=RETRIED_STATUSES,
-        backoff_factor=backoff,
-        backoff_max=2.0,
-        backoff_jitter=backoff,
-        respect_retry_after_header=True,
-        retry_after_max=RETRY_AFTER_MAX,
-        raise_on_status=False,  # hand back the last answer so its status is what gets journaled
-    )
-
-
-def get_retry(retries: int, backoff: float) -> Retry:
-    """GETs are idempotent: retry 5xx, refused connections, read timeouts (stalls) and dropped connections."""
-    return _retry("GET", retries, backoff, read=retries)
-
-
-def post_retry(retries: int, backoff: float) -> Retry:
-    """POSTs are re-sent only when the API surely did not handle them: a failed connect, a withheld body, or a
-    5xx answer the handler gave without reading the body.
-
-    A read timeout or a connection dropped after sending (`read=0`) is never re-sent: the API may have
-    delivered the batch, so the caller marks it in doubt instead of risking a double delivery. Nor is a 5xx
-    given after `100 Continue` (`ContinueRetry`): the handler read that batch.
-    """
-    return _retry("POST", retries, backoff, read=0, policy=ContinueRetry)
 
 
 class FetchFailed(Exception):
@@ -155,46 +96,6 @@ class Detail:
     animal_id: int
     body: bytes
     retries: tuple[str, ...] = ()
-
-
-class PostOutcome(StrEnum):
-    """A POST's fate, named the same in the journal, the logs, `status`, `audit` and the HTML report."""
-
-    DELIVERED = "delivered"  # 2xx
-    NEVER_RECEIVED = "never_received"  # no connection, or every try's body withheld: the API never saw it
-    REFUSED_BEFORE_READING = "refused_before_reading"  # a final answer before the handler read the batch
-    REFUSED_AFTER_READING = "refused_after_reading"  # a final 4xx/5xx from a handler that read the batch
-    UNKNOWN = "unknown"  # sent, answer lost (read timeout, dropped connection): maybe delivered
-
-
-@dataclass(frozen=True)
-class PostResult:
-    outcome: PostOutcome
-    status: int | None
-    body: str | None
-    error: str | None
-    retries: tuple[str, ...] = ()
-    release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
-
-    @property
-    def unread(self) -> bool:
-        """Proof that no handler saw the last try: its body was withheld, so a refusal says nothing of the batch."""
-        return self.release is BodyRelease.WITHHELD
-
-
-def classify_answer(status: int, release: BodyRelease | None) -> PostOutcome:
-    """What a final answer says about the batch, given what became of its body on that try.
-
-    Without 100-continue evidence (`release` None, AFTER_WAIT or AT_ONCE) the old rule stands: the API's 5xx come
-    before its handler (which is why they are retried), while a 4xx judges the batch's content.
-    """
-    if 200 <= status < 300:
-        return PostOutcome.DELIVERED
-    if release is BodyRelease.WITHHELD:
-        return PostOutcome.REFUSED_BEFORE_READING
-    if release is BodyRelease.AFTER_CONTINUE or status < 500:
-        return PostOutcome.REFUSED_AFTER_READING
-    return PostOutcome.REFUSED_BEFORE_READING
 
 
 def _retry_kinds(response: requests.Response) -> list[str]:

@@ -1,17 +1,17 @@
 """`audit`: prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
 
 The audit trusts nothing the pipeline kept in memory: it re-derives every claim from the journal's rows,
-and recomputes every posted record from its raw payload with today's transform. The result is a frozen
+and recomputes every posted record from its raw payload with today's transform (examine.py). The result is a frozen
 value; `render` words it, `to_json()` serialises it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .examine import examine
 from .journal import (
     AnimalState,
     BatchState,
@@ -25,7 +25,6 @@ from .journal import (
 )
 from .settle import unsettled_resends
 from .status import SettledBatch, WriterProcess, plain, settled, writer_process
-from .transform import InvalidRecord, canonical_json, transform
 
 __all__ = ["EXAMPLES", "Audit", "audit"]
 
@@ -128,13 +127,12 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
     checked = 0
     for record in delivered_records(journal, run.id):
         checked += 1
-        try:
-            expected = canonical_json(transform(json.loads(record.raw)))
-        except (InvalidRecord, ValueError, TypeError) as exc:
-            exception("mismatch", id=record.id, reason=f"raw payload no longer transforms: {exc}")
-            continue
-        if expected != record.transformed:
-            exception("mismatch", id=record.id, posted=record.transformed, expected=expected)
+        # The same path a worker took when it fetched the record: decode, check the id, transform.
+        expected = examine(record.raw or b"", record.id)
+        if expected.transformed is None:
+            exception("mismatch", id=record.id, reason=f"raw payload no longer transforms: {expected.reason}")
+        elif expected.transformed != record.transformed:
+            exception("mismatch", id=record.id, posted=record.transformed, expected=expected.transformed)
 
     animals = journal.count_animals(run.id)
     return Audit(

@@ -1,0 +1,148 @@
+"""What one attempt reports: live `Progress` while it runs, and at its end a `RunResult` with a typed `RunOutcome`.
+
+`conclude` words the end from what the attempt saw; the CLI maps the outcome to an exit code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .journal import AnimalState, RunState
+
+__all__ = ["Progress", "RunOutcome", "RunResult", "Seen", "conclude", "count_retries"]
+
+
+@dataclass
+class Progress:
+    """Live figures for progress bars and periodic log lines; updated by the coordinator only."""
+
+    run_id: int | None = None
+    total_pages: int | None = None
+    pages_listed: int = 0
+    discovered: int = 0
+    fetched: int = 0
+    posted: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+def count_retries(counters: Counter[str], progress: Progress, kinds: Sequence[str]) -> None:
+    """Count each retry a request made by its kind, for the journal's counters and the live figures."""
+    for kind in kinds:
+        counters[f"retry_{kind}"] += 1
+    progress.retries += len(kinds)
+
+
+class RunOutcome(StrEnum):
+    """Why an attempt ended: what happened, not what it means to a shell (the CLI maps it to an exit code)."""
+
+    CLEAN = "clean"  # finished, every animal posted (or, dry, transformed) and nothing in doubt
+    EXCEPTIONS = "exceptions"  # finished with failed, quarantined, in-doubt, unlisted or re-sent-after-doubt animals
+    CREDENTIAL_REFUSED = "credential_refused"  # 401/403: nothing passes until the credential changes
+    UPSTREAM_CHANGED = "upstream_changed"  # the data set under the run's ids is another one
+    UNREACHABLE = "unreachable"  # the API stopped answering
+    STOPPED = "stopped"  # a stop was asked for (Ctrl-C, SIGTERM, SIGHUP)
+    CHECK_FAILED = "check_failed"  # a resume could not re-list a page to check the data set
+    NEVER_LISTED = "never_listed"  # page 1 never answered with a listing
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How an attempt ended, for the CLI's exit code and closing line."""
+
+    run_id: int
+    state: RunState
+    outcome: RunOutcome
+    message: str
+    counts: dict[str, int] = field(default_factory=dict)
+    in_doubt: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What an attempt saw that decides how it ended; the journal's counts come with it."""
+
+    refused: str | None  # the credential was refused (401/403)
+    changed: str | None  # the upstream drew another data set
+    unreachable: str | None  # the API stopped answering
+    stopped: bool  # a stop was asked for
+    check_failed: str | None  # a resume could not check the data set
+    listing_started: bool  # page 1 answered with a listing
+    failed_pages: dict[int, str]
+    dry_run: bool
+
+
+def conclude(
+    seen: Seen, counts: dict[str, int], in_doubt: tuple[int, ...], bad_items: int, resent: list[int]
+) -> tuple[RunState, RunOutcome, str]:
+    """The run's state, the attempt's outcome and its closing line; the first reason to stop wins."""
+    if seen.refused is not None:
+        return RunState.INTERRUPTED, RunOutcome.CREDENTIAL_REFUSED, (
+            f"the Animals API refused the credential ({seen.refused}); the journal is consistent:"
+            " pass a valid one and run `animal-sync resume`"
+        )
+    if seen.changed is not None:
+        return RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED, (
+            f"the upstream data set changed under this run: {seen.changed}. Its ids now name other animals"
+            " than the journaled ones, so the run stopped instead of mixing two data sets (nothing more was"
+            " fetched or posted). Start over with `animal-sync run --abandon`, or `animal-sync resume` if"
+            " the old data set is served again"
+        )
+    if seen.unreachable is not None:
+        return RunState.INTERRUPTED, RunOutcome.UNREACHABLE, (
+            f"the Animals API stopped answering ({seen.unreachable}); the journal is consistent:"
+            " run `animal-sync resume` when it is back"
+        )
+    if seen.stopped:
+        return RunState.INTERRUPTED, RunOutcome.STOPPED, (
+            "stopped; the journal is consistent: run `animal-sync resume` to continue"
+        )
+    if seen.check_failed is not None:
+        return RunState.INTERRUPTED, RunOutcome.CHECK_FAILED, (
+            f"{seen.check_failed}; nothing was fetched or posted: run `animal-sync resume` to try again"
+        )
+    if not seen.listing_started:  # page 1 never answered with a listing: nothing was synced
+        reason = seen.failed_pages.get(1, "no answer")
+        return RunState.INTERRUPTED, RunOutcome.NEVER_LISTED, (
+            f"the listing never started: page 1 could not be listed ({reason}); run `animal-sync resume` to try again"
+        )
+    unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
+    if not seen.dry_run:
+        unfinished.append(AnimalState.FETCHED)
+    exceptions = (
+        sum(counts.get(state, 0) for state in unfinished)
+        + len(in_doubt) + len(seen.failed_pages) + bad_items + len(resent)
+    )
+    outcome = RunOutcome.CLEAN if exceptions == 0 else RunOutcome.EXCEPTIONS
+    return RunState.FINISHED, outcome, _summary(counts, in_doubt, seen.failed_pages, bad_items, seen.dry_run, resent)
+
+
+def _summary(
+    counts: dict[str, int],
+    in_doubt: tuple[int, ...],
+    failed_pages: dict[int, str],
+    bad_items: int,
+    dry_run: bool,
+    resent: list[int],
+) -> str:
+    posted = counts.get(AnimalState.POSTED, 0)
+    parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
+    for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
+        if counts.get(state):
+            parts.append(f"{counts[state]} {state}")
+    if in_doubt:
+        parts.append(f"{len(in_doubt)} batches in doubt ({', '.join(map(str, in_doubt[:10]))})")
+    if failed_pages:
+        parts.append(f"{len(failed_pages)} pages could not be listed")
+    if bad_items:
+        parts.append(f"{bad_items} listing items set aside (an id the journal cannot hold)")
+    if resent:
+        parts.append(f"{len(resent)} batches posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
+    tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"
+    if in_doubt or resent:
+        tail += ", `animal-sync settle` to decide what is in doubt"
+    return ", ".join(parts) + tail
