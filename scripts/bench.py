@@ -395,8 +395,8 @@ def render(info: dict[str, str], rows: list[Row], targets: list[Target], options
     if pairs:
         lines += [
             "",
-            "| real pair | seed | animals | animal-sync s (chaos 2 %) | naive s (0 %) | ratio | animal-sync verdict"
-            " | naive verdict | CPU s / 1k: animal-sync | CPU s / 1k: naive |",
+            "| real pair | seed | animals | sync s (chaos 2 %) | naive s (0 %) | ratio | sync verdict"
+            " | naive verdict | CPU s / 1k: sync | CPU s / 1k: naive |",
             "|--:|--:|--:|--:|--:|--:|---|---|--:|--:|",
         ]
         for number, (sync, naive, ratio) in enumerate(pairs, 1):
