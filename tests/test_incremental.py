@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import threading
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.simulator import Simulator, SimulatorConfig
-from conftest import assert_exactly_once, audited, query, run_cli
+from conftest import assert_exactly_once, audited, query, run_cli, tamper
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01, batch_size=20)
 ANIMALS = 200
@@ -197,11 +195,6 @@ def journal(incremental_journal: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "j.db"
     shutil.copyfile(incremental_journal, copy)
     return copy
-
-
-def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:
-    with closing(sqlite3.connect(journal)) as db, db:
-        assert db.execute(sql, params).rowcount >= 1, sql
 
 
 def test_the_untouched_incremental_journal_audits_clean(journal: Path) -> None:
