@@ -76,8 +76,8 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
     """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
 
     Exception kinds: upstream_changed, unlisted_page, bad_listing_item, missing, failed, quarantined, in_doubt,
-    at_least_once, duplicate, orphan, mismatch, unchanged_unproven. A batch a person settled (`settle`) is listed apart, under
-    "settled", and is not an exception.
+    at_least_once, duplicate, orphan, mismatch, unchanged_unproven. A batch a person settled (`settle`) is listed
+    apart, under "settled", and is not an exception.
     """
     run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
