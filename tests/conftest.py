@@ -50,6 +50,12 @@ def audited(journal: Path) -> dict[str, Any]:
         return audit(opened).to_json()
 
 
+def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Change a journal behind the job's back with plain sqlite3, as a person or a faulty disk would."""
+    with closing(sqlite3.connect(journal)) as db, db:
+        assert db.execute(sql, params).rowcount >= 1, sql
+
+
 def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the journal with plain sqlite3, read-only, the way an outside observer would (also mid-run)."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from animal_sync.config import Settings
 from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator, SimulatorConfig
-from conftest import audited, query
+from conftest import audited, query, tamper
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,6 @@ def journal(synced: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "j.db"
     shutil.copyfile(synced, copy)
     return copy
-
-
-def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:
-    with closing(sqlite3.connect(journal)) as db, db:
-        assert db.execute(sql, params).rowcount >= 1, sql
 
 
 def batch_ids(journal: Path, batch_id: int) -> list[int]:

@@ -24,6 +24,7 @@ from animal_sync.journal import (
     AnimalState,
     BatchState,
     Decision,
+    Delivery,
     IllegalTransition,
     Journal,
     NoRoomForAnswer,
@@ -292,7 +293,7 @@ def test_transition_table_covers_every_state_and_only_states(table, states):
 @pytest.mark.parametrize(
     "table, start, terminal",
     [
-        (ANIMAL_TRANSITIONS, A.DISCOVERED, {A.POSTED, A.SETTLED}),
+        (ANIMAL_TRANSITIONS, A.DISCOVERED, {A.POSTED, A.SETTLED, A.UNCHANGED}),
         (BATCH_TRANSITIONS, B.PENDING, {B.POSTED, B.FAILED, B.SETTLED}),
     ],
     ids=["animal", "batch"],
@@ -327,6 +328,8 @@ def test_transition_tables_say_what_the_design_says():
     assert BATCH_TRANSITIONS[B.IN_DOUBT] == {B.WITHHELD, B.SETTLED, B.PENDING}
     assert {source for source, targets in BATCH_TRANSITIONS.items() if B.SETTLED in targets} == {B.IN_DOUBT}
     assert {source for source, targets in ANIMAL_TRANSITIONS.items() if A.SETTLED in targets} == {A.BATCHED}
+    # unchanged (--incremental): decided when its detail is fetched, never after it is batched
+    assert {source for source, targets in ANIMAL_TRANSITIONS.items() if A.UNCHANGED in targets} == {A.DISCOVERED}
     assert B.PENDING in BATCH_TRANSITIONS[B.SENDING]  # never reached the API
 
 
@@ -338,6 +341,8 @@ def animal_in(journal, run_id, state, animal_id=1):
             journal.record_quarantined(run_id, animal_id, b"\xff", "not JSON", attempts=1)
         elif state is A.FAILED:
             journal.record_fetch_failed(run_id, animal_id, "HTTP 404", attempts=1)
+        elif state is A.UNCHANGED:
+            journal.record_unchanged(run_id, animal_id, "raw", "{}", 1, Delivery(run_id, 1, "{}"))
         elif state is not A.DISCOVERED:
             fetch(journal, run_id, animal_id)
             if state is not A.FETCHED:
@@ -394,6 +399,9 @@ ANIMAL_WRITES = {
         A.DISCOVERED, A.QUARANTINED, lambda journal, run_id: journal.record_quarantined(run_id, 1, "raw", "bad", attempts=1)
     ),
     "record_fetch_failed": (A.DISCOVERED, A.FAILED, lambda journal, run_id: journal.record_fetch_failed(run_id, 1, "HTTP 404", attempts=1)),
+    "record_unchanged": (
+        A.DISCOVERED, A.UNCHANGED, lambda journal, run_id: journal.record_unchanged(run_id, 1, "raw", "{}", 1, Delivery(run_id, 1, "{}"))
+    ),
     "create_batch": (A.FETCHED, A.BATCHED, lambda journal, run_id: journal.create_batch(run_id, [1])),
 }
 

@@ -50,10 +50,10 @@ def test_expected_animals(progress: Progress, limit: int | None, expected: int |
 
 
 def test_figures_are_plain_data() -> None:
-    data = figures(Progress(total_pages=4, pages_listed=4, discovered=40, fetched=30, posted=20, quarantined=1, failed=2, retries=3))
+    data = figures(Progress(total_pages=4, pages_listed=4, discovered=40, fetched=30, posted=20, unchanged=5, quarantined=1, failed=2, retries=3))
     assert data == {
         "total_pages": 4, "pages_listed": 4, "discovered": 40, "expected": 40, "fetched": 30,
-        "posted": 20, "quarantined": 1, "failed": 2, "retries": 3,
+        "posted": 20, "unchanged": 5, "quarantined": 1, "failed": 2, "retries": 3,
     }
 
 

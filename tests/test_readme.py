@@ -97,3 +97,18 @@ def test_the_kubernetes_manifest_forbids_overlap_and_keeps_the_journal_on_a_clai
     assert "kind: CronJob" in manifest and "concurrencyPolicy: Forbid" in manifest
     assert "kind: PersistentVolumeClaim" in manifest and "claimName: animal-sync-journal" in manifest
     assert "then exec animal-sync resume; else exec animal-sync run" in manifest
+    assert "exec animal-sync run --incremental; fi" in manifest  # a nightly job posts only what changed
+
+
+def test_the_nightly_patterns_resume_an_unfinished_run_else_run_incremental() -> None:
+    """The shell test both patterns use must match `status --json` as it is printed, and only an unfinished run."""
+    import json
+
+    test = re.compile(r'"state": "(running|interrupted)"')  # the patterns' `grep -Eq` expression
+    cron = TEXT.split("## Running from cron", 1)[1].split("\n## ", 1)[0]
+    manifest = TEXT.split("```yaml\n", 1)[1].split("```", 1)[0]
+    for text in (cron, manifest):
+        assert f"grep -Eq '{test.pattern}'" in text and "run --incremental" in text
+    for state, unfinished in (("running", True), ("interrupted", True), ("finished", False), ("abandoned", False)):
+        printed = json.dumps({"run_id": 1, "state": state, "settled": [{"batch_state": "running"}]}, indent=2)
+        assert bool(test.search(printed)) is unfinished

@@ -767,3 +767,33 @@ def test_dropped_queued_chaos_no_longer_falls_on_later_requests(simulator):
     posted = requests.post(sim.url + HOME, json=records(sim, [0]), timeout=5)
     assert posted.status_code == 200 and sim.verify()["delivered"] == 1
     assert sim.drop_queued_chaos() == 0
+
+
+# --------------------------------------------------------------------------- revised records (between two syncs)
+
+
+def test_revised_animals_change_name_only_and_the_rest_stay_the_same(simulator):
+    before = simulator(animals=40, seed=4)
+    after = simulator(animals=40, seed=4, revised=frozenset({3, 27}))
+    assert after.total_pages == before.total_pages
+    for animal_id in range(40):
+        old, new = get(before, f"{LIST}/{animal_id}").json(), get(after, f"{LIST}/{animal_id}").json()
+        if animal_id in (3, 27):
+            assert new["name"] != old["name"] and {**new, "name": old["name"]} == old
+        else:
+            assert new == old
+        assert after.expected_record(animal_id)["name"] == new["name"]
+    items = {item["id"]: item for item in get(after, f"{LIST}?page=1").json()["items"]}
+    assert items[3]["name"] == get(after, f"{LIST}/3").json()["name"]  # the listing agrees with the detail
+    assert expected_home_record(4, 27, revised=frozenset({27})) == after.expected_record(27) != before.expected_record(27)
+
+
+def test_a_revised_id_outside_the_run_is_refused():
+    with pytest.raises(SimulatorError, match="revise names id 10, but ids run 0..9"):
+        Simulator(SimulatorConfig(animals=10, revised=frozenset({10})))
+
+
+def test_simulate_revise_serves_the_changed_animal():
+    with SimulatorProcess("--chaos", "0", "--animals", "20", "--seed", "4", "--revise", "3") as changed:
+        name = requests.get(changed.url + f"{LIST}/3", timeout=5).json()["name"]
+    assert name == expected_home_record(4, 3, revised=frozenset({3}))["name"] != generate_animal(4, 3)["name"]

@@ -25,6 +25,7 @@ class Progress:
     discovered: int = 0
     fetched: int = 0
     posted: int = 0
+    unchanged: int = 0  # --incremental: fetched, and the record an earlier run delivered, so not sent
     quarantined: int = 0
     failed: int = 0
     retries: int = 0
@@ -131,6 +132,8 @@ def _summary(
 ) -> str:
     posted = counts.get(AnimalState.POSTED, 0)
     parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
+    if counts.get(AnimalState.UNCHANGED):  # not an exception: part of the first figure, not a part of its own
+        parts[0] += f" and {counts[AnimalState.UNCHANGED]} unchanged since an earlier delivery"
     for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
         if counts.get(state):
             parts.append(f"{counts[state]} {state}")

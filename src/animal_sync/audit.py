@@ -1,4 +1,5 @@
-"""`audit`: prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
+"""`audit`: prove from the journal alone that every discovered id went out in exactly one batch answered 2xx,
+or, in an incremental run, is unchanged since a named delivery of an earlier run (incremental.py judges that).
 
 The audit trusts nothing the pipeline kept in memory: it re-derives every claim from the journal's rows,
 and recomputes every posted record from its raw payload with today's transform (examine.py). The result is a frozen
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .examine import examine
+from .incremental import unproven
 from .journal import (
     AnimalState,
     BatchState,
@@ -22,6 +24,7 @@ from .journal import (
     orphans,
     select_run,
     undelivered_animals,
+    unchanged_claims,
 )
 from .settle import unsettled_resends
 from .status import SettledBatch, WriterProcess, plain, settled, writer_process
@@ -43,6 +46,7 @@ class Audit:
     discovered: int
     posted: int
     settled_animals: int
+    unchanged: int  # --incremental: not sent, each proven delivered with the same record by an earlier run
     records_rechecked: int
     batches_posted: int
     resent_after_doubt: tuple[int, ...]
@@ -72,8 +76,8 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
     """Prove from the journal alone that every discovered id went out in exactly one batch answered 2xx.
 
     Exception kinds: upstream_changed, unlisted_page, bad_listing_item, missing, failed, quarantined, in_doubt,
-    at_least_once, duplicate, orphan, mismatch. A batch a person settled (`settle`) is listed apart, under
-    "settled", and is not an exception.
+    at_least_once, duplicate, orphan, mismatch, unchanged_unproven. A batch a person settled (`settle`) is listed
+    apart, under "settled", and is not an exception.
     """
     run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
@@ -134,6 +138,11 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         elif expected.transformed != record.transformed:
             exception("mismatch", id=record.id, posted=record.transformed, expected=expected.transformed)
 
+    for claim in unchanged_claims(journal, run.id):  # each pointer checked against the journal, not taken on trust
+        reason = unproven(claim)
+        if reason is not None:
+            exception("unchanged_unproven", id=claim.id, run_id=claim.run_id, batch_id=claim.batch_id, reason=reason)
+
     animals = journal.count_animals(run.id)
     return Audit(
         run_id=run.id,
@@ -144,6 +153,7 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         discovered=sum(animals.values()),
         posted=animals.get(AnimalState.POSTED, 0),
         settled_animals=animals.get(AnimalState.SETTLED, 0),
+        unchanged=animals.get(AnimalState.UNCHANGED, 0),
         records_rechecked=checked,
         batches_posted=journal.count_batches(run.id).get(BatchState.POSTED, 0),
         resent_after_doubt=tuple(batch.id for batch in journal.posted_after_doubt(run.id)),

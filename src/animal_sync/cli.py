@@ -154,6 +154,7 @@ def run(
     post_timeout: Annotated[float, typer.Option(envvar="ANIMAL_SYNC_POST_TIMEOUT", help="POST read timeout, s: keep it above the API's longest stall.")] = Settings.post_timeout,
     limit: Annotated[Optional[int], typer.Option(envvar="ANIMAL_SYNC_LIMIT", help="Sync only the first N animals listed.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", envvar="ANIMAL_SYNC_DRY_RUN", help="List, fetch, transform and journal; post nothing.")] = False,
+    incremental: Annotated[bool, typer.Option("--incremental", envvar="ANIMAL_SYNC_INCREMENTAL", help="Post only animals new or changed since the journal's earlier finished runs against this API; journal the rest `unchanged`.")] = False,
     abandon: Annotated[bool, typer.Option("--abandon", help="Abandon the journal's unfinished run and start a new one.")] = False,
     hold_in_doubt: HoldOpt = False,
     log_format: LogFormatOpt = LogFormat.AUTO,
@@ -167,7 +168,7 @@ def run(
     settings = Settings(
         base_url=base_url, journal=journal, workers=workers, post_workers=post_workers, batch_size=batch_size,
         retries=retries, get_timeout=get_timeout, get_timeout_floor=get_timeout_floor, get_deadline=get_deadline,
-        post_timeout=post_timeout, limit=limit, dry_run=dry_run, resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
+        post_timeout=post_timeout, limit=limit, dry_run=dry_run, incremental=incremental, resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
     )
     configure_logging(log_format, quiet=quiet)
     _sync(lambda **live: start_run(settings, abandon=abandon, **live), _progress(progress, quiet, progress_every, limit))
@@ -346,6 +347,7 @@ def simulate(
         Optional[list[str]],
         typer.Option(help="Hostile data for one animal, ID=KIND (repeatable), e.g. 7=bad_born_at; kinds: see the docs."),
     ] = None,
+    revise: Annotated[Optional[list[int]], typer.Option(min=0, help="Serve this animal changed (another name), as if revised upstream since an earlier sync (repeatable).")] = None,
     url_fd: Annotated[Optional[int], typer.Option(hidden=True, help="Write the URL once listening to this inherited pipe (for SimulatorProcess).")] = None,
 ) -> None:
     """Serve the bundled Animals API simulator until Ctrl-C.
@@ -357,7 +359,8 @@ def simulate(
     after any stall. Idle keep-alive connections are closed after 5 s. POST /home takes a JSON array of at most
     100 (400 above that, 422 for a malformed item or a body that is not JSON); with --strict it takes the ids
     one at a time and answers a plain-text 500 at the first one already delivered, keeping the ids before it.
-    A restart of the real server draws a new data set: restart with another --seed for the same.
+    A restart of the real server draws a new data set: restart with another --seed for the same. To model
+    records changed upstream between two syncs, restart on the same --seed with --revise ID.
     """
     from .simulator import SimulatorConfig, serve
 
@@ -371,7 +374,7 @@ def simulate(
         faults[int(animal_id)] = kind.strip()
     serve(SimulatorConfig(
         host=host, port=port, animals=animals, seed=seed, chaos=chaos,
-        stall_min=stall_min, stall_max=stall_max, strict=strict, faults=faults,
+        stall_min=stall_min, stall_max=stall_max, strict=strict, faults=faults, revised=frozenset(revise or ()),
     ), url_fd=url_fd)
 
 

@@ -42,6 +42,7 @@ class Settings:
     resend_in_doubt: bool = True  # at-least-once for in-doubt batches; False holds them for a person to decide
     limit: int | None = None  # sync only the first N animals listed (test mode)
     dry_run: bool = False  # list, fetch, transform and journal, but post nothing
+    incremental: bool = False  # post only what is new or changed since the journal's earlier finished runs
     token: str | None = field(default=None, repr=False)  # bearer token; never journaled or logged
 
     def __post_init__(self) -> None:

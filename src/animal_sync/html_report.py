@@ -31,6 +31,7 @@ SHOWN = 200  # exceptions listed per kind on the page; counts are always complet
 STATE_COLOURS = {
     AnimalState.POSTED: "#2e7d32",
     AnimalState.SETTLED: "#7cb342",
+    AnimalState.UNCHANGED: "#81c784",
     AnimalState.BATCHED: "#00838f",
     AnimalState.FETCHED: "#1565c0",
     AnimalState.DISCOVERED: "#9e9e9e",
@@ -250,6 +251,11 @@ def _exceptions(report: Audit) -> str:
                 '<p class="ok">None: every discovered animal was posted exactly once, except '
                 f'{len(report.settled):,} batches settled by a person (listed above).</p>'
             )
+        if report.unchanged:
+            return (
+                '<p class="ok">None: every discovered animal was posted exactly once, or is unchanged since a named'
+                f' delivery of an earlier run ({report.unchanged:,}).</p>'
+            )
         return '<p class="ok">None: every discovered animal was posted exactly once.</p>'
     parts = []
     for kind, count in report.exception_counts.items():
@@ -293,6 +299,7 @@ def render_html(data: ReportData) -> str:
     cards = "".join([
         _card("audit", verdict, "ok" if au.ok else "bad"),
         _card("posted", f"{au.posted:,} / {au.discovered:,}"),
+        *([_card("unchanged", f"{au.unchanged:,}")] if au.unchanged else []),
         _card("exceptions", f"{exceptions_total:,}", "ok" if not exceptions_total else "bad"),
         _card("batches posted", f"{au.batches_posted:,}"),
         _card("throughput", f"{st.throughput_per_second or 0:,.1f}/s"),

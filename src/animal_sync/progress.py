@@ -86,6 +86,7 @@ def figures(progress: Progress, limit: int | None = None) -> dict[str, int | Non
         "expected": expected_animals(progress, limit),
         "fetched": progress.fetched,
         "posted": progress.posted,
+        "unchanged": progress.unchanged,
         "quarantined": progress.quarantined,
         "failed": progress.failed,
         "retries": progress.retries,
@@ -142,7 +143,7 @@ class ProgressLog:
         post_rate = (progress.posted - posted_then) / seconds if seconds > 0 else None
         fetch_rate = (progress.fetched - fetched_then) / seconds if seconds > 0 else None
         left = None if data["expected"] is None else max(
-            0, data["expected"] - progress.posted - progress.quarantined - progress.failed
+            0, data["expected"] - progress.posted - progress.unchanged - progress.quarantined - progress.failed
         )
         eta = round(left / post_rate) if left is not None and post_rate else None
         self._logger(progress).info(
@@ -209,7 +210,11 @@ class ProgressBars:
         rows = {
             "pages listed": (progress.pages_listed, pages, f"retries {progress.retries}"),
             "animals fetched": (progress.fetched, animals, f"quarantined {progress.quarantined}"),
-            "animals posted": (progress.posted, animals, f"failed {progress.failed}"),
+            # An incremental run's unchanged animals are done without a POST: they fill the bar too, named apart.
+            "animals posted": (
+                progress.posted + progress.unchanged, animals,
+                f"failed {progress.failed}" + (f", unchanged {progress.unchanged}" if progress.unchanged else ""),
+            ),
         }
         for name, (done, total, note) in rows.items():
             if name not in self.tasks:

@@ -86,7 +86,9 @@ def status_line(report: Status) -> str:
     animals = report.animals
     return (
         f"run {report.run_id} {report.state}: pages {report.pages.listed}/{_of_total(report.pages.total)},"
-        f" animals {report.animals_total} listed, {animals['posted']} posted, {animals['quarantined']} quarantined,"
+        f" animals {report.animals_total} listed, {animals['posted']} posted,"
+        + (f" {animals['unchanged']} unchanged," if animals["unchanged"] else "")
+        + f" {animals['quarantined']} quarantined,"
         f" {animals['failed']} failed; {report.throughput_per_second or 0:.1f}/s, {report.elapsed_seconds:.0f} s"
     )
 
@@ -113,14 +115,16 @@ def settled_line(item: SettledBatch) -> str:
 
 
 def _head(report: Audit) -> str:
-    """The audit's first line: what was posted, in how many batches, and how many records were re-checked."""
-    posted = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {report.discovered} animals"
+    """The audit's first line: what was posted (settled, unchanged), in how many batches, and what was re-checked."""
+    head = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {report.discovered} animals"
+    head += f" posted in {report.batches_posted} batches"
+    rechecked = "posted records"
     if report.settled_animals:
-        return (
-            f"{posted} posted in {report.batches_posted} batches and {report.settled_animals} settled as delivered by a"
-            f" person; {report.records_rechecked} posted or settled records re-checked"
-        )
-    return f"{posted} posted in {report.batches_posted} batches; {report.records_rechecked} posted records re-checked"
+        head += f" and {report.settled_animals} settled as delivered by a person"
+        rechecked = "posted or settled records"
+    if report.unchanged:  # an incremental run: these were proven delivered, with the same record, before
+        head += f", {report.unchanged} unchanged since a named delivery of an earlier run"
+    return f"{head}; {report.records_rechecked} {rechecked} re-checked"
 
 
 def render_audit(report: Audit, shown: int = 20) -> str:
@@ -150,7 +154,10 @@ def render_audit(report: Audit, shown: int = 20) -> str:
         lines.append(
             "OK: every discovered animal was posted exactly once,"
             f" except {len(report.settled)} batches settled by a person (listed above)"
+            + (f", or is unchanged since a named delivery ({report.unchanged})" if report.unchanged else "")
         )
+    elif report.unchanged:
+        lines.append(f"OK: every discovered animal was posted exactly once, or is unchanged since a named delivery ({report.unchanged})")
     else:
         lines.append("OK: every discovered animal was posted exactly once")
     return "\n".join(lines)

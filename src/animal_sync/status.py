@@ -175,7 +175,7 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
         throughput_per_second=round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
         left=Left(
             pages=None if run.total_pages is None else max(0, run.total_pages - listed),
-            animals=discovered - animals[AnimalState.POSTED] - animals[AnimalState.SETTLED],
+            animals=discovered - animals[AnimalState.POSTED] - animals[AnimalState.SETTLED] - animals[AnimalState.UNCHANGED],
         ),
         settled=settled(journal, run.id),
         message=(run.outcome or {}).get("message"),

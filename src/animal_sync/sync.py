@@ -26,6 +26,7 @@ from .attempt import Progress, RunResult, Seen, conclude, count_retries
 from .config import Settings
 from .errors import JournalError
 from .examine import examine
+from .incremental import Baseline
 from .journal import AnimalState, BatchState, Journal, NoRoomForAnswer, RunRow
 from .outbox import Outbox
 from .outcomes import Action, Halt
@@ -100,6 +101,7 @@ class Sync:
         self.check = UpstreamCheck()
         self.gets: dict[Future[Any], tuple[str, int]] = {}
         self.outbox = Outbox(journal, run.id, settings, self.counters, self.progress, self.log)
+        self.baseline = Baseline(journal, run) if settings.incremental else None  # None: a full sync, by choice
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
@@ -124,7 +126,8 @@ class Sync:
         counts = self.journal.count_animals(run_id)
         self.progress.discovered = sum(counts.values())
         self.progress.posted = counts.get(AnimalState.POSTED, 0)
-        self.progress.fetched = self.progress.posted + counts.get(AnimalState.BATCHED, 0) + len(self.unbatched)
+        self.progress.unchanged = counts.get(AnimalState.UNCHANGED, 0)
+        self.progress.fetched = self.progress.posted + self.progress.unchanged + counts.get(AnimalState.BATCHED, 0) + len(self.unbatched)
         if self.settings.dry_run:
             return  # a dry run never sends, whatever the journal holds: no batch is queued
         self.outbox.queue_journaled()
@@ -288,9 +291,14 @@ class Sync:
             self.counters["quarantined"] += 1
             self.log.warning("record_quarantined", animal_id=fetched.animal_id, reason=fetched.reason)
             return
+        self.progress.fetched += 1
+        since = self.baseline.unchanged_since(fetched.animal_id, fetched.transformed) if self.baseline else None
+        if since is not None:  # the very record an earlier run delivered: journaled with a pointer to it, not sent
+            self.journal.record_unchanged(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, fetched.attempts, since)
+            self.progress.unchanged += 1
+            return
         self.journal.record_fetched(self.run.id, fetched.animal_id, fetched.raw, fetched.transformed, attempts=fetched.attempts)
         self.unbatched.append(fetched.animal_id)
-        self.progress.fetched += 1
 
     def _halt(self, reason: str | None, refused: bool) -> None:
         """The API stopped answering, or refused the credential: the run stops (the first refusal is named)."""
@@ -303,7 +311,10 @@ class Sync:
         """Run until done, stopped, or the API is unreachable; the journal is consistent whenever this returns."""
         self._prepare()
         started = time.monotonic()
-        self.log.info("run_started", attempt=self.run.attempts, base_url=redact_url(self.settings.base_url))
+        self.log.info(
+            "run_started", attempt=self.run.attempts, base_url=redact_url(self.settings.base_url),
+            **({"incremental": self.baseline.describe()} if self.baseline is not None else {}),
+        )
         get_pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="get")
         post_pool = ThreadPoolExecutor(self.settings.post_workers, thread_name_prefix="post")
         try:
@@ -406,6 +417,9 @@ class Sync:
         resent = [batch.id for batch in unsettled_resends(self.journal, run_id)]
         bad_items = len(self.journal.bad_listing_items(run_id))
         state, kind, message = conclude(seen, counts, in_doubt, bad_items, resent)
+        if self.baseline is not None:
+            outcome["incremental"] = self.baseline.describe()
+            message = f"{message} ({outcome['incremental']})"
         outcome["message"] = message
         self.journal.end_run(run_id, state, outcome)
         self.log.info("run_finished", state=str(state), outcome=str(kind), elapsed=round(elapsed, 3), **{

@@ -10,6 +10,7 @@ from .lock import writer_pid_path
 from .queries import (
     AnimalRecord,
     Orphan,
+    UnchangedClaim,
     delivered_records,
     duplicate_deliverable_ids,
     iter_animals,
@@ -19,8 +20,9 @@ from .queries import (
     posted_batch_sizes,
     select_run,
     undelivered_animals,
+    unchanged_claims,
 )
-from .rows import BatchRow, RunRow, SettlementRow, now
+from .rows import BatchRow, Delivery, RunRow, SettlementRow, now
 from .schema import MIGRATION_SET, migrations
 from .states import ANIMAL_TRANSITIONS, BATCH_TRANSITIONS, AnimalState, BatchState, Decision, RunState
 from .states import IllegalTransition, JournalChanged, check_animal_transition, check_batch_transition
@@ -36,6 +38,7 @@ __all__ = [
     "BatchRow",
     "BatchState",
     "Decision",
+    "Delivery",
     "IllegalTransition",
     "Journal",
     "JournalChanged",
@@ -44,6 +47,7 @@ __all__ = [
     "RunRow",
     "RunState",
     "SettlementRow",
+    "UnchangedClaim",
     "check_animal_transition",
     "check_batch_transition",
     "delivered_records",
@@ -57,5 +61,6 @@ __all__ = [
     "posted_batch_sizes",
     "select_run",
     "undelivered_animals",
+    "unchanged_claims",
     "writer_pid_path",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import JournalError
 from .reads import JournalReads
-from .rows import BatchRow, RunRow, SettlementRow, now, settlement_row
+from .rows import BatchRow, Delivery, RunRow, SettlementRow, now, settlement_row
 from .states import AnimalState, BatchState, Decision, IllegalTransition, JournalChanged, RunState
 from .states import check_animal_transition, check_batch_transition  # the movers ask these before every write
 from .store import atomic, chunks, placeholders
@@ -146,6 +146,16 @@ class Journal(JournalReads):
         self._move_animals(
             run_id, [animal_id], A.DISCOVERED, A.FETCHED,
             raw=raw, transformed=transformed, last_error=None, attempts=attempts,
+        )
+
+    @atomic
+    def record_unchanged(
+        self, run_id: int, animal_id: int, raw: str | bytes, transformed: str, attempts: int, since: Delivery
+    ) -> None:
+        """Fetched, and the very record `since` delivered: kept with a pointer to that delivery, and not sent."""
+        self._move_animals(
+            run_id, [animal_id], A.DISCOVERED, A.UNCHANGED, raw=raw, transformed=transformed, last_error=None,
+            attempts=attempts, delivered_run_id=since.run_id, delivered_batch_id=since.batch_id,
         )
 
     @atomic

@@ -20,6 +20,7 @@ from .store import reading
 __all__ = [
     "AnimalRecord",
     "Orphan",
+    "UnchangedClaim",
     "delivered_records",
     "duplicate_deliverable_ids",
     "iter_animals",
@@ -29,10 +30,12 @@ __all__ = [
     "posted_batch_sizes",
     "select_run",
     "undelivered_animals",
+    "unchanged_claims",
 ]
 
 SLICE = 1000  # animal rows read per query while streaming
 DELIVERED = (AnimalState.POSTED, AnimalState.SETTLED)  # settled: judged delivered by a person
+ACCOUNTED = (*DELIVERED, AnimalState.UNCHANGED)  # unchanged: delivered by an earlier run (its own proof, below)
 # A batch in one of these states may have been delivered (as may any batch once in doubt, whatever its state now).
 DELIVERABLE = (BatchState.POSTED, BatchState.IN_DOUBT, BatchState.SENDING, BatchState.SETTLED)
 
@@ -47,6 +50,25 @@ class AnimalRecord:
     last_error: str | None
     raw: str | bytes | None
     transformed: str | None
+
+
+@dataclass(frozen=True)
+class UnchangedClaim:
+    """An animal an incremental run did not send, with what its pointer names: the audit judges the claim."""
+
+    id: int
+    raw: str | bytes | None
+    transformed: str | None
+    run_id: int | None  # the earlier run the pointer names
+    batch_id: int | None  # ... and its batch
+    run_state: str | None  # that run as the journal holds it (None: no such run)
+    same_api: bool  # that run was against the same (redacted) base URL as this one
+    batch_run_id: int | None  # the run the named batch belongs to (None: no such batch)
+    batch_state: BatchState | None
+    batch_holds_id: bool  # the named batch's ids include this id
+    prior_state: AnimalState | None  # the id's row in the named run (None: no such row)
+    prior_batch_id: int | None  # ... the batch that row is bound to
+    prior_transformed: str | None  # ... and the record it holds
 
 
 @dataclass(frozen=True)
@@ -100,8 +122,8 @@ def iter_animals(journal: Journal, run_id: int, states: Iterable[AnimalState] = 
 
 
 def undelivered_animals(journal: Journal, run_id: int) -> Iterator[AnimalRecord]:
-    """Animals neither posted nor settled as delivered: each is an exception unless its batch is named."""
-    return _stream(journal, run_id, DELIVERED, exclude=True)
+    """Animals neither posted, settled as delivered nor unchanged: each is an exception unless its batch is named."""
+    return _stream(journal, run_id, ACCOUNTED, exclude=True)
 
 
 def delivered_records(journal: Journal, run_id: int) -> Iterator[AnimalRecord]:
@@ -168,3 +190,29 @@ def last_posted_at(journal: Journal, run_id: int) -> str | None:
 def last_batch_built_at(journal: Journal, run_id: int) -> str | None:
     """When the run's last batch was built: fetching was done by then (bench measures the tail after it)."""
     return journal.db.execute("SELECT max(created_at) FROM batches WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+@reading
+def unchanged_claims(journal: Journal, run_id: int) -> Iterator[UnchangedClaim]:
+    """Each unchanged animal of the run with the run, batch and record its pointer names, streamed in id order."""
+    for row in journal.db.query(
+        "SELECT a.id, a.raw, a.transformed, a.delivered_run_id, a.delivered_batch_id, r.state AS run_state,"
+        " r.base_url = me.base_url AS same_api, b.run_id AS batch_run_id, b.state AS batch_state,"
+        " EXISTS (SELECT 1 FROM json_each(b.ids) j WHERE j.value = a.id) AS batch_holds_id,"
+        " p.state AS prior_state, p.batch_id AS prior_batch_id, p.transformed AS prior_transformed"
+        " FROM animals a JOIN runs me ON me.id = a.run_id"
+        " LEFT JOIN runs r ON r.id = a.delivered_run_id AND r.id < a.run_id"
+        " LEFT JOIN batches b ON b.id = a.delivered_batch_id"
+        " LEFT JOIN animals p ON p.run_id = a.delivered_run_id AND p.id = a.id AND a.delivered_run_id < a.run_id"
+        " WHERE a.run_id = ? AND a.state = ? ORDER BY a.id",
+        [run_id, AnimalState.UNCHANGED],
+    ):
+        yield UnchangedClaim(
+            id=row["id"], raw=row["raw"], transformed=row["transformed"],
+            run_id=row["delivered_run_id"], batch_id=row["delivered_batch_id"], run_state=row["run_state"],
+            same_api=bool(row["same_api"]), batch_run_id=row["batch_run_id"],
+            batch_state=None if row["batch_state"] is None else BatchState(row["batch_state"]),
+            batch_holds_id=bool(row["batch_holds_id"]),
+            prior_state=None if row["prior_state"] is None else AnimalState(row["prior_state"]),
+            prior_batch_id=row["prior_batch_id"], prior_transformed=row["prior_transformed"],
+        )

@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 from ..errors import JournalError
-from .rows import BatchRow, RunRow, SettlementRow, batch_row, run_row, settlement_row
-from .states import AnimalState, BatchState
+from .rows import BatchRow, Delivery, RunRow, SettlementRow, batch_row, run_row, settlement_row
+from .states import AnimalState, BatchState, RunState
 from .store import JournalFile, chunks, placeholders, reading
 
 __all__ = ["JournalReads"]
@@ -59,6 +59,24 @@ class JournalReads(JournalFile):
             "SELECT page, bad_items FROM pages WHERE run_id = ? AND bad_items IS NOT NULL ORDER BY page", [run_id]
         )
         return [{"page": page, **item} for page, items in rows for item in json.loads(items)]
+
+    _EARLIER = "SELECT id FROM runs WHERE id < ? AND state = ? AND base_url = ?"  # an incremental run's baseline
+
+    @reading
+    def earlier_finished_runs(self, run: RunRow) -> list[int]:
+        """Finished runs before `run` against the same (redacted) API, in order: what an incremental run compares with."""
+        return [row[0] for row in self.db.execute(f"{self._EARLIER} ORDER BY id", [run.id, RunState.FINISHED, run.base_url])]
+
+    @reading
+    def last_delivery(self, run: RunRow, animal_id: int) -> Delivery | None:
+        """The latest record of this id posted (or settled as delivered) by an earlier finished run against the
+        same API, or None: a subquery, not a list of runs, so a journal of a thousand nightly runs costs the same."""
+        row = self.db.execute(
+            f"SELECT run_id, batch_id, transformed FROM animals WHERE id = ? AND run_id IN ({self._EARLIER})"
+            " AND state IN (?, ?) ORDER BY run_id DESC LIMIT 1",
+            [animal_id, run.id, RunState.FINISHED, run.base_url, AnimalState.POSTED, AnimalState.SETTLED],
+        ).fetchone()
+        return Delivery(*row) if row else None
 
     # -- animals and batches ---------------------------------------------------------------------------------
     @reading

@@ -10,7 +10,7 @@ from typing import Any
 
 from .states import BatchState, Decision, RunState
 
-__all__ = ["BatchRow", "RunRow", "SettlementRow", "batch_row", "now", "run_row", "settlement_row"]
+__all__ = ["BatchRow", "Delivery", "RunRow", "SettlementRow", "batch_row", "now", "run_row", "settlement_row"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class BatchRow:
     response_body: str | None
     last_error: str | None
     in_doubt_at: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where an id's record was last delivered (posted, or settled as delivered) in an earlier run, and what it was."""
+
+    run_id: int
+    batch_id: int
+    transformed: str  # the canonical JSON that went out
 
 
 @dataclass(frozen=True)

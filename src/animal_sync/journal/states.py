@@ -28,6 +28,7 @@ class AnimalState(StrEnum):
     BATCHED = "batched"  # carried by a batch not (yet) answered 2xx
     POSTED = "posted"  # carried by a batch answered 2xx
     SETTLED = "settled"  # carried by an in-doubt batch a person judged delivered (`animal-sync settle --delivered`)
+    UNCHANGED = "unchanged"  # --incremental: fetched, and the same record an earlier run delivered (pointer kept)
 
 
 class BatchState(StrEnum):
@@ -58,13 +59,14 @@ A, B = AnimalState, BatchState
 
 # The only legal transitions. Quarantined and failed animals go back to discovered when a resume retries them.
 ANIMAL_TRANSITIONS: Mapping[AnimalState, frozenset[AnimalState]] = {
-    A.DISCOVERED: frozenset({A.FETCHED, A.QUARANTINED, A.FAILED}),
+    A.DISCOVERED: frozenset({A.FETCHED, A.QUARANTINED, A.FAILED, A.UNCHANGED}),
     A.FETCHED: frozenset({A.BATCHED}),
     A.QUARANTINED: frozenset({A.DISCOVERED}),
     A.FAILED: frozenset({A.DISCOVERED}),
     A.BATCHED: frozenset({A.POSTED, A.FAILED, A.FETCHED, A.SETTLED}),  # fetched: re-batched after a refused batch is split
     A.POSTED: frozenset(),
     A.SETTLED: frozenset(),
+    A.UNCHANGED: frozenset(),
 }
 BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
     B.PENDING: frozenset({B.WITHHELD}),

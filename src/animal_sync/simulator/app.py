@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
-from .data import PAGE_SIZE, Fault, _faulted_name, _list_item, _parse_faults, default_total_animals, generate_animal
+from .data import PAGE_SIZE, Fault, _faulted_name, _list_item, _parse_faults, check_revised, default_total_animals, generate_animal
 from .ledger import _item_problem, _Ledger, expected_home_record
 
 __all__ = [
@@ -62,6 +62,9 @@ class SimulatorConfig:
     strict: bool = False
     faults: Mapping[int, str] = field(default_factory=dict)  # id -> Fault value
     idle_timeout: float = 5.0  # seconds a keep-alive connection may wait for its next request
+    # Ids whose animal changed upstream since an earlier run (another name, same page count): restart on the same
+    # seed with these to model records revised between two syncs (what `run --incremental` must send again).
+    revised: frozenset[int] = frozenset()
 
 
 class _Reply(NamedTuple):
@@ -119,6 +122,8 @@ class _AnimalsApi:
         self.total = default_total_animals(config.seed) if config.animals is None else config.animals
         self.total_pages = -(-self.total // PAGE_SIZE)
         self.faults = _parse_faults(config.faults, self.total)
+        check_revised(config.revised, self.total)
+        self.revised = config.revised
         self.ledger = _Ledger(
             self.total, config.strict, frozenset(i for i, f in self.faults.items() if not f.deliverable)
         )
@@ -202,14 +207,14 @@ class _AnimalsApi:
         first = (page - 1) * PAGE_SIZE
         ids = list(self._extra_listing.get(page, ())) + list(range(first, min(first + PAGE_SIZE, self.total)))
         total_pages = self.total_pages + (1 if page in self._grown_pages else 0)
-        items = [_list_item(self.seed, i) for i in ids]
+        items = [_list_item(self.seed, i, i in self.revised) for i in ids]
         return _json_reply(200, {"page": page, "total_pages": total_pages, "items": items})
 
     def _animal(self, raw_id: str) -> _Reply:
         if not (raw_id.isascii() and raw_id.isdigit()) or not int(raw_id) < self.total:
             return _plain_failure(500)  # upstream fails this way, every time
         animal_id = int(raw_id)
-        record = generate_animal(self.seed, animal_id)
+        record = generate_animal(self.seed, animal_id, animal_id in self.revised)
         fault = self.faults.get(animal_id)
         return _json_reply(200, record) if fault is None else _faulty_detail(record, fault)
 
@@ -244,7 +249,7 @@ class _AnimalsApi:
 
     def expected(self, animal_id: int) -> dict[str, Any]:
         """This run's expectation for one id, faults included."""
-        return expected_home_record(self.seed, animal_id, self.faults)
+        return expected_home_record(self.seed, animal_id, self.faults, self.revised)
 
 
 

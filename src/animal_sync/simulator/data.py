@@ -19,6 +19,7 @@ __all__ = [
     "UNICODE_NAME",
     "Fault",
     "check_animal_count",
+    "check_revised",
     "default_total_animals",
     "generate_animal",
 ]
@@ -108,9 +109,16 @@ def default_total_animals(seed: int) -> int:
     return random.Random(f"{seed}:total-pages").randint(500, 600) * PAGE_SIZE
 
 
-def _digest(seed: int, animal_id: int) -> bytes:
+def check_revised(revised: frozenset[int], total: int) -> None:
+    """Refuse (SimulatorError) a revised id outside the run: it could not change anything."""
+    outside = sorted(i for i in revised if not 0 <= i < total)
+    if outside:
+        raise SimulatorError(f"revise names id {outside[0]}, but ids run 0..{total - 1}")
+
+
+def _digest(seed: int, animal_id: int, salt: bytes = b"") -> bytes:
     # A keyed hash, not random.Random: cheaper per request and identical on every Python version.
-    return hashlib.blake2b(b"%d:%d" % (seed, animal_id), digest_size=24, person=b"animal-sync").digest()
+    return hashlib.blake2b(b"%d:%d%s" % (seed, animal_id, salt), digest_size=24, person=b"animal-sync").digest()
 
 
 def _pick_friends(digest: bytes) -> list[str]:
@@ -124,23 +132,28 @@ def _pick_friends(digest: bytes) -> list[str]:
     return [ANIMAL_NAMES[i] for i in chosen]
 
 
-def _base_animal(seed: int, animal_id: int) -> tuple[str, int | None, list[str]]:
+def _base_animal(seed: int, animal_id: int, revised: bool = False) -> tuple[str, int | None, list[str]]:
+    """The animal's name, birth and friends; a revised animal (changed upstream since) has another name."""
     digest = _digest(seed, animal_id)
-    name = ANIMAL_NAMES[int.from_bytes(digest[0:2], "big") % len(ANIMAL_NAMES)]
+    index = int.from_bytes(digest[0:2], "big") % len(ANIMAL_NAMES)
+    if revised:  # drawn with a revision salt, and never the name it had
+        shift = 1 + int.from_bytes(_digest(seed, animal_id, b":revised")[0:2], "big") % (len(ANIMAL_NAMES) - 1)
+        index = (index + shift) % len(ANIMAL_NAMES)
+    name = ANIMAL_NAMES[index]
     born_at = None
     if digest[2] % 6 == 0:  # like upstream: a birth date for about 1 animal in 6
         born_at = BORN_MIN_MS + int.from_bytes(digest[3:9], "big") % (BORN_MAX_MS - BORN_MIN_MS)
     return name, born_at, _pick_friends(digest)
 
 
-def generate_animal(seed: int, animal_id: int) -> dict[str, Any]:
-    """The detail record upstream would serve for this id (deterministic in seed and id)."""
-    name, born_at, friends = _base_animal(seed, animal_id)
+def generate_animal(seed: int, animal_id: int, revised: bool = False) -> dict[str, Any]:
+    """The detail record upstream would serve for this id (deterministic in seed, id and whether it was revised)."""
+    name, born_at, friends = _base_animal(seed, animal_id, revised)
     return {"id": animal_id, "name": name, "born_at": born_at, "friends": ",".join(friends)}
 
 
-def _list_item(seed: int, animal_id: int) -> dict[str, Any]:
-    name, born_at, _ = _base_animal(seed, animal_id)
+def _list_item(seed: int, animal_id: int, revised: bool = False) -> dict[str, Any]:
+    name, born_at, _ = _base_animal(seed, animal_id, revised)
     return {"id": animal_id, "name": name, "born_at": born_at}
 
 

@@ -30,13 +30,16 @@ def exactly_once(verdict: Mapping[str, Any]) -> bool:
     return all(verdict.get(key) == 0 for key in ("missing", "duplicates_rejected", "content_mismatches"))
 
 
-def expected_home_record(seed: int, animal_id: int, faults: Mapping[int, str] | None = None) -> dict[str, Any]:
+def expected_home_record(
+    seed: int, animal_id: int, faults: Mapping[int, str] | None = None, revised: frozenset[int] = frozenset()
+) -> dict[str, Any]:
     """What a correct client POSTs for this id, by the simulator's own reckoning (not transform.py's).
 
     `faults` matters only for kinds that change valid data (unicode_name, long_name); for kinds
     that make an animal undeliverable this is still the clean record, which nobody should post.
+    `revised`: the ids changed upstream since an earlier run (SimulatorConfig.revised).
     """
-    name, born_at, friends = _base_animal(seed, animal_id)
+    name, born_at, friends = _base_animal(seed, animal_id, animal_id in revised)
     fault = Fault(faults[animal_id]) if faults and animal_id in faults else None
     return {
         "id": animal_id,
