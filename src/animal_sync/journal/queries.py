@@ -19,12 +19,14 @@ from .store import reading
 
 __all__ = [
     "AnimalRecord",
+    "ListedAnimal",
     "Orphan",
     "delivered_records",
     "duplicate_deliverable_ids",
     "iter_animals",
     "last_batch_built_at",
     "last_posted_at",
+    "listed_animals",
     "orphans",
     "posted_batch_sizes",
     "select_run",
@@ -168,3 +170,21 @@ def last_posted_at(journal: Journal, run_id: int) -> str | None:
 def last_batch_built_at(journal: Journal, run_id: int) -> str | None:
     """When the run's last batch was built: fetching was done by then (bench measures the tail after it)."""
     return journal.db.execute("SELECT max(created_at) FROM batches WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class ListedAnimal:
+    """An animal as the union of shard journals sees it: its id, the page it was listed on, its state."""
+
+    id: int
+    page: int
+    state: AnimalState
+
+
+@reading
+def listed_animals(journal: Journal, run_id: int) -> Iterator[ListedAnimal]:
+    """Every animal the run listed, with its page and state, in id order, streamed (the shards' union audit)."""
+    for animal_id, page, state in journal.db.execute(
+        "SELECT id, page, state FROM animals WHERE run_id = ? ORDER BY id", [run_id]
+    ):
+        yield ListedAnimal(animal_id, page, AnimalState(state))
