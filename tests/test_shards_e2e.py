@@ -18,7 +18,8 @@ VICTIM = 2
 
 
 def posted(journal: Path) -> int:
-    return query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'")[0][0] if journal.exists() else 0
+    rows = query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'")  # [] until the table exists
+    return rows[0][0] if rows else 0
 
 
 def kill_with_no_body_in_flight(process: subprocess.Popen[bytes], journal: Path, target: int) -> None:

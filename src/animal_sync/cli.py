@@ -44,7 +44,7 @@ JournalOpt = Annotated[Path, typer.Option("--journal", envvar="ANIMAL_SYNC_JOURN
 JournalsOpt = Annotated[
     Optional[list[Path]],
     typer.Option(
-        "--journal", envvar="ANIMAL_SYNC_JOURNAL", show_default=False,
+        "--journal", envvar="ANIMAL_SYNC_JOURNAL", show_default=False, metavar="<path>",
         help="The SQLite journal file (default: animal-sync.db); repeat it to report on the union of shard journals.",
     ),
 ]
@@ -231,7 +231,10 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Follow a run in progress until it ends (Ctrl-C stops watching).")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two redraws with --watch.")] = 2.0,
 ) -> None:
-    """Report on the current or last run: states, retries, errors, throughput, what is left; of each shard's, with several journals."""
+    """Report on the current or last run: states, retries, errors, throughput, what is left.
+
+    With several journals (one per shard of `run --shard I/N`): each shard's run, the sums, the shards missing.
+    """
     from rich.console import Console
 
     from .render import status_table, union_status_table

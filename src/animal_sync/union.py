@@ -48,28 +48,6 @@ class UnionAudit:
         return plain(self)
 
 
-@dataclass(frozen=True)
-class ShardStatus:
-    journal: str
-    status: Status
-
-
-@dataclass(frozen=True)
-class UnionStatus:
-    """Where each shard's run is, and the sums across them; `missing` names the shards with no journal given."""
-
-    shard_count: int | None
-    total_pages: int | None
-    missing: tuple[int, ...]
-    pages_listed: int
-    animals: Mapping[str, int]  # by state, summed
-    left: int  # animals listed but neither posted nor settled, summed
-    journals: tuple[ShardStatus, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return plain(self)
-
-
 def _one(values: set[int | None]) -> int | None:
     return next(iter(values)) if len(values) == 1 else None
 
@@ -151,6 +129,30 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
         exception_counts=found.counts,
         exceptions={kind: tuple(items) for kind, items in found.found.items()},
     )
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """One journal's status, named by its path."""
+
+    journal: str
+    status: Status
+
+
+@dataclass(frozen=True)
+class UnionStatus:
+    """Where each shard's run is, and the sums across them; `missing` names the shards with no journal given."""
+
+    shard_count: int | None
+    total_pages: int | None
+    missing: tuple[int, ...]
+    pages_listed: int
+    animals: Mapping[str, int]  # by state, summed
+    left: int  # animals listed but neither posted nor settled, summed
+    journals: tuple[ShardStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return plain(self)
 
 
 def union_status(journals: Sequence[Journal]) -> UnionStatus:
