@@ -82,6 +82,13 @@ def test_a_bad_shard_flag_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path
     assert not journal.exists()
 
 
+def test_the_shard_comes_from_its_variable_too(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANIMAL_SYNC_SHARD", "9/4")
+    code, _, err = run_cli(capsys, "run", "--journal", str(tmp_path / "j.db"))
+    assert code == 2
+    assert_one_line(err, "--shard must be I/N")
+
+
 def test_the_shard_is_journaled_as_typed_and_comes_back_for_resume(tmp_path: Path) -> None:
     stored = Settings(journal=tmp_path / "j.db", shard=Shard(2, 4)).journaled()
     assert stored["shard"] == "2/4" and json.loads(json.dumps(stored)) == stored
