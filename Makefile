@@ -28,7 +28,7 @@ torture: $(STAMP)
 conformance: $(STAMP)
 	$(BIN)/python scripts/conformance.py $(if $(API_URL),--api-url $(API_URL))
 
-## bench: the benchmark table (floor, journal overhead, scale: medians of 3; real conditions: 5 paired repetitions)
+## bench: the benchmark table (floor, journal overhead, scale, 1/2/4 shards at once: medians of 3; real conditions: 5 paired repetitions)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 

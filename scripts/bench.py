@@ -1,4 +1,4 @@
-"""The benchmark table: floor, journal overhead, real conditions and scale, each run on a fresh strict simulator.
+"""The benchmark table: floor, journal overhead, real conditions, scale and shards, each on a fresh strict simulator.
 
 Every measurement starts `animal-sync simulate --strict` in its own child process, runs one client in
 another child process (so neither shares a GIL with this script), reaps that client with `os.wait4` for
@@ -11,7 +11,11 @@ stalls and then the naive 32-thread client at 0 % chaos on the same seed, back t
 on the ratios of those pairs (median and worst), since one drawn stall decides a run; each repetition's
 exactly-once verdict is printed, and client CPU seconds per 1,000 animals for both clients.
 
-Usage: .venv/bin/python scripts/bench.py [--repeat 3] [--real-repeat 5] [--legs floor,overhead,real,scale]
+The shards leg runs 1, 2 and 4 `animal-sync run --shard I/N` processes at once against one simulator: the wall
+time is from the first start to the last exit, the client CPU is summed over the shard processes (RSS: the
+largest), and the verdict is the simulator's over the union.
+
+Usage: .venv/bin/python scripts/bench.py [--repeat 3] [--real-repeat 5] [--legs floor,overhead,real,scale,shards]
        [--scale 20000,200000] [--quick] [--markdown docs/bench-table.md] [--sync-args "--workers 32"]
 Findings and recommendations from these measurements: docs/benchmarks.md.
 """
@@ -41,7 +45,8 @@ __all__ = ["Case", "Measurement", "Row", "Target", "floor_client", "main"]
 LIST_PATH = "/animals/v1/animals"
 HOME_PATH = "/animals/v1/home"
 BATCH = 100
-LEGS = ("floor", "overhead", "real", "scale")
+LEGS = ("floor", "overhead", "real", "scale", "shards")
+SHARDS = (1, 2, 4)  # the shards leg: this many `run --shard I/N` processes at once
 TARGETS = {"real": 1.3, "real_worst": 1.6, "overhead": 1.15, "scale_time": 1.2, "scale_rss": 1.2, "rss_mb": 150.0}
 NAIVE_THREADS = 32  # the naive client of the real-conditions pairs, as in issue 11
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -108,6 +113,7 @@ class Case:
     animals: int | None = None  # None: the simulator's default for the seed (5,000-6,000)
     threads: int = 0  # floor client only
     strict_verdict: bool = True  # False: the verdict is reported, never a failure (the naive client)
+    shards: int = 0  # sync only: N concurrent `run --shard I/N` processes, one journal each (0: one plain run)
 
 
 @dataclass(frozen=True)
@@ -143,18 +149,26 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _run_child(command: Sequence[str], timeout: float, stdout: Any, stderr: Any) -> tuple[float, int, Any]:
-    """Run a child to its end; its wall time, exit code and own rusage (os.wait4: this child only)."""
+def _run_children(commands: Sequence[Sequence[str]], timeout: float, stdout: Any, stderr: Any) -> tuple[float, int, float, float]:
+    """Run children at once to their ends: the wall time to the last exit, the first non-zero exit code (else 0),
+    their CPU seconds summed and their largest peak RSS in KiB, from each one's own rusage (os.wait4)."""
     started = time.monotonic()
-    child = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-    watchdog = threading.Timer(timeout, child.kill)
-    watchdog.start()
+    children = [subprocess.Popen(command, stdout=stdout, stderr=stderr) for command in commands]
+    watchdogs = [threading.Timer(timeout, child.kill) for child in children]
+    for watchdog in watchdogs:
+        watchdog.start()
+    codes, cpu, rss = [], 0.0, 0.0
     try:
-        _, status, usage = os.wait4(child.pid, 0)
+        for child in children:
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it again
+            codes.append(child.returncode)
+            cpu += usage.ru_utime + usage.ru_stime
+            rss = max(rss, usage.ru_maxrss)
     finally:
-        watchdog.cancel()
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it again
-    return time.monotonic() - started, child.returncode, usage
+        for watchdog in watchdogs:
+            watchdog.cancel()
+    return time.monotonic() - started, next((code for code in codes if code), 0), cpu, rss
 
 
 def _stamp(text: str) -> float:
@@ -185,20 +199,24 @@ def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -
     sim_args = ["--strict", "--seed", str(seed), "--chaos", str(case.chaos), *options.stall_args]
     if case.animals is not None:
         sim_args += ["--animals", str(case.animals)]
-    journal = workdir / f"bench-{seed}.db"
+    shards = [f"{index}/{case.shards}" for index in range(case.shards)]
+    journals = [workdir / f"bench-{seed}-shard-{index}.db" for index in range(case.shards)] or [workdir / f"bench-{seed}.db"]
     log = workdir / "client.log"
     with SimulatorProcess(*sim_args) as sim, open(log, "w") as errors:
         assert sim.process is not None
         if case.client == "floor":
-            command = [sys.executable, __file__, "--floor-client", sim.url, "--threads", str(case.threads)]
+            commands = [[sys.executable, __file__, "--floor-client", sim.url, "--threads", str(case.threads)]]
         else:
-            command = [
-                sys.executable, "-m", "animal_sync", "run", "--base-url", sim.url, "--journal", str(journal),
-                "--quiet", "--log-format", "json", *options.sync_args,
+            commands = [
+                [
+                    sys.executable, "-m", "animal_sync", "run", "--base-url", sim.url, "--journal", str(journal),
+                    "--quiet", "--log-format", "json", *(["--shard", shard] if shards else []), *options.sync_args,
+                ]
+                for journal, shard in zip(journals, shards or [None])
             ]
         server_before = _process_cpu(sim.process.pid)
         with tempfile.TemporaryFile("w+") as out:
-            wall, code, usage = _run_child(command, options.timeout, out, errors)
+            wall, code, client_cpu, peak_rss = _run_children(commands, options.timeout, out, errors)
             out.seek(0)
             printed = out.read()
         server_cpu = _process_cpu(sim.process.pid) - server_before
@@ -212,14 +230,18 @@ def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -
             own, retries = report["seconds"], report["resends"]
         except (ValueError, IndexError, KeyError):
             pass
-    elif journal.exists():
-        own, retries, tail = _sync_figures(journal)
-        journal_bytes = sum(p.stat().st_size for p in (journal, Path(f"{journal}-wal")) if p.exists())
-    for side in (journal, Path(f"{journal}-wal"), Path(f"{journal}-shm"), writer_pid_path(journal)):
-        side.unlink(missing_ok=True)
+    elif all(journal.exists() for journal in journals):
+        figures = [_sync_figures(journal) for journal in journals]  # shards: the slowest one's, retries summed
+        own = max((f[0] for f in figures if f[0] is not None), default=None)
+        retries = sum(f[1] or 0 for f in figures)
+        tail = max((f[2] for f in figures if f[2] is not None), default=None)
+        journal_bytes = sum(p.stat().st_size for j in journals for p in (j, Path(f"{j}-wal")) if p.exists())
+    for journal in journals:
+        for side in (journal, Path(f"{journal}-wal"), Path(f"{journal}-shm"), writer_pid_path(journal)):
+            side.unlink(missing_ok=True)
     return Measurement(
         case=case, seed=seed, animals=verdict["animals"], wall=wall, own_seconds=own,
-        client_cpu=usage.ru_utime + usage.ru_stime, server_cpu=server_cpu, peak_rss_mb=usage.ru_maxrss / 1024,
+        client_cpu=client_cpu, server_cpu=server_cpu, peak_rss_mb=peak_rss / 1024,
         journal_bytes=journal_bytes, exit_code=code, retries=retries, tail=tail, verdict=verdict,
     )
 
@@ -439,6 +461,10 @@ def plan(options: argparse.Namespace) -> list[Case]:
         ]
     if "scale" in options.legs:
         cases += [Case("scale", f"animal-sync run, {n:,} animals", "sync", animals=n) for n in options.scale]
+    if "shards" in options.legs:  # N processes at once against one simulator; CPU summed over them
+        cases += [
+            Case("shards", f"animal-sync run --shard I/{n}, {n} at once", "sync", animals=base, shards=n) for n in SHARDS
+        ]
     return cases
 
 
@@ -450,7 +476,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each leg but real (default 3)")
     parser.add_argument("--real-repeat", type=int, default=5, help="paired repetitions of the real leg (default 5)")
-    parser.add_argument("--legs", default=",".join(LEGS), help="subset of floor,overhead,real,scale")
+    parser.add_argument("--legs", default=",".join(LEGS), help="subset of floor,overhead,real,scale,shards")
     parser.add_argument("--scale", type=_ints, default=None, help="animal counts of the scale leg (default 20000,200000)")
     parser.add_argument("--floor-threads", type=_ints, default=[16, 32, 64], help="thread counts tried for the floor")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, short stalls, 1 repetition")

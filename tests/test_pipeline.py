@@ -44,7 +44,7 @@ def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Pa
         figures = status(opened).to_json()
     assert figures["retries"].get("read_timeout", 0) > 0  # stalls were cut short, not waited on
     assert sum(v for k, v in figures["retries"].items() if k.startswith("http_5")) > 0
-    assert figures["batches"]["posted"] == 13 and figures["pages"] == {"listed": 124, "total": 124}
+    assert figures["batches"]["posted"] == 13 and figures["pages"] == {"listed": 124, "total": 124, "owned": 124}
 
 
 def test_partial_last_batch_and_small_batch_size(simulator, tmp_path: Path) -> None:

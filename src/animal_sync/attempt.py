@@ -29,6 +29,12 @@ class Progress:
     quarantined: int = 0
     failed: int = 0
     retries: int = 0
+    pages_owned: int | None = None  # of total_pages, those a sharded run lists (None: all of them)
+
+    @property
+    def pages_planned(self) -> int | None:
+        """The pages this run lists once the total is known: its shard's, or all of them."""
+        return self.total_pages if self.pages_owned is None else self.pages_owned
 
 
 def count_retries(counters: Counter[str], progress: Progress, kinds: Sequence[str]) -> None:
@@ -106,10 +112,11 @@ def conclude(
         return RunState.INTERRUPTED, RunOutcome.CHECK_FAILED, (
             f"{seen.check_failed}; nothing was fetched or posted: run `animal-sync resume` to try again"
         )
-    if not seen.listing_started:  # page 1 never answered with a listing: nothing was synced
-        reason = seen.failed_pages.get(1, "no answer")
+    if not seen.listing_started:  # the first page (page 1, or a shard's own) never answered: nothing was synced
+        first = min(seen.failed_pages, default=1)
+        reason = seen.failed_pages.get(first, "no answer")
         return RunState.INTERRUPTED, RunOutcome.NEVER_LISTED, (
-            f"the listing never started: page 1 could not be listed ({reason}); run `animal-sync resume` to try again"
+            f"the listing never started: page {first} could not be listed ({reason}); run `animal-sync resume` to try again"
         )
     unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
     if not seen.dry_run:

@@ -27,9 +27,10 @@ from .journal import (
     unchanged_claims,
 )
 from .settle import unsettled_resends
+from .shards import WHOLE, journaled_shard
 from .status import SettledBatch, WriterProcess, plain, settled, writer_process
 
-__all__ = ["EXAMPLES", "Audit", "audit"]
+__all__ = ["EXAMPLES", "Audit", "Exceptions", "audit"]
 
 EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
 
@@ -59,7 +60,7 @@ class Audit:
         return plain(self)
 
 
-class _Exceptions:
+class Exceptions:
     """Counts every exception of each kind, and keeps the first EXAMPLES of each with their details."""
 
     def __init__(self) -> None:
@@ -81,7 +82,7 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
     """
     run = select_run(journal, run_id)
     dry_run = bool(run.settings.get("dry_run"))
-    found = _Exceptions()
+    found = Exceptions()
     exception = found.add
 
     changed = (run.outcome or {}).get("upstream_changed")
@@ -89,12 +90,13 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         exception("upstream_changed", reason=changed)
     limit = run.settings.get("limit")
     listed = journal.listed_pages(run.id)
+    shard = journaled_shard(run.settings) or WHOLE  # a shard's run lists its own pages only
     if limit is None:  # a --limit run stops listing on purpose once it has its animals
-        for page in range(1, (run.total_pages or 0) + 1):
+        for page in shard.pages(run.total_pages or 0):
             if page not in listed:
                 exception("unlisted_page", page=page)
     if run.total_pages is None:
-        exception("unlisted_page", page=1, reason="the listing never started")
+        exception("unlisted_page", page=shard.first_page, reason="the listing never started")
 
     for item in journal.bad_listing_items(run.id):
         exception("bad_listing_item", **item)

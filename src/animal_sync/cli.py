@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -28,6 +28,7 @@ from .export import ExportFormat, Payload
 from .journal import AnimalState, Journal
 from .logs import LogFormat, configure_logging
 from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
+from .shards import Shard
 
 if TYPE_CHECKING:
     from .pipeline import RunOutcome, RunResult
@@ -40,6 +41,13 @@ app = typer.Typer(
 )
 
 JournalOpt = Annotated[Path, typer.Option("--journal", envvar="ANIMAL_SYNC_JOURNAL", help="The SQLite journal file.")]
+JournalsOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--journal", envvar="ANIMAL_SYNC_JOURNAL", show_default=False, metavar="<path>",
+        help="The SQLite journal file (default: animal-sync.db); repeat it to report on the union of shard journals.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 RunOpt = Annotated[Optional[int], typer.Option("--run", help="Report on this run id instead of the last one.")]
 LogFormatOpt = Annotated[
@@ -107,6 +115,22 @@ def _readonly(path: Path) -> Journal:
     return Journal.open(path, readonly=True)
 
 
+def _several(journals: list[Path] | None, run_id: int | None, alone: str | None = None) -> list[Path]:
+    """The journals a report reads (animal-sync.db when none is given); --run (and `alone`) need just one."""
+    chosen = journals or [DEFAULT_JOURNAL]
+    for flag in (alone, "--run" if run_id is not None else None):
+        if flag and len(chosen) > 1:
+            raise typer.BadParameter(f"{flag} reads one journal; with several, each one's last run is read")
+    return chosen
+
+
+@contextmanager
+def _readonly_all(paths: list[Path]) -> Iterator[list[Journal]]:
+    """Several journals opened read-only for the length of a report (the shards' union)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(_readonly(path)) for path in paths]
+
+
 def _progress(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> AbstractContextManager[OnProgress | None]:
     """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
     from rich.console import Console
@@ -155,6 +179,7 @@ def run(
     limit: Annotated[Optional[int], typer.Option(envvar="ANIMAL_SYNC_LIMIT", help="Sync only the first N animals listed.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", envvar="ANIMAL_SYNC_DRY_RUN", help="List, fetch, transform and journal; post nothing.")] = False,
     incremental: Annotated[bool, typer.Option("--incremental", envvar="ANIMAL_SYNC_INCREMENTAL", help="Post only animals new or changed since the journal's earlier finished runs against this API; journal the rest `unchanged`.")] = False,
+    shard: Annotated[Optional[str], typer.Option(envvar="ANIMAL_SYNC_SHARD", metavar="I/N", help="Sync only shard I of N (0-based): pages p with (p-1) % N == I, in this shard's own journal.")] = None,
     abandon: Annotated[bool, typer.Option("--abandon", help="Abandon the journal's unfinished run and start a new one.")] = False,
     hold_in_doubt: HoldOpt = False,
     log_format: LogFormatOpt = LogFormat.AUTO,
@@ -169,6 +194,7 @@ def run(
         base_url=base_url, journal=journal, workers=workers, post_workers=post_workers, batch_size=batch_size,
         retries=retries, get_timeout=get_timeout, get_timeout_floor=get_timeout_floor, get_deadline=get_deadline,
         post_timeout=post_timeout, limit=limit, dry_run=dry_run, incremental=incremental, resend_in_doubt=not hold_in_doubt, token=os.environ.get("ANIMAL_SYNC_TOKEN") or None,
+        shard=None if shard is None else Shard.parse(shard),
     )
     configure_logging(log_format, quiet=quiet)
     _sync(lambda **live: start_run(settings, abandon=abandon, **live), _progress(progress, quiet, progress_every, limit))
@@ -200,44 +226,54 @@ def resume(
 
 @app.command()
 def status(
-    journal: JournalOpt = DEFAULT_JOURNAL,
+    journal: JournalsOpt = None,
     as_json: JsonOpt = False,
     run_id: RunOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow a run in progress until it ends (Ctrl-C stops watching).")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two redraws with --watch.")] = 2.0,
 ) -> None:
-    """Report on the current or last run: states, retries, errors, throughput, what is left."""
+    """Report on the current or last run: states, retries, errors, throughput, what is left.
+
+    With several journals (one per shard of `run --shard I/N`): each shard's run, the sums, the shards missing.
+    """
     from rich.console import Console
 
-    from .render import status_table
+    from .render import status_table, union_status_table
+    from .status import Status
     from .status import status as build_status
+    from .union import union_status
 
+    journals = _several(journal, run_id, "--watch" if watch else None)
     if watch:
         if as_json:
             raise typer.BadParameter("--watch draws a table; use --json without it")
         from .watch import watch_status
 
         try:
-            raise typer.Exit(watch_status(journal, interval=interval, run_id=run_id))
+            raise typer.Exit(watch_status(journals[0], interval=interval, run_id=run_id))
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    with _readonly(journal) as opened:
-        report = build_status(opened, run_id)
+    with _readonly_all(journals) as opened:
+        report = build_status(opened[0], run_id) if len(opened) == 1 else union_status(opened)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        Console().print(status_table(report))
+        Console().print(status_table(report) if isinstance(report, Status) else union_status_table(report))
 
 
 @app.command()
-def audit(journal: JournalOpt = DEFAULT_JOURNAL, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
-    """Prove every discovered animal was posted exactly once; exit 0 only when there is no exception."""
+def audit(journal: JournalsOpt = None, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
+    """Prove every discovered animal was posted exactly once; exit 0 only when there is no exception. With several
+    journals (one per shard), prove their union: all shards, and every id listed and posted exactly once across them."""
+    from .audit import Audit
     from .audit import audit as build_audit
-    from .render import render_audit
+    from .render import render_audit, render_union_audit
+    from .union import union_audit
 
-    with _readonly(journal) as opened:
-        report = build_audit(opened, run_id)
-    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else render_audit(report))
+    with _readonly_all(_several(journal, run_id)) as opened:
+        report = build_audit(opened[0], run_id) if len(opened) == 1 else union_audit(opened)
+    words = render_audit(report) if isinstance(report, Audit) else render_union_audit(report)
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else words)
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import UNSHOWN, ConfigError, CredentialMissing, JournaledSettingsInvalid
+from .shards import Shard, journaled_shard
 from .urls import redact_url
 
 __all__ = ["API_MAX_BATCH", "DEFAULT_BASE_URL", "DEFAULT_JOURNAL", "Settings"]
@@ -43,6 +44,7 @@ class Settings:
     limit: int | None = None  # sync only the first N animals listed (test mode)
     dry_run: bool = False  # list, fetch, transform and journal, but post nothing
     incremental: bool = False  # post only what is new or changed since the journal's earlier finished runs
+    shard: Shard | None = None  # list, fetch and post only this shard's pages (None: all of them)
     token: str | None = field(default=None, repr=False)  # bearer token; never journaled or logged
 
     def __post_init__(self) -> None:
@@ -79,6 +81,7 @@ class Settings:
         data.pop("token")
         data["base_url"] = redact_url(self.base_url)
         data["journal"] = str(self.journal)
+        data["shard"] = None if self.shard is None else str(self.shard)  # as typed: `resume` parses it back
         data["authenticated"] = bool(self.token) or urlsplit(self.base_url).password is not None
         return data
 
@@ -92,6 +95,7 @@ class Settings:
             data["base_url"] = _without_password(str(data["base_url"]))
         data["journal"] = Path(data.get("journal", DEFAULT_JOURNAL))  # journaled as text
         try:
+            data["shard"] = journaled_shard(data)  # journaled as text
             cls(**data)  # what the journal holds, checked alone, so its faults are not blamed on a flag
         except ConfigError as exc:
             raise JournaledSettingsInvalid(exc.field, exc.value, exc.rule) from None

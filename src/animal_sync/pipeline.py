@@ -18,6 +18,7 @@ from .attempt import Progress, RunOutcome, RunResult
 from .config import Settings
 from .errors import JournalError
 from .journal import Journal, RunRow, RunState
+from .shards import check_same_shard
 from .sync import Sync
 from .urls import redact_url
 
@@ -31,10 +32,13 @@ def start_run(
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
-    """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it."""
+    """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it,
+    or if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only."""
     journal = Journal.open(settings.journal, exclusive=True)
     try:
         last = journal.last_run()
+        if last is not None:
+            check_same_shard(journal.path, last.settings, settings.shard)
         if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             if not abandon:
                 raise JournalError(

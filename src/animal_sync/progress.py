@@ -69,7 +69,7 @@ def expected_animals(progress: Progress, limit: int | None = None) -> int | None
     """How many animals the run will hold: exact once every page is listed, extrapolated per page before."""
     if limit is not None and progress.discovered >= limit:
         return limit
-    total, listed = progress.total_pages, progress.pages_listed
+    total, listed = progress.pages_planned, progress.pages_listed
     if total is None or listed == 0:
         return limit
     estimate = progress.discovered if listed >= total else round(progress.discovered * total / listed)
@@ -204,7 +204,7 @@ class ProgressBars:
 
     def __call__(self, progress: Progress) -> None:
         animals = expected_animals(progress, self.limit)
-        pages = progress.total_pages
+        pages = progress.pages_planned
         if self.limit is not None and progress.discovered >= self.limit:
             pages = progress.pages_listed  # test mode stops listing once it has its animals: that is all of it
         rows = {

@@ -14,9 +14,11 @@ from rich.text import Text
 
 from .audit import Audit
 from .journal import BatchState, Decision
+from .shards import PAGE_SIZE
 from .status import SettledBatch, Status, plain
+from .union import UnionAudit, UnionStatus
 
-__all__ = ["render_audit", "settled_line", "status_line", "status_table"]
+__all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
 _GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
 
@@ -62,7 +64,9 @@ def status_table(report: Status) -> Table:
     table.add_row("attempts", str(report.attempts))
     table.add_row("elapsed", f"{report.elapsed_seconds:.1f} s")
     pages = report.pages
-    table.add_row("pages listed", f"{pages.listed:,} of {_of_total(pages.total)}")
+    if report.shard is not None:
+        table.add_row("shard", f"{report.shard}: lists {_of_total(pages.owned)} of {_of_total(pages.total)} pages")
+    table.add_row("pages listed", f"{pages.listed:,} of {_of_total(pages.owned)}")
     table.add_row("animals", f"{report.animals_total:,} listed")
     table.add_row("", _counts_grid(report.animals))
     table.add_row("batches", _counts_grid(report.batches))
@@ -140,12 +144,7 @@ def render_audit(report: Audit, shown: int = 20) -> str:
         lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with `animal-sync status --watch`")
     elif report.run_state != "finished":
         lines.append(f"the run is {report.run_state}, not finished: run `animal-sync resume`")
-    for kind, count in report.exception_counts.items():
-        lines.append(f"{kind}: {count}")
-        for item in report.exceptions[kind][:shown]:
-            lines.append("  " + ", ".join(f"{k}={_short(v)}" for k, v in item.items()))
-        if count > shown:
-            lines.append(f"  ... and {count - shown} more (see --json)")
+    lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
     if not report.ok:
         lines.append("NOT OK")
     elif report.dry_run:
@@ -161,3 +160,71 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     else:
         lines.append("OK: every discovered animal was posted exactly once")
     return "\n".join(lines)
+
+
+def _exception_lines(counts: Mapping[str, int], found: Mapping[str, tuple[Mapping[str, Any], ...]], shown: int) -> list[str]:
+    """Each exception kind with its count and its first `shown` examples."""
+    lines = []
+    for kind, count in counts.items():
+        lines.append(f"{kind}: {count}")
+        for item in found[kind][:shown]:
+            lines.append("  " + ", ".join(f"{k}={_short(v)}" for k, v in item.items()))
+        if count > shown:
+            lines.append(f"  ... and {count - shown} more (see --json)")
+    return lines
+
+
+def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
+    """The shards' audit in lines: the union's figures, one line per journal (its own audit below it when it is
+    not OK), the union's exceptions, the verdict last."""
+    ids = None if report.total_pages is None else report.total_pages * PAGE_SIZE
+    lines = [
+        f"audit of {len(report.journals)} shard journals: {_of_total(report.shard_count)} shards,"
+        f" {_of_total(report.total_pages)} pages; {report.delivered} of {_of_total(ids)} ids delivered,"
+        f" {report.listed} listed"
+    ]
+    for item in report.journals:
+        own = item.audit
+        lines.append(
+            f"{item.journal}: shard {item.shard}, run {own.run_id} {own.run_state}, {own.posted} of {own.discovered}"
+            f" posted: {'OK' if own.ok else 'NOT OK'}"
+        )
+        if not own.ok:
+            lines.extend("  " + line for line in render_audit(own, shown).splitlines()[1:-1])
+    lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
+    if report.ok:
+        last = _of_total(None if ids is None else ids - 1)
+        lines.append(
+            f"OK: all {report.shard_count} shards present once; every id 0..{last}"
+            " listed by the shard that owns its page and delivered exactly once across them"
+        )
+    else:
+        lines.append("NOT OK")
+    return "\n".join(lines)
+
+
+def union_status_table(report: UnionStatus) -> Table:
+    """Several shard journals' status: one row per journal, the sums last, the shards not given named."""
+    title = (
+        f"{len(report.journals)} shard journals: {_of_total(report.shard_count)} shards,"
+        f" {_of_total(report.total_pages)} pages"
+    )
+    if report.missing:
+        title += f"; no journal given for shards {', '.join(map(str, report.missing))}"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE, pad_edge=False)
+    for name in ("journal", "shard", "run", "state", "pages listed", "animals listed", "posted", "left"):
+        table.add_column(name, justify="left" if name in ("journal", "shard", "state") else "right")
+    for item in report.journals:
+        own = item.status
+        process = " (process gone)" if own.process and not own.process.alive else ""
+        table.add_row(
+            item.journal, own.shard or "0/1", str(own.run_id), f"{own.state}{process}",
+            f"{own.pages.listed:,} of {_of_total(own.pages.owned)}", f"{own.animals_total:,}",
+            f"{own.animals['posted']:,}", f"{own.left.animals:,}",
+        )
+    animals = report.animals
+    table.add_row(
+        "all", "", "", "", f"{report.pages_listed:,} of {_of_total(report.total_pages)}",
+        f"{sum(animals.values()):,}", f"{animals.get('posted', 0):,}", f"{report.left:,}", style="bold",
+    )
+    return table

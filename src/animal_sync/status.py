@@ -15,6 +15,7 @@ from typing import Any
 
 from .journal import AnimalState, BatchState, Decision, Journal, RunState, select_run, writer_pid_path
 from .settle import standing
+from .shards import WHOLE, journaled_shard
 
 __all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "settled", "status", "writer_process"]
 
@@ -36,6 +37,7 @@ def plain(value: Any) -> Any:
 class Pages:
     listed: int
     total: int | None  # None until the first page is listed
+    owned: int | None = None  # of the total, those the run lists: a shard's share (all without --shard)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Status:
     settled: tuple[SettledBatch, ...]
     message: str | None
     process: WriterProcess | None  # only while the journal says the run is running
+    shard: str | None = None  # `run --shard I/N`: the run lists, fetches and posts this shard's pages only
 
     @property
     def animals_total(self) -> int:
@@ -155,6 +158,8 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
     listed = len(journal.listed_pages(run.id))
     elapsed = _seconds_between(run.started_at, run.finished_at if run.state != RunState.RUNNING else None)
     discovered = sum(animals.values())
+    shard = journaled_shard(run.settings)
+    owned = None if run.total_pages is None else len((shard or WHOLE).pages(run.total_pages))
     return Status(
         run_id=run.id,
         state=run.state,
@@ -166,7 +171,7 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
         finished_at=run.finished_at,
         attempts=run.attempts,
         elapsed_seconds=round(elapsed, 3),
-        pages=Pages(listed, run.total_pages),
+        pages=Pages(listed, run.total_pages, owned),
         animals=animals,
         batches=batches,
         retries=_named(counters, "retry_"),
@@ -174,10 +179,11 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
         errors={name: n for name, n in counters.items() if not name.startswith(("retry_", "post_"))},
         throughput_per_second=round(animals[AnimalState.POSTED] / elapsed, 1) if elapsed else None,
         left=Left(
-            pages=None if run.total_pages is None else max(0, run.total_pages - listed),
+            pages=None if owned is None else max(0, owned - listed),
             animals=discovered - animals[AnimalState.POSTED] - animals[AnimalState.SETTLED] - animals[AnimalState.UNCHANGED],
         ),
         settled=settled(journal, run.id),
         message=(run.outcome or {}).get("message"),
         process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+        shard=None if shard is None else str(shard),
     )

@@ -31,6 +31,7 @@ from .journal import AnimalState, BatchState, Journal, NoRoomForAnswer, RunRow
 from .outbox import Outbox
 from .outcomes import Action, Halt
 from .settle import unsettled_resends
+from .shards import WHOLE
 from .upstream import UpstreamCheck
 from .urls import redact_url
 
@@ -94,7 +95,8 @@ class Sync:
         self.unbatched: list[int] = []
         self.failed_pages: dict[int, str] = {}  # page -> why it could not be listed in this attempt
         self.listed: set[int] = set()
-        self.next_page = 1
+        self.shard = settings.shard or WHOLE  # the pages this run lists: every N-th from its first (all without one)
+        self.next_page = self.shard.first_page
         self.unreachable: str | None = None
         self.refused: str | None = None  # the API turned the credential away (401/403): set with `unreachable`
         # The data set is checked before anything of a resumed run is fetched or sent (upstream.py).
@@ -121,6 +123,7 @@ class Sync:
         self.listed = self.journal.listed_pages(run_id)
         self.check.resume_from(self.journal.first_listed_page(run_id))
         self.progress.pages_listed = len(self.listed)
+        self._plan_pages(self.run.total_pages)
         self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
         self.unbatched = self.journal.animal_ids(run_id, AnimalState.FETCHED)
         counts = self.journal.count_animals(run_id)
@@ -143,12 +146,18 @@ class Sync:
             return False
         total = self.progress.total_pages
         if total is None:
-            return 1 not in self.listed and not self._page_in_flight(1) and 1 not in self.failed_pages
+            first = self.shard.first_page
+            return first not in self.listed and not self._page_in_flight(first) and first not in self.failed_pages
         while self.next_page <= total and (
             self.next_page in self.listed or self.next_page in self.failed_pages or self._page_in_flight(self.next_page)
         ):
-            self.next_page += 1
+            self.next_page += self.shard.count
         return self.next_page <= total
+
+    def _plan_pages(self, total: int | None) -> None:
+        """A sharded run's bars and estimates count its own pages only."""
+        if self.settings.shard is not None and total is not None:
+            self.progress.pages_owned = len(self.shard.pages(total))
 
     def _page_in_flight(self, page: int) -> bool:
         return ("page", page) in self.gets.values()
@@ -193,11 +202,11 @@ class Sync:
             and len(self.to_fetch) < low_water
             and self._pages_left()
         ):
-            page = 1 if self.progress.total_pages is None else self.next_page
+            page = self.shard.first_page if self.progress.total_pages is None else self.next_page
             self.gets[pool.submit(self.api.list_page, page)] = ("page", page)
             pages_in_flight += 1
             if self.progress.total_pages is None:
-                break  # page 1 tells the total; nothing else can be planned before it answers
+                break  # the first page tells the total; nothing else can be planned before it answers
         if len(self.outbox.to_post) > 2 * self.settings.post_workers:
             return  # posting lags behind: stop fetching until it catches up, so batches do not pile up
         while len(self.gets) < capacity and self.to_fetch:
@@ -268,6 +277,12 @@ class Sync:
         count_retries(self.counters, self.progress, page.retries)
         if self._upstream_changed(page):  # journal nothing of it: one run never mixes two data sets
             return
+        if page.page > max(page.total_pages, 1):  # a shard past the last page: it owns none, but now knows the total
+            self.journal.set_total_pages(self.run.id, page.total_pages)
+            self.listed.add(page.page)
+            self.progress.total_pages = page.total_pages
+            self._plan_pages(page.total_pages)
+            return
         room = None if self.settings.limit is None else self.settings.limit - self.progress.discovered
         new_ids = self.journal.record_page(
             self.run.id, page.page, page.ids, page.total_pages, max_new=room, digest=page.digest,
@@ -280,6 +295,7 @@ class Sync:
         self.progress.pages_listed += 1
         self.progress.discovered += len(new_ids)
         self.progress.total_pages = page.total_pages
+        self._plan_pages(page.total_pages)
         self.check.listed(page)
         self.to_fetch.extend(new_ids)
 

@@ -9,6 +9,7 @@ from .journal import ANSWER_ROOM_BASE, ANSWER_ROOM_PER_ANIMAL, Journal, NoRoomFo
 from .lock import writer_pid_path
 from .queries import (
     AnimalRecord,
+    ListedAnimal,
     Orphan,
     UnchangedClaim,
     delivered_records,
@@ -16,6 +17,7 @@ from .queries import (
     iter_animals,
     last_batch_built_at,
     last_posted_at,
+    listed_animals,
     orphans,
     posted_batch_sizes,
     select_run,
@@ -42,6 +44,7 @@ __all__ = [
     "IllegalTransition",
     "Journal",
     "JournalChanged",
+    "ListedAnimal",
     "NoRoomForAnswer",
     "Orphan",
     "RunRow",
@@ -55,6 +58,7 @@ __all__ = [
     "iter_animals",
     "last_batch_built_at",
     "last_posted_at",
+    "listed_animals",
     "migrations",
     "now",
     "orphans",

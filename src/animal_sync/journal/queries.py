@@ -19,6 +19,7 @@ from .store import reading
 
 __all__ = [
     "AnimalRecord",
+    "ListedAnimal",
     "Orphan",
     "UnchangedClaim",
     "delivered_records",
@@ -26,6 +27,7 @@ __all__ = [
     "iter_animals",
     "last_batch_built_at",
     "last_posted_at",
+    "listed_animals",
     "orphans",
     "posted_batch_sizes",
     "select_run",
@@ -216,3 +218,21 @@ def unchanged_claims(journal: Journal, run_id: int) -> Iterator[UnchangedClaim]:
             prior_state=None if row["prior_state"] is None else AnimalState(row["prior_state"]),
             prior_batch_id=row["prior_batch_id"], prior_transformed=row["prior_transformed"],
         )
+
+
+@dataclass(frozen=True)
+class ListedAnimal:
+    """An animal as the union of shard journals sees it: its id, the page it was listed on, its state."""
+
+    id: int
+    page: int
+    state: AnimalState
+
+
+@reading
+def listed_animals(journal: Journal, run_id: int) -> Iterator[ListedAnimal]:
+    """Every animal the run listed, with its page and state, in id order, streamed (the shards' union audit)."""
+    for animal_id, page, state in journal.db.execute(
+        "SELECT id, page, state FROM animals WHERE run_id = ? ORDER BY id", [run_id]
+    ):
+        yield ListedAnimal(animal_id, page, AnimalState(state))
