@@ -601,3 +601,35 @@ def test_one_fsynced_commit_per_batch_taken_at_its_release(simulator, tmp_path: 
         assert opened.count_batches(result.run_id) == {BatchState.POSTED: 10}
     # One release per batch (one POST out at a time, none sending yet as it begins), then the run's end.
     assert fsynced == [0] * 10 + [0]
+
+
+@pytest.mark.parametrize("then", ["restarted with another data set", "gone"])
+def test_resuming_a_finished_run_with_nothing_left_never_undoes_it(simulator, tmp_path: Path, then: str) -> None:
+    """Cron and Indexed Jobs resume whatever the journal holds: a proven run must stay proven, whatever the API does."""
+    sim = simulator(animals=200, seed=1, strict=True)
+    journal = tmp_path / "j.db"
+    assert start_run(settings(sim.url, journal)).outcome is RunOutcome.CLEAN
+    port = _port(sim)
+    sim.stop()
+    if then == "restarted with another data set":
+        after = simulator(animals=300, seed=2, strict=True, port=port)
+
+    result = resume_run(journal)
+
+    assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
+    assert result.message.startswith("already finished, nothing to resume (its audit is clean)")
+    if then == "restarted with another data set":
+        assert after.verify()["posts"] == 0  # nothing was sent, nothing re-checked into a change
+    with Journal.open(journal, readonly=True) as opened:
+        assert opened.run(1).state is RunState.FINISHED and opened.run(1).attempts == 1
+    assert audited(journal)["ok"]
+
+
+def test_resuming_a_finished_run_with_quarantined_animals_still_retries_them(simulator, tmp_path: Path) -> None:
+    sim = simulator(animals=100, strict=True, faults={7: "html"})
+    journal = tmp_path / "j.db"
+    assert start_run(settings(sim.url, journal)).outcome is RunOutcome.EXCEPTIONS
+    again = resume_run(journal)
+    assert not again.message.startswith("already finished")
+    with Journal.open(journal, readonly=True) as opened:
+        assert opened.run(1).attempts == 2  # it was resumed: the quarantined animal was fetched again

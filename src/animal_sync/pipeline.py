@@ -15,10 +15,12 @@ from typing import Any
 
 from .api import AnimalsApi
 from .attempt import Progress, RunOutcome, RunResult
+from .audit import audit
 from .config import Settings
 from .errors import JournalError
-from .journal import Journal, RunRow, RunState
+from .journal import AnimalState, BatchState, Journal, RunRow, RunState
 from .shards import check_same_shard
+from .status import status
 from .sync import Sync
 from .urls import redact_url
 
@@ -70,10 +72,36 @@ def resume_run(
         if last.state not in (RunState.RUNNING, RunState.INTERRUPTED, RunState.FINISHED):
             raise JournalError(f"the last run in {journal_path} was {last.state}; start a new one with `animal-sync run`")
         settings = Settings.from_journal(last.settings, journal=journal_path, **(overrides or {}))
+        if last.state is RunState.FINISHED and not _work_left(journal, last, settings):
+            return _already_finished(journal, last)  # never re-checked: an upstream restart must not undo it
         run = journal.resume_run(last.id)
         return _execute(journal, run, settings, stop, on_progress)
     finally:
         journal.close()
+
+
+def _work_left(journal: Journal, run: RunRow, settings: Settings) -> bool:
+    """Whether a resume of this finished run has anything to do: animals to fetch or retry, batches to send, pages
+    to list. A finished run with nothing left is not resumed at all, so no check of the data set and no outage can
+    turn a proven run back into an unfinished one (cron and Indexed Jobs resume whatever the journal holds)."""
+    report = status(journal, run.id)
+    animals, batches = report.animals, report.batches
+    retried = (AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.DISCOVERED, AnimalState.FETCHED)
+    queued = batches.get(BatchState.PENDING, 0) + batches.get(BatchState.WITHHELD, 0) + batches.get(BatchState.SENDING, 0)
+    doubted = batches.get(BatchState.IN_DOUBT, 0) if settings.resend_in_doubt else 0
+    failed_pages = (run.outcome or {}).get("failed_pages") or ()
+    return bool(sum(animals.get(state, 0) for state in retried) or queued or doubted or report.left.pages or failed_pages)
+
+
+def _already_finished(journal: Journal, run: RunRow) -> RunResult:
+    """A finished run with nothing to resume: said as it is, with the audit's verdict, and nothing written."""
+    verdict = audit(journal, run.id)
+    exceptions = sum(verdict.exception_counts.values())
+    said = "its audit is clean" if verdict.ok else f"its audit names {exceptions} exceptions (`animal-sync audit`)"
+    return RunResult(
+        run.id, RunState.FINISHED, RunOutcome.CLEAN if verdict.ok else RunOutcome.EXCEPTIONS,
+        f"already finished, nothing to resume ({said}); start the next sync with `animal-sync run`",
+    )
 
 
 def _execute(
