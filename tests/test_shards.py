@@ -66,7 +66,7 @@ def test_a_shard_owns_every_nth_page_from_its_index_and_the_shards_cover_the_pag
     assert Shard(1, 4).owner(10) == 1 and Shard(1, 4).owner(9) == 0 and Shard(1, 4).owner(49) == 0  # 10 ids a page
 
 
-@pytest.mark.parametrize("text", ["4/4", "0/0", "-1/4", "1", "a/b", "1/4/2", "", "1/-4"])
+@pytest.mark.parametrize("text", ["4/4", "0/0", "-1/4", "1", "a/b", "1/4/2", "", "1/-4", "²/3", "1/99999999999999999999"])
 def test_a_shard_outside_0_to_n_is_refused(text: str) -> None:
     with pytest.raises(ConfigError) as raised:
         Shard.parse(text)
@@ -220,3 +220,11 @@ def test_status_over_several_journals_shows_each_shard_and_the_missing_ones(
     code, _, err = run_cli(capsys, "audit", "--run", "1", *flags(journals))
     assert code == 2
     assert_one_line(err, "--run reads one journal")
+
+
+def test_shard_journals_of_two_apis_fail_the_union(capsys, journals: list[Path]) -> None:
+    tamper(journals[3], "UPDATE runs SET base_url = 'http://127.0.0.1:9'")
+    code, out, _ = run_cli(capsys, "audit", "--json", *flags(journals))
+    report = json.loads(out)
+    assert code == 1 and report["exception_counts"] == {"api_differs": 1}
+    assert report["exceptions"]["api_differs"][0]["apis"][str(journals[3])] == "http://127.0.0.1:9"

@@ -194,9 +194,12 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
     lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
     if report.ok:
         last = _of_total(None if ids is None else ids - 1)
+        exact = report.delivered - report.settled
+        but = [f"{report.unchanged} unchanged since a named delivery"] if report.unchanged else []
+        but += [f"{report.settled} settled as delivered by a person"] if report.settled else []
         lines.append(
-            f"OK: all {report.shard_count} shards present once; every id 0..{last}"
-            " listed by the shard that owns its page and delivered exactly once across them"
+            f"OK: all {report.shard_count} shards present once; every id 0..{last} listed by the shard that owns"
+            f" its page; {exact} delivered exactly once across them" + "".join(f", {part}" for part in but)
         )
     else:
         lines.append("NOT OK")

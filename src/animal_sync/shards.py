@@ -8,6 +8,7 @@ A shard's first page also tells it total_pages, so no shard needs to list a page
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = ["PAGE_SIZE", "Shard", "ShardMismatch", "check_same_shard", "journaled
 
 PAGE_SIZE = 10  # the API's page size, fixed: ids are positions in the listing
 _RULE = "must be I/N: N shards of the page space (N >= 1) and this one's 0-based index I (0 <= I < N)"
+_SHARD = re.compile(r"([0-9]{1,9})\s*/\s*([0-9]{1,9})")
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,10 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         """`I/N` as a person or a Kubernetes Indexed Job writes it, e.g. `3/8`; a ConfigError names the rule."""
-        index, slash, count = text.strip().partition("/")
-        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+        found = _SHARD.fullmatch(text.strip())  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+        if found is None:
             raise ConfigError("shard", text, _RULE)
-        return cls(int(index), int(count))
+        return cls(int(found[1]), int(found[2]))
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

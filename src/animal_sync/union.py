@@ -40,6 +40,8 @@ class UnionAudit:
     total_pages: int | None  # None when the journals disagree (or nothing was listed)
     listed: int  # distinct ids listed across the journals
     delivered: int  # distinct ids posted (or settled as delivered) across the journals
+    settled: int  # of those, ids a person settled as delivered: a judgement, not an answer
+    unchanged: int  # ids not sent again: unchanged since a delivery each journal's own audit names
     journals: tuple[ShardAudit, ...]
     exception_counts: Mapping[str, int]
     exceptions: Mapping[str, tuple[Mapping[str, Any], ...]]
@@ -80,7 +82,7 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
     of 0 .. 10*T-1 listed by its page's owner only and delivered exactly once across all of them.
 
     A journal of an unsharded run counts as shard 0/1. Exception kinds: shard_count_differs, missing_shard,
-    duplicate_shard, total_pages_differs, foreign_id, listed_twice, unlisted_id, delivered_twice, and journal (a
+    duplicate_shard, total_pages_differs, api_differs, foreign_id, listed_twice, unlisted_id, delivered_twice, and journal (a
     journal whose own audit is not OK; its exceptions are in its own audit, under `journals`).
     """
     found = Exceptions()
@@ -91,9 +93,14 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
         for journal, run in zip(journals, runs)
     ]
     count, total = _shards_fit(named, exception)
+    apis = {run.base_url for run in runs}
+    if len(apis) > 1:  # shards of one sync talk to one API; journals of two APIs prove nothing together
+        exception("api_differs", apis={path: run.base_url for (path, _, _), run in zip(named, runs)})
 
     listed_by: dict[int, str] = {}
     delivered_by: dict[int, str] = {}
+    unchanged: set[int] = set()
+    settled: set[int] = set()
     for journal, run, (path, shard, _) in zip(journals, runs, named):
         for animal in listed_animals(journal, run.id):
             if count is not None and shard.owner(animal.id) != shard.index:
@@ -101,6 +108,10 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
             if animal.id in listed_by:
                 exception("listed_twice", id=animal.id, journals=[listed_by[animal.id], path])
             listed_by.setdefault(animal.id, path)
+            if animal.state is AnimalState.UNCHANGED:
+                unchanged.add(animal.id)
+            elif animal.state is AnimalState.SETTLED:
+                settled.add(animal.id)
             if animal.state in DELIVERED:
                 if animal.id in delivered_by:
                     exception("delivered_twice", id=animal.id, journals=[delivered_by[animal.id], path])
@@ -125,6 +136,8 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
         total_pages=total,
         listed=len(listed_by),
         delivered=len(delivered_by),
+        settled=len(settled),
+        unchanged=len(unchanged),
         journals=tuple(audits),
         exception_counts=found.counts,
         exceptions={kind: tuple(items) for kind, items in found.found.items()},
