@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from animal_sync.config import Settings
-from animal_sync.journal import AnimalState, Journal, RunState
+from animal_sync.journal import AnimalState, Decision, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
-from animal_sync.simulator import Simulator, SimulatorConfig
+from animal_sync.settle import settle
+from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 from conftest import assert_exactly_once, audited, query, run_cli, tamper
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01, batch_size=20)
@@ -249,3 +251,23 @@ def test_a_journal_state_unchanged_cannot_be_reached_but_from_discovered() -> No
 
     assert {source for source, targets in ANIMAL_TRANSITIONS.items() if AnimalState.UNCHANGED in targets} == {AnimalState.DISCOVERED}
     assert ANIMAL_TRANSITIONS[AnimalState.UNCHANGED] == frozenset()
+
+
+def test_a_batch_settled_as_delivered_is_no_proof_for_a_later_incremental_run(tmp_path: Path) -> None:
+    """A person's settlement is a judgement, not an answer: the next incremental run sends those animals again."""
+    journal = tmp_path / "j.db"
+    with Simulator(SimulatorConfig(port=0, animals=100, chaos=0.0, stall_min=0.6, stall_max=0.6)) as sim:
+        sim.queue_chaos(Chaos.STALL, method="POST")  # the first (and only) POST: its answer is lost, the batch in doubt
+        first = start_run(Settings(base_url=sim.url, journal=journal, get_timeout=0.15, post_timeout=0.2,
+                                   retries=2, post_workers=1, resend_in_doubt=False))
+        assert first.in_doubt == (1,)
+        while sim.stalled_requests:
+            time.sleep(0.02)
+        with Journal.open(journal, exclusive=True) as opened:
+            settle(opened, Decision.DELIVERED, "checked downstream", [1], user="dave")
+        sim.reset_verification()
+        second = start_run(Settings(base_url=sim.url, journal=journal, incremental=True))
+        assert second.outcome is RunOutcome.CLEAN, second.message
+        assert sim.verify()["delivered"] == 100  # all sent again: the settled batch proved nothing
+    report = audited(journal)
+    assert report["ok"] and report["posted"] == 100

@@ -14,8 +14,9 @@ from .journal import AnimalState, BatchState, Delivery, Journal, RunRow, Unchang
 
 __all__ = ["Baseline", "unproven"]
 
-_DELIVERED_BATCH = (BatchState.POSTED, BatchState.SETTLED)
-_DELIVERED_ANIMAL = (AnimalState.POSTED, AnimalState.SETTLED)
+# Only a delivery the API answered 2xx proves an unchanged animal; a person's settlement is a judgement, not proof.
+_DELIVERED_BATCH = (BatchState.POSTED,)
+_DELIVERED_ANIMAL = (AnimalState.POSTED,)
 
 
 class Baseline:

@@ -69,12 +69,14 @@ class JournalReads(JournalFile):
 
     @reading
     def last_delivery(self, run: RunRow, animal_id: int) -> Delivery | None:
-        """The latest record of this id posted (or settled as delivered) by an earlier finished run against the
-        same API, or None: a subquery, not a list of runs, so a journal of a thousand nightly runs costs the same."""
+        """The latest record of this id posted (answered 2xx) by an earlier finished run against the same API, or None.
+
+        A batch a person settled as delivered is a judgement, not an answer: it is never the proof an unchanged
+        animal rests on (re-sending it is harmless on the upsert endpoints incremental runs are for)."""
         row = self.db.execute(
             f"SELECT run_id, batch_id, transformed FROM animals WHERE id = ? AND run_id IN ({self._EARLIER})"
-            " AND state IN (?, ?) ORDER BY run_id DESC LIMIT 1",
-            [animal_id, run.id, RunState.FINISHED, run.base_url, AnimalState.POSTED, AnimalState.SETTLED],
+            " AND state = ? ORDER BY run_id DESC LIMIT 1",
+            [animal_id, run.id, RunState.FINISHED, run.base_url, AnimalState.POSTED],
         ).fetchone()
         return Delivery(*row) if row else None
 
