@@ -22,7 +22,7 @@ from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, Ill
 from animal_sync.pipeline import RunOutcome, resume_run, start_run
 from animal_sync.audit import audit
 from animal_sync.render import render_audit
-from animal_sync.settle import BlankReason, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
+from animal_sync.settle import BlankReason, NoResendHere, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
 from conftest import assert_one_line, run_cli
@@ -393,3 +393,18 @@ def test_a_re_send_taken_after_doubt_is_at_least_once_until_settled(
     assert code == 0  # the run's own verdict agrees with the audit's
     with Journal.open(journal, readonly=True) as opened:
         assert opened.batch(1).state is B.POSTED and opened.settlements(1)[1].decision is Decision.DELIVERED
+
+
+def test_a_re_send_is_refused_for_a_run_resume_cannot_continue(journal: Journal) -> None:
+    """Queued for a `resume` that will never come, the batch would wait for ever while the reports said it was queued."""
+    [older] = build(journal, "in_doubt")  # run 1, finished with a batch in doubt
+    build(journal, "posted")  # run 2: the journal's last run now
+    with pytest.raises(NoResendHere, match="continues only the journal's last run"):
+        settle(journal, Decision.RESEND, REASON, [older.id], run_id=1, user="dave")
+    assert journal.batch(older.id).state is BatchState.IN_DOUBT  # nothing changed
+    settle(journal, Decision.DELIVERED, REASON, [older.id], run_id=1, user="dave")  # a judgement is fine on any run
+
+    [abandoned] = build(journal, "in_doubt")  # run 3, then abandoned
+    journal.end_run(3, RunState.ABANDONED, {"message": "abandoned by a new run"})
+    with pytest.raises(NoResendHere, match="abandoned"):
+        settle(journal, Decision.RESEND, REASON, [abandoned.id], user="dave")

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import JournalError
-from .journal import BatchRow, BatchState, Decision, Journal, RunRow, SettlementRow, select_run
+from .journal import BatchRow, BatchState, Decision, Journal, RunRow, RunState, SettlementRow, select_run
 
 __all__ = [
     "BlankReason",
+    "NoResendHere",
     "NotSettleable",
     "NothingInDoubt",
     "SettleError",
@@ -58,6 +59,15 @@ class NothingInDoubt(SettleError):
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         super().__init__(f"run {run_id} has no batch in doubt")
+
+
+class NoResendHere(SettleError):
+    """A re-send is queued for the next `resume`, which continues only the journal's last run, and not an abandoned
+    one: for any other run the batch would wait for ever while the reports said it was queued."""
+
+    def __init__(self, run_id: int, why: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} cannot take a re-send: {why}; settle it --delivered, or not at all")
 
 
 class BlankReason(SettleError):
@@ -153,6 +163,12 @@ def settle(
     if not reason:
         raise BlankReason()
     run = select_run(journal, run_id)
+    if decision is Decision.RESEND:
+        last = journal.last_run()
+        if last is None or last.id != run.id:
+            raise NoResendHere(run.id, f"`animal-sync resume` continues only the journal's last run ({last.id if last else '-'})")
+        if run.state is RunState.ABANDONED:
+            raise NoResendHere(run.id, "it was abandoned, and `animal-sync resume` does not continue an abandoned run")
     if batch_ids is None:
         batches = journal.batches(run.id, BatchState.IN_DOUBT)
         if not batches:
