@@ -295,3 +295,23 @@ def test_the_exit_code_table_above_names_every_outcome() -> None:
     from animal_sync.pipeline import RunOutcome
 
     assert set(EXIT_CODES) == {str(outcome) for outcome in RunOutcome}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["audit", "--run", "99999999999999999999"],
+        ["status", "--run", "99999999999999999999"],
+        ["export", "--run", "99999999999999999999"],
+        ["settle", "99999999999999999999", "--delivered", "--reason", "checked"],
+    ],
+)
+def test_an_id_beyond_any_the_journal_can_hold_is_one_line(capsys, tmp_path: Path, command: list[str]) -> None:
+    from animal_sync.journal import Journal, RunState
+
+    journal = tmp_path / "j.db"
+    with Journal.open(journal) as opened:
+        run = opened.start_run({}, "http://api.test")
+        opened.end_run(run.id, RunState.FINISHED, {"message": "empty"})
+    code, _, err = run_cli(capsys, *command, "--journal", str(journal))
+    assert code == 2 and err.startswith("animal-sync: ") and err.count("\n") == 1 and "Traceback" not in err, err

@@ -53,7 +53,9 @@ def reading(method: Callable[P, T]) -> Callable[P, T]:
     so without this a damaged journal would end the CLI with a traceback instead of one line.
     """
 
-    def journal_error(journal: Any, exc: sqlite3.Error) -> JournalError:
+    def journal_error(journal: Any, exc: sqlite3.Error | OverflowError) -> JournalError:
+        if isinstance(exc, OverflowError):  # e.g. `audit --run 99999999999999999999`: no row can have that id
+            return JournalError(f"journal {journal.path}: a number asked for is beyond any id the journal holds ({exc})")
         return JournalError(f"journal {journal.path}: {exc}")
 
     if inspect.isgeneratorfunction(method):
@@ -62,7 +64,7 @@ def reading(method: Callable[P, T]) -> Callable[P, T]:
         def generator(*args: P.args, **kwargs: P.kwargs) -> Any:
             try:
                 yield from method(*args, **kwargs)  # type: ignore[misc]
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OverflowError) as exc:
                 raise journal_error(args[0], exc) from None
 
         return generator  # type: ignore[return-value]
@@ -71,7 +73,7 @@ def reading(method: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(*args, **kwargs)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise journal_error(args[0], exc) from None
 
     return wrapper
