@@ -156,7 +156,7 @@ def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, 
     def hard_exit(code: int) -> None:
         raise SystemExit(f"os._exit({code})")
 
-    monkeypatch.setattr("animal_sync.cli.os._exit", hard_exit)
+    monkeypatch.setattr("animal_sync.cli.sync.os._exit", hard_exit)
     with stop_on_signals() as stop:
         handler = signal.getsignal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGHUP) is handler  # a closed terminal stops the run the same way

@@ -43,6 +43,16 @@ class Outbox:
                 self.log.warning("batch_resending", batch_id=batch.id, animals=len(batch.ids), reason="in doubt: at-least-once")
                 self.to_post.append(batch)
 
+    def make_batches(self, ids: list[int], final: bool) -> list[int]:
+        """Journal and queue full batches of fetched `ids` (with `final`, the rest too); returns the ids left over."""
+        if self.settings.dry_run:
+            return ids  # a dry run keeps its animals fetched: nothing is sent, so nothing is batched
+        size = self.settings.batch_size
+        while len(ids) >= size or (final and ids):
+            batch_ids, ids = ids[:size], ids[size:]
+            self.to_post.append(self.journal.batch(self.journal.create_batch(self.run_id, batch_ids)))
+        return ids
+
     def has_room(self) -> bool:
         """Whether another POST may leave now."""
         return bool(self.to_post) and len(self.posts) < self.settings.post_workers

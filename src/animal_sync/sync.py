@@ -1,12 +1,13 @@
 """The coordinator of one attempt: list -> fetch -> transform -> batch -> post, overlapped on thread pools.
 
-One coordinator thread owns the journal; worker threads only talk HTTP and run pure code (examine.py). Each step
-of the coordinator records what finished, schedules what is next, and commits once. A batch's POST leaves
-journaled `withheld` (its body held back for `100 Continue`); just before the body is released the POST thread
-has the coordinator journal it `sending` and fsync that (release.py), and its answer is committed as soon as it
-arrives. So a process killed at any instant leaves in doubt at most the batches whose bodies had left, and names
-them; a batch killed while its body was still held back is provably unsent and is sent again as a first send.
-What an answer means is decided by `outcomes.classify`; the coordinator only applies the verdict.
+One coordinator thread owns the journal; worker threads only talk HTTP and run pure code (fetch.py, examine.py);
+listing.py plans which page to list next. Each step of the coordinator records what finished, schedules what is
+next, and commits once. A batch's POST leaves journaled `withheld` (its body held back for `100 Continue`); just
+before the body is released the POST thread has the coordinator journal it `sending` and fsync that (release.py),
+and its answer is committed as soon as it arrives. So a process killed at any instant leaves in doubt at most the
+batches whose bodies had left, and names them; a batch killed while its body was still held back is provably unsent
+and is sent again as a first send. What an answer means is decided by `outcomes.classify`; the coordinator only
+applies the verdict.
 """
 
 from __future__ import annotations
@@ -16,57 +17,30 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from .api import AnimalsApi, ApiUnreachable, BodyTooLarge, CredentialRefused, FetchFailed, Page
+from .api import AnimalsApi, ApiUnreachable, CredentialRefused, FetchFailed, Page
 from .attempt import Progress, RunResult, Seen, conclude, count_retries
 from .config import Settings
 from .errors import JournalError
-from .examine import examine
+from .fetch import Fetched, fetch
 from .incremental import Baseline
 from .journal import AnimalState, BatchState, Journal, NoRoomForAnswer, RunRow
+from .listing import Listing
 from .outbox import Outbox
 from .outcomes import Action, Halt
 from .settle import unsettled_resends
-from .shards import WHOLE
 from .upstream import UpstreamCheck
 from .urls import redact_url
 
-__all__ = ["Fetched", "Sync", "fetch"]
+__all__ = ["Sync"]
 
 log = structlog.get_logger("animal_sync")
 
 STEP_SECONDS = 0.02  # the coordinator commits at most this often (plus at once for answers and body releases)
 QUEUE_DEPTH = 3  # GETs queued per worker, so no worker idles while the coordinator commits
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A worker's verdict on one detail: a transformed record, or the reason it is quarantined."""
-
-    animal_id: int
-    raw: str | bytes | None  # None when the body was refused unread
-    transformed: str | None
-    reason: str | None
-    retries: tuple[str, ...]
-
-    @property
-    def attempts(self) -> int:
-        """Detail fetches made for this animal: the first, then one per retry (journaled as `animals.attempts`)."""
-        return 1 + len(self.retries)
-
-
-def fetch(api: AnimalsApi, animal_id: int) -> Fetched:
-    """One detail fetched and examined, on a worker thread."""
-    try:
-        detail = api.fetch_detail(animal_id)
-    except BodyTooLarge as exc:  # refused unread: bad data to quarantine, like any malformed record
-        return Fetched(animal_id, None, None, str(exc), tuple(exc.retries))
-    examined = examine(detail.body, animal_id)
-    return Fetched(animal_id, examined.raw, examined.transformed, examined.reason, detail.retries)
 
 
 class Sync:
@@ -93,10 +67,7 @@ class Sync:
         self.counters: Counter[str] = Counter()
         self.to_fetch: deque[int] = deque()
         self.unbatched: list[int] = []
-        self.failed_pages: dict[int, str] = {}  # page -> why it could not be listed in this attempt
-        self.listed: set[int] = set()
-        self.shard = settings.shard or WHOLE  # the pages this run lists: every N-th from its first (all without one)
-        self.next_page = self.shard.first_page
+        self.listing = Listing(settings.shard)  # the pages this attempt asks for, and those it could not list
         self.unreachable: str | None = None
         self.refused: str | None = None  # the API turned the credential away (401/403): set with `unreachable`
         # The data set is checked before anything of a resumed run is fetched or sent (upstream.py).
@@ -120,9 +91,9 @@ class Sync:
             self.log.warning("batch_in_doubt", batch_id=batch_id, reason="in flight when the last process stopped")
         if retried:
             self.log.info("retrying_exceptions", animals=retried)
-        self.listed = self.journal.listed_pages(run_id)
+        self.listing.listed = self.journal.listed_pages(run_id)
         self.check.resume_from(self.journal.first_listed_page(run_id))
-        self.progress.pages_listed = len(self.listed)
+        self.progress.pages_listed = len(self.listing.listed)
         self._plan_pages(self.run.total_pages)
         self.to_fetch.extend(self.journal.animal_ids(run_id, AnimalState.DISCOVERED))
         self.unbatched = self.journal.animal_ids(run_id, AnimalState.FETCHED)
@@ -141,26 +112,14 @@ class Sync:
         return self.settings.limit is None or self.progress.discovered < self.settings.limit
 
     def _pages_left(self) -> bool:
-        """Pages still to ask for in this attempt (not listed, not in flight, not failed already)."""
-        if not self._within_limit():
-            return False
-        total = self.progress.total_pages
-        if total is None:
-            first = self.shard.first_page
-            return first not in self.listed and not self._page_in_flight(first) and first not in self.failed_pages
-        while self.next_page <= total and (
-            self.next_page in self.listed or self.next_page in self.failed_pages or self._page_in_flight(self.next_page)
-        ):
-            self.next_page += self.shard.count
-        return self.next_page <= total
+        """Pages still to ask for in this attempt (not listed, not in flight, not failed already), within --limit."""
+        in_flight = {key for kind, key in self.gets.values() if kind == "page"}
+        return self._within_limit() and self.listing.left(self.progress.total_pages, in_flight)
 
     def _plan_pages(self, total: int | None) -> None:
         """A sharded run's bars and estimates count its own pages only."""
         if self.settings.shard is not None and total is not None:
-            self.progress.pages_owned = len(self.shard.pages(total))
-
-    def _page_in_flight(self, page: int) -> bool:
-        return ("page", page) in self.gets.values()
+            self.progress.pages_owned = len(self.listing.shard.pages(total))
 
     def _halted(self) -> bool:
         """Whether this attempt must stop asking the API for more (its in-flight POSTs are still finished)."""
@@ -202,7 +161,7 @@ class Sync:
             and len(self.to_fetch) < low_water
             and self._pages_left()
         ):
-            page = self.shard.first_page if self.progress.total_pages is None else self.next_page
+            page = self.listing.next_page(self.progress.total_pages)
             self.gets[pool.submit(self.api.list_page, page)] = ("page", page)
             pages_in_flight += 1
             if self.progress.total_pages is None:
@@ -212,15 +171,6 @@ class Sync:
         while len(self.gets) < capacity and self.to_fetch:
             animal_id = self.to_fetch.popleft()
             self.gets[pool.submit(fetch, self.api, animal_id)] = ("detail", animal_id)
-
-    def _make_batches(self, final: bool) -> None:
-        if self.settings.dry_run:
-            return  # a dry run keeps its animals fetched: nothing is sent, so nothing is batched
-        size = self.settings.batch_size
-        while len(self.unbatched) >= size or (final and self.unbatched):
-            ids, self.unbatched = self.unbatched[:size], self.unbatched[size:]
-            batch_id = self.journal.create_batch(self.run.id, ids)
-            self.outbox.to_post.append(self.journal.batch(batch_id))
 
     # -- results ---------------------------------------------------------------------------------------------
 
@@ -252,7 +202,7 @@ class Sync:
             self.check.could_not_check(key, reason, time.monotonic())
             return
         if kind == "page":
-            self.failed_pages[key] = reason
+            self.listing.failed[key] = reason
             self.log.warning("page_failed", page=key, reason=reason)
             return
         self.journal.record_fetch_failed(self.run.id, key, reason, attempts=attempts)
@@ -279,7 +229,7 @@ class Sync:
             return
         if page.page > max(page.total_pages, 1):  # a shard past the last page: it owns none, but now knows the total
             self.journal.set_total_pages(self.run.id, page.total_pages)
-            self.listed.add(page.page)
+            self.listing.listed.add(page.page)
             self.progress.total_pages = page.total_pages
             self._plan_pages(page.total_pages)
             return
@@ -291,7 +241,7 @@ class Sync:
         for item in page.bad_items:
             self.counters["bad_listing_item"] += 1
             self.log.warning("bad_listing_item", page=page.page, item=item["item"], reason=item["reason"])
-        self.listed.add(page.page)
+        self.listing.listed.add(page.page)
         self.progress.pages_listed += 1
         self.progress.discovered += len(new_ids)
         self.progress.total_pages = page.total_pages
@@ -380,7 +330,7 @@ class Sync:
                     self._schedule_gets(get_pool)
                 listing_done = self._listing_done()
                 fetching_done = listing_done and not self.to_fetch and not self.gets
-                self._make_batches(final=fetching_done and not stopping)
+                self.unbatched = self.outbox.make_batches(self.unbatched, final=fetching_done and not stopping)
                 self.journal.add_counters(self.run.id, self.counters)
                 self.counters.clear()
             due = []
@@ -419,12 +369,12 @@ class Sync:
         in_doubt = tuple(batch.id for batch in self.journal.batches(run_id, BatchState.IN_DOUBT))
         outcome: dict[str, Any] = {
             "animals": counts, "batches": batches, "elapsed_seconds": round(elapsed, 3),
-            "failed_pages": sorted(self.failed_pages),
+            "failed_pages": sorted(self.listing.failed),
         }
         seen = Seen(
             refused=self.refused, changed=self.check.changed, unreachable=self.unreachable,
             stopped=self.stop.is_set(), check_failed=self.check.failed,
-            listing_started=self.progress.total_pages is not None, failed_pages=self.failed_pages,
+            listing_started=self.progress.total_pages is not None, failed_pages=self.listing.failed,
             dry_run=self.settings.dry_run,
         )
         if self.check.changed is not None and self.refused is None:
