@@ -617,7 +617,7 @@ def test_resuming_a_finished_run_with_nothing_left_never_undoes_it(simulator, tm
     result = resume_run(journal)
 
     assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
-    assert result.message.startswith("already finished, nothing to resume (its audit is clean)")
+    assert result.message.startswith("already finished, nothing to resume (its audit is clean): 200 animals posted")
     if then == "restarted with another data set":
         assert after.verify()["posts"] == 0  # nothing was sent, nothing re-checked into a change
     with Journal.open(journal, readonly=True) as opened:

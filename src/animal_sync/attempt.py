@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from .journal import AnimalState, RunState
 
-__all__ = ["Progress", "RunOutcome", "RunResult", "Seen", "conclude", "count_retries"]
+__all__ = ["Progress", "RunOutcome", "RunResult", "Seen", "conclude", "count_retries", "summary"]
 
 
 @dataclass
@@ -126,10 +126,10 @@ def conclude(
         + len(in_doubt) + len(seen.failed_pages) + bad_items + len(resent)
     )
     outcome = RunOutcome.CLEAN if exceptions == 0 else RunOutcome.EXCEPTIONS
-    return RunState.FINISHED, outcome, _summary(counts, in_doubt, seen.failed_pages, bad_items, seen.dry_run, resent)
+    return RunState.FINISHED, outcome, summary(counts, in_doubt, seen.failed_pages, bad_items, seen.dry_run, resent)
 
 
-def _summary(
+def summary(  # a finished run's closing line
     counts: dict[str, int],
     in_doubt: tuple[int, ...],
     failed_pages: dict[int, str],

@@ -2,8 +2,9 @@
 
 list -> fetch -> transform -> batch -> post, overlapped on thread pools, with the journal as the only truth. The
 modules behind it: sync.py (the coordinator, the only journal writer), outbox.py (its POST side), outcomes.py (what
-a POST's answer means), upstream.py (whether the data set is still the run's), examine.py (decode and transform),
-attempt.py (progress and how an attempt ended, named here too for the callers of the entry points).
+a POST's answer means), upstream.py (whether the data set is still the run's), listing.py (which pages are left),
+fetch.py and examine.py (a detail fetched, decoded and transformed), attempt.py (progress and how an attempt ended,
+named here too for the callers of the entry points).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .api import AnimalsApi
-from .attempt import Progress, RunOutcome, RunResult
+from .attempt import Progress, RunOutcome, RunResult, summary
 from .audit import audit
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchState, Journal, RunRow, RunState
+from .settle import unsettled_resends
 from .shards import check_same_shard
 from .status import status
 from .sync import Sync
@@ -73,7 +75,7 @@ def resume_run(
             raise JournalError(f"the last run in {journal_path} was {last.state}; start a new one with `animal-sync run`")
         settings = Settings.from_journal(last.settings, journal=journal_path, **(overrides or {}))
         if last.state is RunState.FINISHED and not _work_left(journal, last, settings):
-            return _already_finished(journal, last)  # never re-checked: an upstream restart must not undo it
+            return _already_finished(journal, last, settings)  # never re-checked: an upstream restart must not undo it
         run = journal.resume_run(last.id)
         return _execute(journal, run, settings, stop, on_progress)
     finally:
@@ -93,14 +95,18 @@ def _work_left(journal: Journal, run: RunRow, settings: Settings) -> bool:
     return bool(sum(animals.get(state, 0) for state in retried) or queued or doubted or report.left.pages or failed_pages)
 
 
-def _already_finished(journal: Journal, run: RunRow) -> RunResult:
+def _already_finished(journal: Journal, run: RunRow, settings: Settings) -> RunResult:
     """A finished run with nothing to resume: said as it is, with the audit's verdict, and nothing written."""
     verdict = audit(journal, run.id)
-    exceptions = sum(verdict.exception_counts.values())
-    said = "its audit is clean" if verdict.ok else f"its audit names {exceptions} exceptions (`animal-sync audit`)"
+    counts = journal.count_animals(run.id)
+    in_doubt = tuple(batch.id for batch in journal.batches(run.id, BatchState.IN_DOUBT))
+    resent = [batch.id for batch in unsettled_resends(journal, run.id)]
+    failed_pages = {int(page): "" for page in (run.outcome or {}).get("failed_pages") or ()}
+    line = summary(counts, in_doubt, failed_pages, len(journal.bad_listing_items(run.id)), settings.dry_run, resent)
+    said = "its audit is clean" if verdict.ok else f"its audit names {sum(verdict.exception_counts.values())} exceptions"
     return RunResult(
         run.id, RunState.FINISHED, RunOutcome.CLEAN if verdict.ok else RunOutcome.EXCEPTIONS,
-        f"already finished, nothing to resume ({said}); start the next sync with `animal-sync run`",
+        f"already finished, nothing to resume ({said}): {line}", counts, in_doubt,
     )
 
 
