@@ -6,6 +6,7 @@ Helpers are imported by name (`from conftest import audited`); each exists here 
 
 from __future__ import annotations
 
+import shutil
 import socketserver
 import sqlite3
 import sys
@@ -48,6 +49,13 @@ def audited(journal: Path) -> dict[str, Any]:
     """The audit of the journal's last run, read-only, as `animal-sync audit --json` reports it."""
     with Journal.open(journal, readonly=True) as opened:
         return audit(opened).to_json()
+
+
+def copy_of(journal: Path, where: Path) -> Path:
+    """A copy of a module-scoped journal for one test to tamper with, so the others keep the original."""
+    copy = where / "j.db"
+    shutil.copyfile(journal, copy)
+    return copy
 
 
 def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:

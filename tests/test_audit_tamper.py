@@ -7,7 +7,6 @@ or a faulty disk would, and reads the audit: the untouched copy audits clean, so
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from animal_sync.config import Settings
 from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator, SimulatorConfig
-from conftest import audited, query, tamper
+from conftest import audited, copy_of, query, tamper
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +30,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def journal(synced: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "j.db"
-    shutil.copyfile(synced, copy)
-    return copy
+    return copy_of(synced, tmp_path)
 
 
 def batch_ids(journal: Path, batch_id: int) -> list[int]:

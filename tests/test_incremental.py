@@ -4,7 +4,6 @@ rest is journaled `unchanged` with a pointer the audit proves, and a pointer tha
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from animal_sync.journal import AnimalState, Decision, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
-from conftest import assert_exactly_once, audited, query, run_cli, tamper
+from conftest import assert_exactly_once, audited, copy_of, query, run_cli, tamper
 
 FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01, batch_size=20)
 ANIMALS = 200
@@ -194,9 +193,7 @@ def incremental_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def journal(incremental_journal: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "j.db"
-    shutil.copyfile(incremental_journal, copy)
-    return copy
+    return copy_of(incremental_journal, tmp_path)
 
 
 def test_the_untouched_incremental_journal_audits_clean(journal: Path) -> None:
