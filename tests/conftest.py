@@ -7,6 +7,7 @@ Helpers are imported by name (`from conftest import audited`); each exists here 
 from __future__ import annotations
 
 import shutil
+import signal
 import socketserver
 import sqlite3
 import sys
@@ -49,6 +50,15 @@ def audited(journal: Path) -> dict[str, Any]:
     """The audit of the journal's last run, read-only, as `animal-sync audit --json` reports it."""
     with Journal.open(journal, readonly=True) as opened:
         return audit(opened).to_json()
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """`run` and `resume` called in-process install their signal handlers in pytest itself: put pytest's back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def copy_of(journal: Path, where: Path) -> Path:

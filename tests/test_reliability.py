@@ -36,7 +36,6 @@ from animal_sync.api import AnimalsApi, FetchFailed
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
-from animal_sync.audit import audit
 from animal_sync.status import status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
 from conftest import assert_exactly_once, assert_one_line, audited, cli, query, run_cli
@@ -303,15 +302,6 @@ def test_deliverable_oddities_alone_finish_clean(simulator, tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------- 5. journal faults
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    """`run` and `resume` called in-process install their Ctrl-C handlers in pytest itself: put pytest's back."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
 
 
 @pytest.fixture

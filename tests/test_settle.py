@@ -8,7 +8,6 @@ force a lost POST answer on a real simulator on 127.0.0.1 (`Simulator.queue_chao
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,15 +289,6 @@ def test_settle_all_in_doubt_then_audit_exits_0_and_lists_them(capsys, doubted_j
 # --------------------------------------------------------------------------- end to end on a real simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=0.2, retries=2, backoff=0.01)
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    """`resume` called in-process installs its Ctrl-C handlers in pytest itself: put pytest's back."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> None:
