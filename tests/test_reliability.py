@@ -643,6 +643,19 @@ def fill(disk: Path, leave: int) -> Path:
     return ballast
 
 
+def stalled_post_on(simulator, tiny_disk: Path, *flags: str) -> tuple[Simulator, Path, subprocess.Popen[str]]:
+    """A `run` child on the tiny disk whose one batch's POST the strict API holds for 2 s, once it is held."""
+    sim = simulator(animals=100, strict=True, stall_min=2.0, stall_max=2.0)  # one batch
+    journal = tiny_disk / "j.db"
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", *flags),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    return sim, journal, process
+
+
 def handled_posts(sim: Simulator) -> int:
     verdict = sim.verify()
     return verdict["posts"] + verdict["posts_rejected"]
@@ -651,14 +664,7 @@ def handled_posts(sim: Simulator) -> int:
 def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resume_on_the_full_disk_sends_nothing(
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
-    sim = simulator(animals=100, strict=True, stall_min=2.0, stall_max=2.0)  # one batch
-    journal = tiny_disk / "j.db"
-    sim.queue_chaos(Chaos.STALL, method="POST")
-    process = subprocess.Popen(
-        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    sim, journal, process = stalled_post_on(simulator, tiny_disk)
     # No 100 yet from this server, so the body follows the wait: released (journaled `sending`) into the stall.
     wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "the body released", process)
     # The disk fills while the API holds the POST: its answer (100 animals' rows) no longer fits; smaller commits do.
@@ -695,14 +701,7 @@ def test_a_disk_filling_while_a_post_waits_for_100_continue_withholds_the_body_a
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
     """Room is measured again at the release: a body the answer could not be journaled for never leaves."""
-    sim = simulator(animals=100, strict=True, stall_min=2.0, stall_max=2.0)  # one batch
-    journal = tiny_disk / "j.db"
-    sim.queue_chaos(Chaos.STALL, method="POST")
-    process = subprocess.Popen(
-        cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--get-timeout", "1"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    sim, journal, process = stalled_post_on(simulator, tiny_disk, "--get-timeout", "1")
     assert query(journal, "SELECT state FROM batches") == [("withheld",)]
     ballast = fill(tiny_disk, leave=28 * 1024)  # before the 1 s wait ends and the body would be released
     process.wait(timeout=60)

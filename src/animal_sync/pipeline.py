@@ -101,8 +101,8 @@ def _already_finished(journal: Journal, run: RunRow, settings: Settings) -> RunR
     counts = journal.count_animals(run.id)
     in_doubt = tuple(batch.id for batch in journal.batches(run.id, BatchState.IN_DOUBT))
     resent = [batch.id for batch in unsettled_resends(journal, run.id)]
-    failed_pages = {int(page): "" for page in (run.outcome or {}).get("failed_pages") or ()}
-    line = summary(counts, in_doubt, failed_pages, len(journal.bad_listing_items(run.id)), settings.dry_run, resent)
+    # No failed page here: one would be work left for a resume (`_work_left`).
+    line = summary(counts, in_doubt, {}, len(journal.bad_listing_items(run.id)), settings.dry_run, resent)
     said = "its audit is clean" if verdict.ok else f"its audit names {sum(verdict.exception_counts.values())} exceptions"
     return RunResult(
         run.id, RunState.FINISHED, RunOutcome.CLEAN if verdict.ok else RunOutcome.EXCEPTIONS,
