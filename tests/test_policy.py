@@ -66,6 +66,15 @@ TABLE = [
      Action.FAILED, None, False, ("batch_failed_http_503",), "batch_failed"),
     ("another 4xx", answer(O.REFUSED_AFTER_READING, 404, "HTTP 404"), FIRST,
      Action.FAILED, None, False, ("batch_failed_http_404",), "batch_failed"),
+    ("a 2xx before the body was read: no delivery", answer(O.REFUSED_BEFORE_READING, 200, "HTTP 200 before", BodyRelease.WITHHELD),
+     FIRST, Action.FAILED, None, False, ("batch_failed_http_200",), "batch_failed"),
+    ("a redirect before the body was read", answer(O.REFUSED_BEFORE_READING, 301, "HTTP 301 redirect", BodyRelease.WITHHELD),
+     FIRST, Action.FAILED, None, False, ("batch_failed_http_301",), "batch_failed"),
+    ("a redirect after the body left: maybe processed", answer(O.UNKNOWN, 303, "HTTP 303 redirect", BodyRelease.AFTER_CONTINUE),
+     FIRST, Action.IN_DOUBT, None, True, ("batch_in_doubt",), "batch_in_doubt"),
+    ("a 5xx after a late 100 Continue: the ids may be taken",
+     answer(O.REFUSED_AFTER_READING, 500, "HTTP 500", BodyRelease.LATE_CONTINUE),
+     FIRST, Action.IN_DOUBT, None, True, ("batch_in_doubt",), "batch_in_doubt"),
 ]
 
 
@@ -100,6 +109,8 @@ def test_classify_decides_what_an_answer_means(
          "refused_before_reading on a re-send (HTTP 503): still in doubt"),
         (answer(O.REFUSED_AFTER_READING, 404, None), FIRST, "refused_after_reading: refused"),
         (answer(O.DELIVERED, 200), FIRST, None),
+        (answer(O.UNKNOWN, 307, "HTTP 307 redirect to '/x' after the body was sent: not followed for a POST"), FIRST,
+         "unknown: HTTP 307 redirect to '/x' after the body was sent: not followed for a POST"),
     ],
 )
 def test_the_verdict_words_the_reason_the_journal_keeps(result: PostResult, batch: Batch, reason: str | None) -> None:
