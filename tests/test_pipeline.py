@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from continue_server import ContinueServer, Fate
+from structlog.testing import capture_logs
 
 from animal_sync import upstream
 from animal_sync.config import Settings
@@ -565,6 +566,26 @@ def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a
     [named] = audited(journal)["exceptions"]["in_doubt"]
     assert "on a re-send" in named["reason"] and "a repeat, the first send was delivered" in named["reason"]
     assert counters(journal)["resend_refused"] == 1
+
+
+def test_a_proven_repeat_is_never_re_sent_by_a_later_resume(continuing, tmp_path: Path) -> None:
+    """Every resume used to re-send a batch it had already proven a repeat: the refusals went 3 -> 6 -> 9."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(fail_after=True), Fate(fail_after=True), Fate(fail_after=True))
+    journal = tmp_path / "j.db"
+    start_run(settings(server.url, journal))
+    resume_run(journal)  # the re-send is read and refused: a proven repeat
+    assert server.ledger.posts == 2
+
+    with capture_logs() as logs:
+        later = [resume_run(journal) for _ in range(2)]
+
+    assert server.ledger.posts == 2  # not one more refusal
+    assert [run.in_doubt for run in later] == [(1,), (1,)]  # still named, never called delivered
+    held = [entry for entry in logs if entry["event"] == "batch_held"]
+    assert [entry["batch_id"] for entry in held] == [1, 1] and "proven repeat" in held[0]["reason"]
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].endswith("a repeat, the first send was delivered")
 
 
 def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_so(continuing, tmp_path: Path) -> None:
