@@ -409,7 +409,13 @@ class AnimalsApi:
             error = f"{said}HTTP {status} redirect to {where!r} {sent}: not followed for a POST"
         else:
             error = f"{said}HTTP {status}: {body[:300]}"
-        return PostResult(outcome, status, body, error, tuple(retries), release, _assumption(trace, retries, plain_http))
+        assumption = _assumption(trace, retries, plain_http)
+        if outcome is PostOutcome.REFUSED_BEFORE_READING and status >= 500 and release is not BodyRelease.WITHHELD:
+            assumption = (  # refused, and its animals will be sent again: "unread" is the old rule, not a proof
+                f"HTTP {status} to a body sent without 100 Continue was taken to come before the handler read it;"
+                " its animals are sent again: exactly once only if it did"
+            )
+        return PostResult(outcome, status, body, error, tuple(retries), release, assumption)
 
 
 def _assumption(trace: PostTrace, retries: Sequence[str], plain_http: bool) -> str | None:

@@ -139,7 +139,7 @@ class Outbox:
         status, body, reason = result.status, result.body, verdict.reason or ""
         match verdict.action:
             case Action.POSTED:
-                self.journal.mark_posted(batch, status or 0, body or "")
+                self.journal.mark_posted(batch, status or 0, body or "", result.assumption)
                 self.progress.posted += len(batch.ids)
                 blog.info("batch_posted", status=status, resent=batch.in_doubt_at is not None)
             case Action.UNSEND:
@@ -154,7 +154,7 @@ class Outbox:
             case Action.SPLIT:
                 self._split(batch, result)
             case Action.FAILED:
-                self.journal.mark_failed(batch, status, body, reason)
+                self.journal.mark_failed(batch, status, body, reason, result.assumption)
                 self.progress.failed += len(batch.ids)
                 blog.error("batch_failed", status=status, body=body)
 
