@@ -4,14 +4,18 @@ release through a proxy, and a long Retry-After said aloud and cut short by a st
 
 from __future__ import annotations
 
+import json
 import select
+import signal
 import socket
+import subprocess
 import threading
 import time
 from contextlib import closing
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import cli
 from raw_servers import Conduct, RawServer
 from structlog.testing import capture_logs
 
@@ -317,3 +321,26 @@ def test_a_post_stopped_during_a_retry_after_wait_keeps_its_last_answer(raw):
     )
     assert result.error.startswith("stopped while waiting to retry: HTTP 503")
     assert server.seen.bodies_read == 0 and len(server.seen.requests) == 1
+
+
+def test_sigterm_during_a_long_retry_after_ends_the_run_within_a_second_and_the_wait_was_said(raw, tmp_path):
+    server = raw(*[Conduct(status=429, headers=(("Retry-After", "999999"),))] * 50)
+    process = subprocess.Popen(
+        cli("run", "--base-url", server.url, "--journal", str(tmp_path / "j.db"), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not server.seen.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the 30 s wait (Retry-After 999999, capped)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        took = time.monotonic() - signalled
+    finally:
+        process.kill()
+    events = [json.loads(line) for line in process.stderr.read().splitlines() if line.startswith("{")]
+    assert process.returncode == 130 and took < 2.0, took
+    waits = [event for event in events if event["event"] == "retry_wait"]
+    assert waits and waits[0]["seconds"] == 30 and waits[0]["retry_after"] == "999999"
