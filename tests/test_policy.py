@@ -10,7 +10,7 @@ import pytest
 from animal_sync.api import Page
 from animal_sync.continue100 import BodyRelease
 from animal_sync.examine import examine
-from animal_sync.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify
+from animal_sync.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify, proven_repeat
 from animal_sync.upstream import CHECK_TRIES, RECHECK_EVERY, RECHECK_SECONDS, UpstreamCheck
 
 O = PostOutcome
@@ -216,3 +216,21 @@ def test_examine_is_the_one_path_from_a_body_to_its_outgoing_text(
     examined = examine(body, animal_id)
     assert (examined.transformed, examined.reason) == (transformed, reason)
     assert examined.raw == (body if reason == "body is not UTF-8" else (body.decode() if isinstance(body, bytes) else body))
+
+
+@pytest.mark.parametrize(
+    ("reason", "proven"),
+    [
+        ("refused_after_reading on a re-send (HTTP 500): a repeat, the first send was delivered", True),
+        ("refused_before_reading on a re-send (HTTP 500): probably a repeat, the first send was delivered", False),
+        ("refused_before_reading on a re-send (HTTP 503): still in doubt", False),
+        ("unknown: read_timeout: x", False),
+        (None, False),
+    ],
+)
+def test_only_a_re_send_read_and_refused_is_a_proven_repeat_and_held(reason: str | None, proven: bool) -> None:
+    assert proven_repeat(reason) is proven
+    if reason and reason.endswith("delivered"):  # the reason classify words is the one proven_repeat reads back
+        release = BodyRelease.AFTER_CONTINUE if proven else None
+        outcome = O.REFUSED_AFTER_READING if proven else O.REFUSED_BEFORE_READING
+        assert classify(answer(outcome, 500, "HTTP 500", release), RESENT).reason == reason
