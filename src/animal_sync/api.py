@@ -394,8 +394,11 @@ class AnimalsApi:
         """The PostResult of a final answer (a urllib3 response), with what became of the body on its try."""
         retries = _history_kinds(getattr(getattr(raw, "retries", None), "history", ()))
         status = raw.status
-        if text is None:
-            text = (raw.data or b"").decode("utf-8", "replace")
+        if text is None:  # an answer drained before a retry's wait: its body may be gone
+            try:
+                text = (raw.data or b"").decode("utf-8", "replace")
+            except Exception:  # noqa: BLE001 - the body is only shown, never judged
+                text = ""
         body = text[:2000]
         release = body_release(raw)
         outcome = classify_answer(status, release)
