@@ -731,9 +731,28 @@ def test_before_any_100_continue_a_stalled_post_sends_its_body_after_the_wait(co
     server.script(Fate(stall=0.5))
     with closing(real_api(server.url, get_timeout=0.2, post_timeout=3.0)) as api:
         result = api.post_batch(batch(1))
-    # The late 100 Continue that follows the stall is skipped like any interim answer.
-    assert (result.outcome, result.release, result.retries) == (PostOutcome.DELIVERED, BodyRelease.AFTER_WAIT, ())
+    # The 100 Continue that follows the stall comes after the body: late, but the handler asked for it.
+    assert (result.outcome, result.release, result.retries) == (PostOutcome.DELIVERED, BodyRelease.LATE_CONTINUE, ())
     assert server.ledger.delivered == {1: 1} and server.ledger.posts == 1
+
+
+def test_a_late_100_continue_is_not_silence_so_slow_handler_starts_never_switch_to_bodies_at_once(continuing):
+    server = continuing()
+    server.script(Fate(stall=0.5), Fate(stall=0.5), Fate(), Fate(stall=0.5), Fate(), Fate())
+    with closing(real_api(server.url, get_timeout=0.2, post_timeout=3.0)) as api:
+        results = [api.post_batch(batch(i)) for i in range(1, 5)]
+        speaks = api.session.get_adapter(api.base_url + HOME_PATH).expect.speaks_continue
+    # The first slow start's late 100 proves the server speaks 100-continue: a later stall withholds the body and
+    # re-sends it, and no run of slow starts is ever taken for a server that stays silent (bodies sent at once).
+    assert [(r.outcome, r.release, r.retries) for r in results] == [
+        (PostOutcome.DELIVERED, BodyRelease.LATE_CONTINUE, ()),
+        (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE, ("body_withheld",)),
+        (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE, ("body_withheld",)),
+        (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE, ()),
+    ]
+    assert speaks
+    settle_handlers(server, 6)
+    assert server.ledger.delivered == {1: 1, 2: 1, 3: 1, 4: 1}
 
 
 def test_a_stall_on_every_try_is_never_received(continuing):
@@ -779,6 +798,14 @@ def test_a_post_asks_for_100_continue_and_a_get_does_not(api, mocked):
         (502, BodyRelease.AT_ONCE, PostOutcome.REFUSED_BEFORE_READING),
         (500, None, PostOutcome.REFUSED_BEFORE_READING),
         (400, None, PostOutcome.REFUSED_AFTER_READING),
+        (200, BodyRelease.WITHHELD, PostOutcome.REFUSED_BEFORE_READING),  # a 2xx before the body: no delivery
+        (204, BodyRelease.WITHHELD, PostOutcome.REFUSED_BEFORE_READING),
+        (301, BodyRelease.WITHHELD, PostOutcome.REFUSED_BEFORE_READING),  # a redirect before the body: never read
+        (302, BodyRelease.AFTER_CONTINUE, PostOutcome.UNKNOWN),  # after it: never followed, maybe processed
+        (303, BodyRelease.AT_ONCE, PostOutcome.UNKNOWN),
+        (307, None, PostOutcome.UNKNOWN),
+        (500, BodyRelease.LATE_CONTINUE, PostOutcome.REFUSED_AFTER_READING),  # a late 100: the handler read it
+        (200, BodyRelease.LATE_CONTINUE, PostOutcome.DELIVERED),
     ],
 )
 def test_classify_answer_by_status_and_what_became_of_the_body(status, release, outcome):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from continue_server import ContinueServer, Fate
+from structlog.testing import capture_logs
 
 from animal_sync import upstream
 from animal_sync.config import Settings
@@ -19,6 +20,8 @@ from animal_sync.errors import JournalError
 from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
 from animal_sync.audit import audit
+from animal_sync.render import render_audit
+from animal_sync.html_report import render_html, report_data
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 from conftest import assert_exactly_once, audited, query
@@ -565,6 +568,77 @@ def test_a_first_send_refused_after_reading_is_in_doubt_and_its_refused_resend_a
     [named] = audited(journal)["exceptions"]["in_doubt"]
     assert "on a re-send" in named["reason"] and "a repeat, the first send was delivered" in named["reason"]
     assert counters(journal)["resend_refused"] == 1
+
+
+def test_a_proven_repeat_is_never_re_sent_by_a_later_resume(continuing, tmp_path: Path) -> None:
+    """Every resume used to re-send a batch it had already proven a repeat: the refusals went 3 -> 6 -> 9."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(fail_after=True), Fate(fail_after=True), Fate(fail_after=True))
+    journal = tmp_path / "j.db"
+    start_run(settings(server.url, journal))
+    resume_run(journal)  # the re-send is read and refused: a proven repeat
+    assert server.ledger.posts == 2
+
+    with capture_logs() as logs:
+        later = [resume_run(journal) for _ in range(2)]
+
+    assert server.ledger.posts == 2  # not one more refusal
+    assert [run.in_doubt for run in later] == [(1,), (1,)]  # still named, never called delivered
+    held = [entry for entry in logs if entry["event"] == "batch_held"]
+    assert [entry["batch_id"] for entry in held] == [1, 1] and "proven repeat" in held[0]["reason"]
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].endswith("a repeat, the first send was delivered")
+
+
+def test_a_5xx_to_a_body_sent_without_100_continue_evidence_then_re_sent_is_counted_apart_never_proven(
+    continuing, tmp_path: Path
+) -> None:
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(stall=0.5, fail_before=503), Fate())  # the body follows the 0.2 s wait; the 503 comes unread
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1))
+
+    assert result.outcome is RunOutcome.CLEAN and server.ledger.delivered == Counter(range(1, 51))
+    report = audited(journal)
+    assert report["ok"] and not report["proven"]
+    [assumed] = report["assumed"]
+    assert (assumed["batch_id"], assumed["animals"]) == (1, 50)
+    assert assumed["assumption"].startswith("re-sent after HTTP 503 to a body sent without 100 Continue")
+    with Journal.open(journal, readonly=True) as opened:
+        text = render_audit(audit(opened))
+    assert "resting on an assumption, not proven: 1 batches" in text
+    assert text.splitlines()[-1].startswith("OK, not proven for 1 batches (50 animals, listed above)")
+    with Journal.open(journal, readonly=True) as opened:
+        page = render_html(report_data(opened))
+    assert "OK, not proven" in page and "resting on an assumption (not proven)" in page
+
+
+def test_a_batch_failed_on_an_unproven_5xx_and_re_sent_by_a_resume_is_counted_apart_never_proven(
+    continuing, tmp_path: Path
+) -> None:
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(stall=0.5, fail_before=503))
+    journal = tmp_path / "j.db"
+    first = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1, retries=0))
+    assert first.outcome is RunOutcome.EXCEPTIONS and not server.ledger.delivered
+
+    again = resume_run(journal)
+
+    assert again.outcome is RunOutcome.CLEAN and server.ledger.delivered == Counter(range(1, 51))
+    report = audited(journal)
+    assert report["ok"] and not report["proven"]
+    [assumed] = report["assumed"]
+    assert assumed["batch_id"] != 1 and "taken to come before the handler read it" in assumed["assumption"]
+
+
+def test_a_run_whose_5xx_all_came_before_100_continue_is_proven(continuing, tmp_path: Path) -> None:
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(), Fate(fail_before=503), Fate())
+    journal = tmp_path / "j.db"
+    start_run(settings(server.url, journal, batch_size=25, post_workers=1))
+    report = audited(journal)
+    assert report["ok"] and report["proven"] and report["assumed"] == []
 
 
 def test_a_server_without_100_continue_is_synced_exactly_once_and_the_run_says_so(continuing, tmp_path: Path) -> None:

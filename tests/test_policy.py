@@ -10,7 +10,7 @@ import pytest
 from animal_sync.api import Page
 from animal_sync.continue100 import BodyRelease
 from animal_sync.examine import examine
-from animal_sync.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify
+from animal_sync.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify, proven_repeat
 from animal_sync.upstream import CHECK_TRIES, RECHECK_EVERY, RECHECK_SECONDS, UpstreamCheck
 
 O = PostOutcome
@@ -66,6 +66,15 @@ TABLE = [
      Action.FAILED, None, False, ("batch_failed_http_503",), "batch_failed"),
     ("another 4xx", answer(O.REFUSED_AFTER_READING, 404, "HTTP 404"), FIRST,
      Action.FAILED, None, False, ("batch_failed_http_404",), "batch_failed"),
+    ("a 2xx before the body was read: no delivery", answer(O.REFUSED_BEFORE_READING, 200, "HTTP 200 before", BodyRelease.WITHHELD),
+     FIRST, Action.FAILED, None, False, ("batch_failed_http_200",), "batch_failed"),
+    ("a redirect before the body was read", answer(O.REFUSED_BEFORE_READING, 301, "HTTP 301 redirect", BodyRelease.WITHHELD),
+     FIRST, Action.FAILED, None, False, ("batch_failed_http_301",), "batch_failed"),
+    ("a redirect after the body left: maybe processed", answer(O.UNKNOWN, 303, "HTTP 303 redirect", BodyRelease.AFTER_CONTINUE),
+     FIRST, Action.IN_DOUBT, None, True, ("batch_in_doubt",), "batch_in_doubt"),
+    ("a 5xx after a late 100 Continue: the ids may be taken",
+     answer(O.REFUSED_AFTER_READING, 500, "HTTP 500", BodyRelease.LATE_CONTINUE),
+     FIRST, Action.IN_DOUBT, None, True, ("batch_in_doubt",), "batch_in_doubt"),
 ]
 
 
@@ -100,6 +109,8 @@ def test_classify_decides_what_an_answer_means(
          "refused_before_reading on a re-send (HTTP 503): still in doubt"),
         (answer(O.REFUSED_AFTER_READING, 404, None), FIRST, "refused_after_reading: refused"),
         (answer(O.DELIVERED, 200), FIRST, None),
+        (answer(O.UNKNOWN, 307, "HTTP 307 redirect to '/x' after the body was sent: not followed for a POST"), FIRST,
+         "unknown: HTTP 307 redirect to '/x' after the body was sent: not followed for a POST"),
     ],
 )
 def test_the_verdict_words_the_reason_the_journal_keeps(result: PostResult, batch: Batch, reason: str | None) -> None:
@@ -205,3 +216,21 @@ def test_examine_is_the_one_path_from_a_body_to_its_outgoing_text(
     examined = examine(body, animal_id)
     assert (examined.transformed, examined.reason) == (transformed, reason)
     assert examined.raw == (body if reason == "body is not UTF-8" else (body.decode() if isinstance(body, bytes) else body))
+
+
+@pytest.mark.parametrize(
+    ("reason", "proven"),
+    [
+        ("refused_after_reading on a re-send (HTTP 500): a repeat, the first send was delivered", True),
+        ("refused_before_reading on a re-send (HTTP 500): probably a repeat, the first send was delivered", False),
+        ("refused_before_reading on a re-send (HTTP 503): still in doubt", False),
+        ("unknown: read_timeout: x", False),
+        (None, False),
+    ],
+)
+def test_only_a_re_send_read_and_refused_is_a_proven_repeat_and_held(reason: str | None, proven: bool) -> None:
+    assert proven_repeat(reason) is proven
+    if reason and reason.endswith("delivered"):  # the reason classify words is the one proven_repeat reads back
+        release = BodyRelease.AFTER_CONTINUE if proven else None
+        outcome = O.REFUSED_AFTER_READING if proven else O.REFUSED_BEFORE_READING
+        assert classify(answer(outcome, 500, "HTTP 500", release), RESENT).reason == reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +22,21 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
 
 from .config import Settings
+from .urls import redact_url
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
 from .latency import AdaptiveCut
 from .continue100 import (
     EXPECT_CONTINUE,
     BodyWithheld,
     ContinueAdapter,
+    BodyRelease,
     ExpectContinue,
+    PostTrace,
     body_release,
     release_gate,
 )
 from .outcomes import AUTH_REFUSED, PostOutcome, PostResult, classify_answer
-from .retry import get_retry, post_retry
+from .retry import RetryStopped, get_retry, post_retry
 
 __all__ = [
     "AnimalsApi",
@@ -170,6 +174,13 @@ class _GuardedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut.observe)
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Through an HTTP proxy a GET keeps its deadline too."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut.observe)
+        return manager
+
 
 def _root_cause(exc: BaseException) -> BaseException | None:
     """The urllib3 error behind a requests exception (MaxRetryError.reason, or the direct cause)."""
@@ -184,7 +195,8 @@ def _root_cause(exc: BaseException) -> BaseException | None:
 class AnimalsApi:
     """The upstream API. Thread-safe for concurrent GETs and POSTs; close() when done."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+        """`stop`, once set, ends any wait between retries at once (a run told to stop does not sit out Retry-After)."""
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self.session = requests.Session()
@@ -195,6 +207,15 @@ class AnimalsApi:
         if ca_bundle:
             self.session.verify = ca_bundle
         self.session.trust_env = False
+        # A SOCKS proxy would carry POSTs on connections that neither wait for `100 Continue` nor journal the
+        # body's release before it leaves: refuse them (GETs may go through it). An HTTP proxy keeps both.
+        proxy = self.session.proxies.get(self.base_url.split(":", 1)[0]) or self.session.proxies.get("all") or ""
+        self.post_refusal = (
+            f"proxy_refused: POSTs are not sent through the SOCKS proxy {redact_url(proxy)} (set in HTTP_PROXY,"
+            " HTTPS_PROXY or ALL_PROXY): the journal could not mark a body as sent before it leaves; use an HTTP"
+            " proxy, or exempt the API's host with NO_PROXY"
+            if proxy.lower().startswith("socks") else None
+        )
         if settings.token:
             self.session.headers["Authorization"] = f"Bearer {settings.token}"
         self.session.headers["Accept"] = "application/json"
@@ -206,7 +227,7 @@ class AnimalsApi:
             self.get_cut,
             pool_connections=1,
             pool_maxsize=settings.workers,
-            max_retries=get_retry(settings.retries, settings.backoff),
+            max_retries=get_retry(settings.retries, settings.backoff, stop),
         )
         # A POST waits for `100 Continue` about as long as a GET waits for its answer: far above a handler
         # starting, far below a stall.
@@ -214,7 +235,7 @@ class AnimalsApi:
             ExpectContinue(wait=settings.get_timeout),
             pool_connections=1,
             pool_maxsize=settings.post_workers,
-            max_retries=post_retry(settings.retries, settings.backoff),
+            max_retries=post_retry(settings.retries, settings.backoff, stop),
         )
         # requests picks the adapter with the longest matching prefix: POSTs to home get their own policy.
         self.session.mount(self.base_url + "/", gets)
@@ -285,6 +306,9 @@ class AnimalsApi:
                 raise CredentialRefused(f"HTTP {response.status_code} to GET {path}")
             declared = response.headers.get("Content-Length")
             limit = self.settings.max_body_bytes
+            if 300 <= response.status_code < 400:  # never followed: the API never redirects, and a GET is not re-aimed
+                where = response.headers.get("Location", "no Location")
+                raise FetchFailed(f"HTTP {response.status_code} redirect to {where!r}: not followed", retries)
             if declared and declared.isdigit() and int(declared) > limit:
                 raise BodyTooLarge(f"body of {declared} bytes is over the {limit}-byte limit", retries)
             chunks, size = [], 0
@@ -341,24 +365,71 @@ class AnimalsApi:
 
         The body waits for the handler's `100 Continue`, so a stall or a chaos 5xx never sees it (continue100).
         `release` is asked just before the body leaves (the journal's write-ahead mark); False withholds it.
+        A POST is never redirected: a 3xx is an answer (see outcomes.classify_answer), not a new request.
         """
-        if release is not None and not self.base_url.startswith("http://") and not release():
+        if self.post_refusal is not None:
+            return PostResult(PostOutcome.NEVER_RECEIVED, None, None, self.post_refusal)
+        plain_http = self.base_url.startswith("http://")
+        if release is not None and not plain_http and not release():
             # HTTPS sends its body at once (continue100 speaks plain HTTP only): the release comes first
             return PostResult(PostOutcome.NEVER_RECEIVED, None, None, "body_withheld: its release could not be journaled")
         try:
-            with release_gate(release if self.base_url.startswith("http://") else None):
+            with release_gate(release if plain_http else None) as trace:
                 response = self.session.post(
-                    self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE
+                    self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE,
+                    allow_redirects=False,
                 )
+        except RetryStopped as exc:  # the run is stopping: the answer waited after is the last word
+            return self._answered(exc.response, trace, plain_http, "stopped while waiting to retry: ")
         except requests.RequestException as exc:
             cause = _root_cause(exc)
             kind = _error_kind(cause)
-            never = kind in ("connect_error", "body_withheld")
+            # Over plain HTTP every try goes through continue100's connection, which knows whether a body left.
+            never = kind in ("connect_error", "body_withheld") or (plain_http and not trace.body_left)
             outcome = PostOutcome.NEVER_RECEIVED if never else PostOutcome.UNKNOWN
-            return PostResult(outcome, None, None, f"{kind}: {cause}")
-        retries = _retry_kinds(response)
-        body = response.text[:2000]
-        release = body_release(response.raw)
-        outcome = classify_answer(response.status_code, release)
-        error = None if outcome is PostOutcome.DELIVERED else f"HTTP {response.status_code}: {body[:300]}"
-        return PostResult(outcome, response.status_code, body, error, tuple(retries), release)
+            return PostResult(outcome, None, None, f"{kind}: {cause}", assumption=_assumption(trace, [], plain_http))
+        return self._answered(response.raw, trace, plain_http, "", text=response.text)
+
+    def _answered(self, raw: Any, trace: PostTrace, plain_http: bool, said: str, text: str | None = None) -> PostResult:
+        """The PostResult of a final answer (a urllib3 response), with what became of the body on its try."""
+        retries = _history_kinds(getattr(getattr(raw, "retries", None), "history", ()))
+        status = raw.status
+        if text is None:  # an answer drained before a retry's wait: its body may be gone
+            try:
+                text = (raw.data or b"").decode("utf-8", "replace")
+            except Exception:  # noqa: BLE001 - the body is only shown, never judged
+                text = ""
+        body = text[:2000]
+        release = body_release(raw)
+        outcome = classify_answer(status, release)
+        if outcome is PostOutcome.DELIVERED:
+            error = None
+        elif 200 <= status < 300:
+            error = f"{said}HTTP {status} before the body was sent: the server never read the batch"
+        elif 300 <= status < 400:
+            where = raw.headers.get("Location", "no Location")
+            sent = "before the body was sent" if release is BodyRelease.WITHHELD else "after the body was sent"
+            error = f"{said}HTTP {status} redirect to {where!r} {sent}: not followed for a POST"
+        else:
+            error = f"{said}HTTP {status}: {body[:300]}"
+        assumption = _assumption(trace, retries, plain_http)
+        if outcome is PostOutcome.REFUSED_BEFORE_READING and status >= 500 and release is not BodyRelease.WITHHELD:
+            assumption = (  # refused, and its animals will be sent again: "unread" is the old rule, not a proof
+                f"HTTP {status} to a body sent without 100 Continue was taken to come before the handler read it;"
+                " its animals are sent again: exactly once only if it did"
+            )
+        return PostResult(outcome, status, body, error, tuple(retries), release, assumption)
+
+
+def _assumption(trace: PostTrace, retries: Sequence[str], plain_http: bool) -> str | None:
+    """The assumption a POST's outcome rests on, if any (see PostResult.assumption)."""
+    if plain_http:
+        status = trace.unread_5xx_resent()
+    else:  # HTTPS: no 100-continue, so every 5xx urllib3 re-sent was answered to a body that had left
+        status = next((int(kind[5:]) for kind in retries if kind.startswith("http_5")), None)
+    if status is None:
+        return None
+    return (
+        f"re-sent after HTTP {status} to a body sent without 100 Continue: exactly once only if that {status}"
+        " came before the handler read the body"
+    )

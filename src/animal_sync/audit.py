@@ -30,9 +30,18 @@ from .settle import unsettled_resends
 from .shards import WHOLE, journaled_shard
 from .status import SettledBatch, WriterProcess, plain, settled, writer_process
 
-__all__ = ["EXAMPLES", "Audit", "Exceptions", "audit"]
+__all__ = ["EXAMPLES", "AssumedBatch", "Audit", "Exceptions", "audit"]
 
 EXAMPLES = 1000  # exceptions listed per kind in the data; the counts are always complete
+
+
+@dataclass(frozen=True)
+class AssumedBatch:
+    """A posted batch whose exactly-once rests on an assumption the journal cannot prove, and that assumption."""
+
+    batch_id: int
+    animals: int
+    assumption: str
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,20 @@ class Audit:
     batches_posted: int
     resent_after_doubt: tuple[int, ...]
     settled: tuple[SettledBatch, ...]
+    # Counted apart, never called proven: each rests on a 5xx to a body sent without 100 Continue having come
+    # before the handler read it (over HTTPS, or from a server never heard to send 100 Continue).
+    assumed: tuple[AssumedBatch, ...]
     exception_counts: Mapping[str, int]
     exceptions: Mapping[str, tuple[Mapping[str, Any], ...]]  # kind -> examples, each its details by name
     process: WriterProcess | None  # only while the journal says the run is running
 
+    @property
+    def proven(self) -> bool:
+        """OK, and every delivery proven by the journal alone, with no batch resting on an assumption."""
+        return self.ok and not self.assumed
+
     def to_json(self) -> dict[str, Any]:
-        return plain(self)
+        return {**plain(self), "proven": self.proven}
 
 
 class Exceptions:
@@ -160,6 +177,10 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         batches_posted=journal.count_batches(run.id).get(BatchState.POSTED, 0),
         resent_after_doubt=tuple(batch.id for batch in journal.posted_after_doubt(run.id)),
         settled=settled(journal, run.id),
+        assumed=tuple(
+            AssumedBatch(batch.id, len(batch.ids), batch.assumption or "")
+            for batch in journal.assumed_deliveries(run.id)
+        ),
         exception_counts=found.counts,
         exceptions={kind: tuple(items) for kind, items in found.found.items()},
         process=writer_process(journal.path) if run.state == RunState.RUNNING else None,

@@ -10,6 +10,11 @@ body a handler read. A server that never sends `100 Continue` (HTTP/1.0, some pr
 after the wait, as RFC 9110 and curl do; only once a server has sent one does silence count as proof.
 A caller may put a release gate around a POST (`release_gate`): asked on the POST's thread just before any of
 its body leaves, it journals the release; if it says no, the body is withheld and the connection closed.
+The gate also keeps the POST's trace (`PostTrace`): whether any try's body left, and each answer's evidence.
+Any error before a try's body left (a reset or EOF while waiting for `100 Continue`, a pooled connection the
+server dropped, a timeout) is a `BodyWithheld`: the API cannot hold that batch, so it is re-sent at once.
+A connection that carried a 5xx is closed after it, never reused: a server that failed (uvicorn after a handler's
+exception) may drop it without a `Connection: close`, and the next request on it would meet a reset.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -35,11 +41,13 @@ from urllib3.util.retry import Retry
 
 __all__ = [
     "EXPECT_CONTINUE",
+    "AnswerResponse",
     "BodyRelease",
     "BodyWithheld",
     "ContinueAdapter",
     "ContinueRetry",
     "ExpectContinue",
+    "PostTrace",
     "ReleaseRefused",
     "body_release",
     "release_gate",
@@ -58,6 +66,7 @@ class BodyRelease(StrEnum):
     AFTER_CONTINUE = "after_continue"  # the handler asked for it with 100 Continue, so it read it
     AFTER_WAIT = "after_wait"  # no 100 Continue from a server not known to send one: sent anyway (as today)
     AT_ONCE = "at_once"  # a server that has answered POSTs without ever sending 100 Continue: not waited for
+    LATE_CONTINUE = "late_continue"  # sent after the wait, then the handler's 100 Continue came: it read the body
     WITHHELD = "withheld"  # a final answer came first: the handler never saw the batch
 
 
@@ -72,22 +81,48 @@ class ReleaseRefused(BodyWithheld):
     """The release gate said no (its journal could not record the release): the body never left. Not retried."""
 
 
-_gates = threading.local()  # the release gate of the POST on this thread, if any
+_gates = threading.local()  # the release gate of the POST on this thread, if any, and its trace
+
+
+@dataclass
+class PostTrace:
+    """What the connections saw of one POST, over all its tries: whether any body left, and each answer's evidence.
+
+    `answers` holds (status, release) per try that got a final answer, in order; the last one is the POST's answer.
+    """
+
+    body_left: bool = False
+    answers: list[tuple[int, BodyRelease | None]] = field(default_factory=list)
+
+    def unread_5xx_resent(self) -> int | None:
+        """The status of a 5xx, answered to a body that left with no sign the handler read it, that was then re-sent.
+
+        Such a POST is exactly once only if that 5xx came before the handler read the body (the API's chaos does):
+        an assumption, not a proof. None when no try rests on it.
+        """
+        for status, release in self.answers[:-1]:
+            if status >= 500 and release in (BodyRelease.AFTER_WAIT, BodyRelease.AT_ONCE, None):
+                return status
+        return None
 
 
 @contextmanager
-def release_gate(gate: Callable[[], bool] | None) -> Iterator[None]:
+def release_gate(gate: Callable[[], bool] | None) -> Iterator[PostTrace]:
     """Ask `gate` on this thread just before a POST's body leaves (every try that releases it): True lets it go.
 
-    Thread-local because requests and urllib3 give a request no way to carry it down to the connection, while
-    they do run the whole request (and its retries) on the caller's thread.
+    Yields the POST's trace. Thread-local because requests and urllib3 give a request no way to carry it down to
+    the connection, while they do run the whole request (and its retries) on the caller's thread.
     """
-    previous = getattr(_gates, "gate", None)
-    _gates.gate = gate
+    previous = getattr(_gates, "gate", None), getattr(_gates, "trace", None)
+    _gates.gate, _gates.trace = gate, PostTrace()
     try:
-        yield
+        yield _gates.trace
     finally:
-        _gates.gate = previous
+        _gates.gate, _gates.trace = previous
+
+
+def _trace() -> PostTrace | None:
+    return getattr(_gates, "trace", None)
 
 
 class ExpectContinue:
@@ -123,27 +158,58 @@ class ExpectContinue:
             self._silent += 1
 
 
+class AnswerResponse(http.client.HTTPResponse):
+    """http.client's response, except that a 5xx closes its connection, and an interim `100 Continue` is noted.
+
+    http.client skips interim answers silently; `heard_continue` says whether one came before the final answer.
+    """
+
+    heard_continue = False
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if status == 100:
+            self.heard_continue = True
+        return version, status, reason
+
+    def begin(self) -> None:
+        super().begin()
+        if self.status >= 500:
+            self.will_close = True  # never reuse the connection of a server that failed: it may drop it unsaid
+
+
 class ContinueConnection(HTTPConnection):
     """A urllib3 connection that, for a request carrying `Expect: 100-continue`, holds its body until asked."""
+
+    response_class = AnswerResponse
 
     def __init__(self, *args: Any, expect: ExpectContinue, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.expect = expect
         self._expecting = False
+        self._headers_sent = False
         self._release: BodyRelease | None = None
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
         self._expecting = any(
             key.lower() == "expect" and str(value).lower() == "100-continue" for key, value in (headers or {}).items()
         )
-        self._release = None
+        self._release, self._headers_sent = None, False
         super().request(method, url, body=body, headers=headers, **kwargs)
 
     def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
-        """Send the headers, then wait for the handler's `100 Continue` before urllib3 goes on to the body."""
-        super().endheaders(message_body, encode_chunked=encode_chunked)
-        if self._expecting:
-            self._release = self._await_continue() if self.expect.worth_waiting else BodyRelease.AT_ONCE
+        """Send the headers, then wait for the handler's `100 Continue` before urllib3 goes on to the body.
+
+        Any socket error until then (a reset or EOF while waiting, a pooled connection the server dropped, a
+        timeout) left the body unsent: it is a BodyWithheld, re-sent at once, never an unknown outcome.
+        """
+        try:
+            super().endheaders(message_body, encode_chunked=encode_chunked)
+            if self._expecting:
+                self._release = self._await_continue() if self.expect.worth_waiting else BodyRelease.AT_ONCE
+        except OSError as exc:
+            raise BodyWithheld(f"{exc!r} before the body left: body withheld") from exc
+        self._headers_sent = True
         if self._release is not BodyRelease.WITHHELD:  # the body is about to leave: the gate journals it first
             gate = getattr(_gates, "gate", None)
             if gate is not None and not gate():
@@ -152,6 +218,9 @@ class ContinueConnection(HTTPConnection):
     def send(self, data: Any) -> None:
         if self._release is BodyRelease.WITHHELD:
             return  # the server answered before asking for the body: it shall not have it
+        trace = _trace()
+        if self._headers_sent and trace is not None:
+            trace.body_left = True  # from the first byte's attempt on: the server may hold it
         super().send(data)
 
     def getresponse(self) -> BaseHTTPResponse:  # type: ignore[override]
@@ -162,9 +231,20 @@ class ContinueConnection(HTTPConnection):
             self.response_class = _ClosingResponse
         try:
             response = super().getresponse()
+        except OSError as exc:  # includes a timeout; an answer cut short before its body was sent is no doubt
+            if release is BodyRelease.WITHHELD:
+                raise BodyWithheld(f"{exc!r} while reading an answer given before the body: body withheld") from exc
+            raise
         finally:
             self.__dict__.pop("response_class", None)
+        if release is BodyRelease.AFTER_WAIT and getattr(response, "_original_response", None) is not None:
+            if response._original_response.heard_continue:  # late, but the handler asked: it speaks 100-continue
+                release = BodyRelease.LATE_CONTINUE
+                self.expect.heard_continue()
         setattr(response, _RELEASE_ATTR, release)
+        trace = _trace()
+        if trace is not None:
+            trace.answers.append((response.status, release))
         if release is BodyRelease.AFTER_WAIT:
             self.expect.answered_without_continue()
         return response
@@ -200,7 +280,7 @@ class ContinueConnection(HTTPConnection):
             # 102/103 are informational, not the go-ahead: keep waiting
 
 
-class _ClosingResponse(http.client.HTTPResponse):
+class _ClosingResponse(AnswerResponse):
     """A response after which its connection closes, whatever the server said about keep-alive."""
 
     def begin(self) -> None:
@@ -221,7 +301,20 @@ class ContinueAdapter(HTTPAdapter):
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        manager: PoolManager = self.poolmanager
+        self._speak_continue(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Through an HTTP forwarding proxy the POST keeps its connection class: the same wait, gate and trace.
+
+        A `100 Continue` relayed by a proxy is taken as the handler's; a proxy that sends its own early only makes
+        a later 5xx count as read (in doubt, never re-sent), which errs on the side of the promise.
+        """
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # api.py refuses POSTs through a SOCKS proxy
+            self._speak_continue(manager)
+        return manager
+
+    def _speak_continue(self, manager: PoolManager) -> None:
         # The pool class is called with the connection keywords; the state rides along as one of them.
         manager.pool_classes_by_scheme = {
             **manager.pool_classes_by_scheme,
@@ -243,7 +336,7 @@ class ContinueRetry(Retry):
     ) -> Retry:
         if isinstance(error, ReleaseRefused):  # asking again cannot change the gate's answer
             raise MaxRetryError(_pool, url or "", reason=error)
-        if response is not None and body_release(response) is BodyRelease.AFTER_CONTINUE:
+        if response is not None and body_release(response) in (BodyRelease.AFTER_CONTINUE, BodyRelease.LATE_CONTINUE):
             # urllib3 hands back this answer unretried (raise_on_status=False), as when the budget is spent.
             raise MaxRetryError(_pool, url or "", reason=None)
         return super().increment(method, url, response, error, _pool, _stacktrace)

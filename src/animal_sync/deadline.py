@@ -20,6 +20,8 @@ from typing import Any
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .continue100 import AnswerResponse
+
 __all__ = ["Abandoned", "Attempt", "Watchdog", "guarded_pool_classes"]
 
 
@@ -124,6 +126,7 @@ def guarded_pool_classes(
     """Connection pools whose connections report each socket to `watchdog` before waiting on it.
 
     `on_answer` is told how many seconds each try waited for its status line and headers, when they came.
+    A connection that carried a 5xx is closed after it (AnswerResponse): a failing server may drop it unsaid.
     """
 
     def answer(sock: socket.socket | None, read: Callable[[], Any]) -> Any:
@@ -135,6 +138,8 @@ def guarded_pool_classes(
         return response
 
     class GuardedHTTPConnection(HTTPConnection):
+        response_class = AnswerResponse
+
         def request(self, *args: Any, **kwargs: Any) -> None:
             watchdog.watch(None)  # refuses at once when abandoned, before anything is sent
             super().request(*args, **kwargs)
@@ -143,6 +148,8 @@ def guarded_pool_classes(
             return answer(self.sock, super().getresponse)
 
     class GuardedHTTPSConnection(HTTPSConnection):
+        response_class = AnswerResponse
+
         def request(self, *args: Any, **kwargs: Any) -> None:
             watchdog.watch(None)
             super().request(*args, **kwargs)

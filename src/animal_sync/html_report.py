@@ -272,7 +272,7 @@ def render_html(data: ReportData) -> str:
     """The page, as one string of HTML with its CSS and SVG inline."""
     st, au, tp = data.status, data.audit, data.throughput
     animals, pages = st.animals, st.pages
-    verdict = "OK" if au.ok else "NOT OK"
+    verdict = ("OK" if au.proven else "OK, not proven") if au.ok else "NOT OK"
     title = f"animal-sync run {st.run_id}: {st.state}" + (" (dry run)" if st.dry_run else "")
     width = tp.bucket_seconds
     rates = [count / width for count in tp.posted]
@@ -293,6 +293,7 @@ def render_html(data: ReportData) -> str:
         ("batches", ", ".join(f"{k} {v:,}" for k, v in st.batches.items())),
         ("re-sent after doubt", ", ".join(map(str, au.resent_after_doubt)) or "none"),
         ("settled by a person", ", ".join(str(item.batch_id) for item in au.settled) or "none"),
+        ("resting on an assumption (not proven)", ", ".join(str(item.batch_id) for item in au.assumed) or "none"),
         ("test mode (--limit)", au.limit),
         ("last outcome", st.message),
     ])

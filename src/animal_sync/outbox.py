@@ -16,7 +16,7 @@ from .attempt import Progress, count_retries
 from .config import Settings
 from .errors import JournalError
 from .journal import BatchRow, BatchState, Journal, NoRoomForAnswer
-from .outcomes import Action, PostResult, Verdict, classify
+from .outcomes import Action, PostResult, Verdict, classify, proven_repeat
 from .release import ReleaseDesk
 
 __all__ = ["Outbox"]
@@ -36,10 +36,20 @@ class Outbox:
         self.no_room: NoRoomForAnswer | None = None  # sending stopped: the journal could not record more answers
 
     def queue_journaled(self) -> None:
-        """Queue the batches the journal holds unsent, and with `resend_in_doubt` those in doubt (at-least-once)."""
+        """Queue the batches the journal holds unsent, and with `resend_in_doubt` those in doubt (at-least-once).
+
+        An in-doubt batch whose re-send a handler read and refused is a proven repeat: it is held, not re-sent, since
+        every further re-send would be one more refusal and no new evidence; it waits for `settle`.
+        """
         self.to_post.extend(self.journal.batches(self.run_id, BatchState.PENDING))
         if self.settings.resend_in_doubt:
             for batch in self.journal.batches(self.run_id, BatchState.IN_DOUBT):
+                if proven_repeat(batch.last_error):
+                    self.log.warning(
+                        "batch_held", batch_id=batch.id, animals=len(batch.ids),
+                        reason="a proven repeat (its re-send was read and refused): not re-sent; settle it",
+                    )
+                    continue
                 self.log.warning("batch_resending", batch_id=batch.id, animals=len(batch.ids), reason="in doubt: at-least-once")
                 self.to_post.append(batch)
 
@@ -129,7 +139,7 @@ class Outbox:
         status, body, reason = result.status, result.body, verdict.reason or ""
         match verdict.action:
             case Action.POSTED:
-                self.journal.mark_posted(batch, status or 0, body or "")
+                self.journal.mark_posted(batch, status or 0, body or "", result.assumption)
                 self.progress.posted += len(batch.ids)
                 blog.info("batch_posted", status=status, resent=batch.in_doubt_at is not None)
             case Action.UNSEND:
@@ -144,7 +154,7 @@ class Outbox:
             case Action.SPLIT:
                 self._split(batch, result)
             case Action.FAILED:
-                self.journal.mark_failed(batch, status, body, reason)
+                self.journal.mark_failed(batch, status, body, reason, result.assumption)
                 self.progress.failed += len(batch.ids)
                 blog.error("batch_failed", status=status, body=body)
 

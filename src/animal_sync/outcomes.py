@@ -20,9 +20,12 @@ __all__ = [
     "Halt",
     "PostOutcome",
     "PostResult",
+    "PROVEN_REPEAT",
+    "READ_RELEASES",
     "Verdict",
     "classify",
     "classify_answer",
+    "proven_repeat",
 ]
 
 AUTH_REFUSED = frozenset({401, 403})  # the credential, not the request, is wrong: nothing will pass until it changes
@@ -36,7 +39,7 @@ class PostOutcome(StrEnum):
     NEVER_RECEIVED = "never_received"  # no connection, or every try's body withheld: the API never saw it
     REFUSED_BEFORE_READING = "refused_before_reading"  # a final answer before the handler read the batch
     REFUSED_AFTER_READING = "refused_after_reading"  # a final 4xx/5xx from a handler that read the batch
-    UNKNOWN = "unknown"  # sent, answer lost (read timeout, dropped connection): maybe delivered
+    UNKNOWN = "unknown"  # sent, answer lost (read timeout, dropped connection) or a redirect: maybe delivered
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class PostResult:
     error: str | None
     retries: tuple[str, ...] = ()
     release: BodyRelease | None = None  # the last try's body: after 100 Continue, after the wait, at once, withheld
+    # A delivery (or a refusal) that rests on an assumption, not on proof: a 5xx to a body sent with no sign the
+    # handler read it, re-sent because such a 5xx is taken to come before the handler. None when all is proven.
+    assumption: str | None = None
 
     @property
     def unread(self) -> bool:
@@ -54,17 +60,25 @@ class PostResult:
         return self.release is BodyRelease.WITHHELD
 
 
+READ_RELEASES = frozenset({BodyRelease.AFTER_CONTINUE, BodyRelease.LATE_CONTINUE})  # the handler asked for the body
+
+
 def classify_answer(status: int, release: BodyRelease | None) -> PostOutcome:
     """What a final answer says about the batch, given what became of its body on that try.
 
-    Without 100-continue evidence (`release` None, AFTER_WAIT or AT_ONCE) the old rule stands: the API's 5xx come
-    before its handler (which is why they are retried), while a 4xx judges the batch's content.
+    A body withheld was never read, whatever the answer: a 2xx before the body is no delivery. A redirect is never
+    followed for a POST (the batch would go unguarded, or turn into a GET); given after the body left, it may
+    still mean the server processed it (a 303 usually does), so it is unknown. Without 100-continue evidence
+    (`release` None, AFTER_WAIT or AT_ONCE) the old rule stands: the API's 5xx come before its handler (which is
+    why they are retried), while a 4xx judges the batch's content.
     """
-    if 200 <= status < 300:
-        return PostOutcome.DELIVERED
     if release is BodyRelease.WITHHELD:
         return PostOutcome.REFUSED_BEFORE_READING
-    if release is BodyRelease.AFTER_CONTINUE or status < 500:
+    if 200 <= status < 300:
+        return PostOutcome.DELIVERED
+    if 300 <= status < 400:
+        return PostOutcome.UNKNOWN
+    if release in READ_RELEASES or status < 500:
         return PostOutcome.REFUSED_AFTER_READING
     return PostOutcome.REFUSED_BEFORE_READING
 
@@ -84,6 +98,17 @@ class Halt(StrEnum):
 
     UNREACHABLE = "unreachable"  # the API never took the send
     CREDENTIAL_REFUSED = "credential_refused"  # 401/403: nothing passes until the credential changes
+
+
+PROVEN_REPEAT = "a repeat, the first send was delivered"  # how a refused re-send's doubt reason ends, when proven
+
+
+def proven_repeat(reason: str | None) -> bool:
+    """Whether an in-doubt batch's journaled reason says a re-send of it was refused after the handler read it.
+
+    Such a batch is not re-sent again: on a strict API every re-send is one more refusal, and proves nothing new.
+    """
+    return (reason or "").endswith(f"): {PROVEN_REPEAT}")
 
 
 class Sent(Protocol):
@@ -124,15 +149,18 @@ def classify(result: PostResult, batch: Sent) -> Verdict:
             return Verdict(Action.IN_DOUBT, f"{outcome}: the re-send {why}: {error}", halt, counters=(counter,))
         return Verdict(Action.UNSEND, f"{outcome}: {why}: {error}", halt, counters=(counter,))
     if outcome is PostOutcome.UNKNOWN:
-        return Verdict(Action.IN_DOUBT, f"{outcome}: {error}", counters=("batch_in_doubt",), event="batch_in_doubt")
+        return Verdict(
+            Action.IN_DOUBT, f"{outcome}: {error}", keep_answer=status is not None, counters=("batch_in_doubt",),
+            event="batch_in_doubt",
+        )
     if resent:
         if result.unread:  # the handler never saw the re-send: no new evidence either way
             reason, counters = f"{outcome} on a re-send ({error}): still in doubt", ()
         else:
             # A refused re-send: on a strict API a repeat, so the first send was delivered; journaled at once.
             # Proof when the handler read it (100 Continue), the old inference when the server gave no sign.
-            proof = "a repeat" if outcome is PostOutcome.REFUSED_AFTER_READING else "probably a repeat"
-            reason = f"{outcome} on a re-send ({error}): {proof}, the first send was delivered"
+            proof = PROVEN_REPEAT if outcome is PostOutcome.REFUSED_AFTER_READING else f"probably {PROVEN_REPEAT}"
+            reason = f"{outcome} on a re-send ({error}): {proof}"
             counters = ("resend_refused",)
         return Verdict(Action.IN_DOUBT, reason, keep_answer=True, counters=counters, event="batch_resend_refused")
     if status in SPLIT_ON and len(batch.ids) > 1:

@@ -118,7 +118,8 @@ def _execute(
     on_progress: Callable[[Progress], None] | None,
 ) -> RunResult:
     journal.record_attempt_url(run.id, redact_url(settings.base_url))  # status shows the API this attempt uses
-    api = AnimalsApi(settings)
+    stop = stop or threading.Event()
+    api = AnimalsApi(settings, stop)  # a stop also ends any wait between retries at once
     try:
         return Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
     finally:

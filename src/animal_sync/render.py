@@ -145,8 +145,18 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     elif report.run_state != "finished":
         lines.append(f"the run is {report.run_state}, not finished: run `animal-sync resume`")
     lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
+    if report.assumed:
+        lines.append(f"resting on an assumption, not proven: {len(report.assumed)} batches")
+        lines.extend(f"  batch {item.batch_id} ({item.animals} animals): {item.assumption}" for item in report.assumed[:shown])
     if not report.ok:
         lines.append("NOT OK")
+    elif report.assumed:
+        animals = sum(item.animals for item in report.assumed)
+        lines.append(
+            f"OK, not proven for {len(report.assumed)} batches ({animals} animals, listed above): each is exactly once"
+            " only if the 5xx it was re-sent after came before the API's handler read its body (the API gave no"
+            " 100 Continue to prove it); every other discovered animal was posted exactly once"
+        )
     elif report.dry_run:
         lines.append("OK (dry run): every discovered animal was fetched and transformed; none was meant to be posted")
     elif report.settled:

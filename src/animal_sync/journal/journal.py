@@ -247,16 +247,25 @@ class Journal(JournalReads):
         self.db.execute("UPDATE batches SET attempts = attempts + 1 WHERE id = ?", [batch.id])
 
     @atomic
-    def mark_posted(self, batch: BatchRow, status: int, body: str) -> None:
-        self._move_batch(batch.id, batch.state, B.POSTED, response_status=status, response_body=body, finished_at=now())
+    def mark_posted(self, batch: BatchRow, status: int, body: str, assumption: str | None = None) -> None:
+        """Answered 2xx; `assumption` names what the delivery rests on when a 5xx before it was not proven unread."""
+        self._move_batch(
+            batch.id, batch.state, B.POSTED, response_status=status, response_body=body, finished_at=now(),
+            assumption=assumption,
+        )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.POSTED)
 
     @atomic
-    def mark_failed(self, batch: BatchRow, status: int | None, body: str | None, error: str) -> None:
-        """The server refused the batch: nothing was delivered, so its animals are failed with the answer kept."""
+    def mark_failed(
+        self, batch: BatchRow, status: int | None, body: str | None, error: str, assumption: str | None = None
+    ) -> None:
+        """The server refused the batch: nothing was delivered, so its animals are failed with the answer kept.
+
+        `assumption` names what "nothing was delivered" rests on when the refusal is not proven to come unread.
+        """
         self._move_batch(
             batch.id, batch.state, B.FAILED,
-            response_status=status, response_body=body, last_error=error, finished_at=now(),
+            response_status=status, response_body=body, last_error=error, finished_at=now(), assumption=assumption,
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
 

@@ -137,6 +137,33 @@ class JournalReads(JournalFile):
         ]
 
     @reading
+    def assumed_deliveries(self, run_id: int) -> list[BatchRow]:
+        """Posted batches whose exactly-once rests on an assumption, not a proof: one re-sent within its own POST
+        after an unproven 5xx (its own `assumption`), or one carrying ids of a batch that failed on such a 5xx
+        (that batch's `assumption`, given to the row returned)."""
+        own = [
+            batch_row(row)
+            for row in self.db.query(
+                "SELECT * FROM batches WHERE run_id = ? AND state = ? AND assumption IS NOT NULL ORDER BY id",
+                [run_id, BatchState.POSTED],
+            )
+        ]
+        seen = {batch.id for batch in own}
+        inherited = []
+        rows = self.db.query(
+            "SELECT DISTINCT p.*, f.assumption AS failed_assumption FROM batches f, json_each(f.ids) j"
+            " JOIN animals a ON a.run_id = f.run_id AND a.id = j.value"
+            " JOIN batches p ON p.id = a.batch_id AND p.state = ?"
+            " WHERE f.run_id = ? AND f.state = ? AND f.assumption IS NOT NULL ORDER BY p.id",
+            [BatchState.POSTED, run_id, BatchState.FAILED],
+        )
+        for row in rows:
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                inherited.append(batch_row({**row, "assumption": row["failed_assumption"]}))
+        return sorted(own + inherited, key=lambda batch: batch.id)
+
+    @reading
     def counters(self, run_id: int) -> dict[str, int]:
         return dict(self.db.execute("SELECT name, value FROM counters WHERE run_id = ? ORDER BY name", [run_id]))
 

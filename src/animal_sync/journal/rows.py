@@ -38,6 +38,7 @@ class BatchRow:
     response_body: str | None
     last_error: str | None
     in_doubt_at: str | None
+    assumption: str | None = None  # what its outcome rests on when not proven (see outcomes.PostResult.assumption)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def batch_row(row: Mapping[str, Any]) -> BatchRow:
         response_body=row["response_body"],
         last_error=row["last_error"],
         in_doubt_at=row["in_doubt_at"],
+        assumption=row.get("assumption"),
     )
 
 

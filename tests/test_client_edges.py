@@ -1,0 +1,346 @@
+"""The client at the edges, on raw-socket servers (tests/raw_servers.py): no doubt without a cause, no connection
+reused after a 5xx, no redirect followed for a POST, no 2xx before the body taken for a delivery, the write-ahead
+release through a proxy, and a long Retry-After said aloud and cut short by a stop."""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from contextlib import closing
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import cli
+from raw_servers import Conduct, RawServer
+from structlog.testing import capture_logs
+
+from animal_sync.api import HOME_PATH, LIST_PATH, AnimalsApi, FetchFailed
+from animal_sync.config import Settings
+from animal_sync.continue100 import BodyRelease
+from animal_sync.outcomes import PostOutcome
+
+PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture
+def raw(monkeypatch):
+    """Factory: a raw server on 127.0.0.1 serving its connections by a script of Conducts."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    servers: list[RawServer] = []
+
+    def start(*script: Conduct) -> RawServer:
+        servers.append(RawServer(*script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def client(url: str, **overrides) -> AnimalsApi:
+    stop = overrides.pop("stop", None)
+    settings = dict(base_url=url, retries=3, backoff=0, connect_timeout=1.0, get_timeout=0.5, post_timeout=2.0)
+    made = Settings(**{**settings, **overrides})
+    return AnimalsApi(made) if stop is None else AnimalsApi(made, stop)
+
+
+def batch(*ids: int) -> list[dict]:
+    return [{"id": i, "name": f"a{i}", "born_at": None, "friends": []} for i in ids]
+
+
+# --- never in doubt without a cause ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("after_headers", ["reset", "close"])
+def test_an_error_after_the_headers_before_the_body_is_never_received_and_resent_at_once(raw, after_headers):
+    server = raw(Conduct(after_headers=after_headers))
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1))
+    assert (result.outcome, result.retries, result.release) == (
+        PostOutcome.DELIVERED, ("body_withheld",), BodyRelease.AFTER_CONTINUE
+    )
+    assert server.seen.delivered == {1: 1} and server.seen.bodies_read == 1
+
+
+@pytest.mark.parametrize("after_headers", ["reset", "close"])
+def test_an_error_before_the_body_on_every_try_is_never_received_not_unknown(raw, after_headers):
+    server = raw(*[Conduct(after_headers=after_headers)] * 2)
+    with closing(client(server.url, retries=1)) as api:
+        result = api.post_batch(batch(1))
+    assert result.outcome is PostOutcome.NEVER_RECEIVED, result.error
+    assert result.error.startswith("body_withheld") and server.seen.bodies_read == 0
+
+
+def test_a_close_after_the_body_was_read_without_an_answer_is_unknown_and_never_resent(raw):
+    server = raw(Conduct(close_after_body=True))
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1))
+    assert result.outcome is PostOutcome.UNKNOWN and result.error.startswith("connection_dropped")
+    assert server.seen.bodies_read == 1 and len(server.seen.requests) == 1
+
+
+def test_a_reset_on_a_pooled_connection_the_server_dropped_is_resent_at_once_not_unknown(raw):
+    server = raw(Conduct(reset_next=True))  # answers 200, then resets at the next request's headers
+    with closing(client(server.url)) as api:
+        first = api.post_batch(batch(1))
+        second = api.post_batch(batch(2))
+    assert first.outcome is PostOutcome.DELIVERED
+    assert (second.outcome, second.retries) == (PostOutcome.DELIVERED, ("body_withheld",)), second.error
+    assert server.seen.delivered == {1: 1, 2: 1}
+
+
+def test_the_issue_sequence_a_strict_500_then_a_dropped_connection_never_leaves_a_fresh_batch_in_doubt(raw):
+    """POST [1, 2]: 200. The same again: uvicorn's 500 (no Connection: close), then it drops the connection.
+    A fresh batch on the pool must be delivered, not `unknown`."""
+    server = raw()
+    with closing(client(server.url)) as api:
+        first = api.post_batch(batch(1, 2))
+        repeat = api.post_batch(batch(1, 2))
+        fresh = api.post_batch(batch(3))
+    assert first.outcome is PostOutcome.DELIVERED
+    assert (repeat.outcome, repeat.status) == (PostOutcome.REFUSED_AFTER_READING, 500)
+    assert fresh.outcome is PostOutcome.DELIVERED, fresh.error
+    assert server.seen.delivered == {1: 1, 2: 1, 3: 1} and server.seen.refused == 1
+
+
+# --- no reuse of a connection that carried a 5xx -----------------------------------------------------------------
+
+
+def test_a_get_answered_5xx_is_retried_on_a_fresh_connection(raw):
+    server = raw(Conduct(status=503, reset_next=True))
+    with closing(client(server.url)) as api:
+        detail = api.fetch_detail(7)
+    assert detail.retries == ("http_503",)  # not ("http_503", "connection_dropped"): the 503's connection is gone
+    assert server.seen.connections == 2 and len(server.seen.requests) == 2
+
+
+def test_a_post_answered_5xx_closes_its_connection(raw):
+    server = raw(Conduct(status=500, reset_next=True))  # read the body, answer 500, then drop the connection
+    with closing(client(server.url)) as api:
+        refused = api.post_batch(batch(1))
+        after = api.post_batch(batch(2))
+    assert (refused.outcome, refused.status) == (PostOutcome.REFUSED_AFTER_READING, 500)
+    assert (after.outcome, after.retries) == (PostOutcome.DELIVERED, ())
+    assert server.seen.connections == 2 and server.seen.delivered == {2: 1}
+
+
+# --- redirects and early answers are never a delivery ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_after_the_body_is_not_followed_and_is_in_doubt_never_delivered(raw, status):
+    server = raw(Conduct(status=status, headers=(("Location", "/elsewhere"),)))
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1))
+    assert (result.outcome, result.status, result.release) == (PostOutcome.UNKNOWN, status, BodyRelease.AFTER_CONTINUE)
+    assert result.error == f"HTTP {status} redirect to '/elsewhere' after the body was sent: not followed for a POST"
+    assert server.seen.requests == [("POST", HOME_PATH)]  # nothing went to /elsewhere, as a GET or a POST
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_before_the_body_is_refused_before_reading(raw, status):
+    server = raw(Conduct(status=status, early=True, headers=(("Location", "/elsewhere"),)))
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1))
+    assert (result.outcome, result.release) == (PostOutcome.REFUSED_BEFORE_READING, BodyRelease.WITHHELD)
+    assert "before the body was sent: not followed for a POST" in result.error
+    assert server.seen.requests == [("POST", HOME_PATH)] and server.seen.bodies_read == 0
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_a_2xx_before_the_body_was_read_is_never_a_delivery(raw, status):
+    server = raw(Conduct(status=status, early=True))
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1))
+    assert (result.outcome, result.status, result.release) == (
+        PostOutcome.REFUSED_BEFORE_READING, status, BodyRelease.WITHHELD
+    )
+    assert result.error == f"HTTP {status} before the body was sent: the server never read the batch"
+    assert server.seen.bodies_read == 0
+
+
+def test_a_get_redirect_is_not_followed_and_fails_that_fetch(raw):
+    server = raw(Conduct(status=301, headers=(("Location", "/elsewhere"),)))
+    with closing(client(server.url)) as api, pytest.raises(FetchFailed, match="HTTP 301 redirect to '/elsewhere': not followed"):
+        api.fetch_detail(7)
+    assert server.seen.requests == [("GET", LIST_PATH + "/7")]
+
+
+# --- through a proxy ------------------------------------------------------------------------------------------
+
+
+class ForwardingProxy:
+    """A tiny HTTP forwarding proxy on 127.0.0.1: each request's absolute-form target is rewritten to origin form
+    and sent on to its host; everything else (100 Continue, bodies, answers) is relayed byte for byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.requests: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def stop(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        buffer = bytearray()
+
+        def pump(enough) -> None:
+            """Relay the upstream's bytes to the client while reading the client's until `enough(buffer)`."""
+            while not enough(buffer):
+                for ready in select.select([conn] + ([upstream] if upstream else []), [], [], 5)[0]:
+                    data = ready.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    if ready is conn:
+                        buffer.extend(data)
+                    else:
+                        conn.sendall(data)
+
+        try:
+            while True:
+                pump(lambda b: b"\r\n\r\n" in b)
+                end = buffer.index(b"\r\n\r\n") + 4
+                head, buffer[:] = bytes(buffer[:end]), buffer[end:]
+                line, _, rest = head.partition(b"\r\n")
+                method, target, version = line.split(b" ", 2)
+                parts = urlsplit(target.decode())
+                self.requests.append(f"{method.decode()} {target.decode()}")
+                if upstream is None:
+                    upstream = socket.create_connection((parts.hostname, parts.port))
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                upstream.sendall(b" ".join([method, path.encode(), version]) + b"\r\n" + rest)
+                length = next(
+                    (int(h.split(b":", 1)[1]) for h in rest.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
+                )
+                pump(lambda b: len(b) >= length)
+                upstream.sendall(bytes(buffer[:length]))
+                del buffer[:length]
+        except OSError:
+            return
+        finally:
+            conn.close()
+            if upstream is not None:
+                upstream.close()
+
+
+def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leaves(raw, monkeypatch):
+    server = raw()
+    proxy = ForwardingProxy()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    asked: list[int] = []
+
+    def gate() -> bool:
+        asked.append(server.seen.bodies_read)
+        return True
+
+    try:
+        with closing(client(server.url)) as api:
+            result = api.post_batch(batch(1), gate)
+    finally:
+        proxy.stop()
+    assert proxy.requests == [f"POST {server.url}{HOME_PATH}"]  # it did go through the proxy
+    assert (result.outcome, result.release) == (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE)
+    assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
+    assert server.seen.delivered == {1: 1}
+
+
+def test_a_post_through_a_socks_proxy_is_refused_in_one_line_and_never_sent(raw, monkeypatch):
+    server = raw()
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1), lambda: True)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED
+    assert result.error.startswith("proxy_refused: POSTs are not sent through the SOCKS proxy socks5://127.0.0.1:9")
+    assert "\n" not in result.error and not server.seen.requests
+
+
+# --- a long Retry-After: said aloud, and cut short by a stop ---------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_long_retry_after_is_logged_and_a_stop_ends_the_wait_at_once(raw, status):
+    server = raw(Conduct(status=status, headers=(("Retry-After", "999999"),)))
+    stop = threading.Event()
+    outcome: list[BaseException | object] = []
+    with closing(client(server.url, stop=stop)) as api:
+
+        def fetch() -> None:
+            try:
+                outcome.append(api.fetch_detail(7))
+            except FetchFailed as exc:
+                outcome.append(exc)
+
+        with capture_logs() as logs:
+            worker = threading.Thread(target=fetch)
+            worker.start()
+            time.sleep(0.5)
+            stopped = time.monotonic()
+            stop.set()
+            worker.join(timeout=5)
+            waited = time.monotonic() - stopped
+    assert not worker.is_alive() and waited < 1.0
+    assert isinstance(outcome[0], FetchFailed) and "abandoned" in str(outcome[0])
+    waits = [entry for entry in logs if entry["event"] == "retry_wait"]
+    assert waits and waits[0]["seconds"] == 30 and waits[0]["retry_after"] == "999999" and waits[0]["status"] == status
+    assert len(server.seen.requests) == 1  # nothing was sent after the stop
+
+
+def test_a_post_stopped_during_a_retry_after_wait_keeps_its_last_answer(raw):
+    server = raw(Conduct(status=503, early=True, headers=(("Retry-After", "999999"),)))
+    stop = threading.Event()
+    results = []
+    with closing(client(server.url, stop=stop)) as api:
+        worker = threading.Thread(target=lambda: results.append(api.post_batch(batch(1))))
+        worker.start()
+        time.sleep(0.5)
+        stop.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive()
+    (result,) = results
+    assert (result.outcome, result.status, result.release) == (
+        PostOutcome.REFUSED_BEFORE_READING, 503, BodyRelease.WITHHELD
+    )
+    assert result.error.startswith("stopped while waiting to retry: HTTP 503")
+    assert server.seen.bodies_read == 0 and len(server.seen.requests) == 1
+
+
+def test_sigterm_during_a_long_retry_after_ends_the_run_within_a_second_and_the_wait_was_said(raw, tmp_path):
+    server = raw(*[Conduct(status=429, headers=(("Retry-After", "999999"),))] * 50)
+    process = subprocess.Popen(
+        cli("run", "--base-url", server.url, "--journal", str(tmp_path / "j.db"), "--log-format", "json", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not server.seen.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the 30 s wait (Retry-After 999999, capped)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        took = time.monotonic() - signalled
+    finally:
+        process.kill()
+    events = [json.loads(line) for line in process.stderr.read().splitlines() if line.startswith("{")]
+    assert process.returncode == 130 and took < 2.0, took
+    waits = [event for event in events if event["event"] == "retry_wait"]
+    assert waits and waits[0]["seconds"] == 30 and waits[0]["retry_after"] == "999999"
