@@ -16,7 +16,7 @@ from .audit import Audit
 from .journal import BatchState, Decision
 from .shards import PAGE_SIZE
 from .status import SettledBatch, Status, plain
-from .union import UnionAudit, UnionStatus
+from .union import UnionAudit, UnionStatus, partial_run
 
 __all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
@@ -185,9 +185,11 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
     ]
     for item in report.journals:
         own = item.audit
+        partial = partial_run(own)
+        verdict = "NOT OK" if not own.ok else "OK" if partial is None else f"its own audit is OK, but {partial}"
         lines.append(
             f"{item.journal}: shard {item.shard}, run {own.run_id} {own.run_state}, {own.posted} of {own.discovered}"
-            f" posted: {'OK' if own.ok else 'NOT OK'}"
+            f" posted: {verdict}"
         )
         if not own.ok:
             lines.extend("  " + line for line in render_audit(own, shown).splitlines()[1:-1])
