@@ -250,3 +250,18 @@ def test_the_union_refuses_a_dry_run_or_a_limited_shard_even_when_its_own_audit_
     assert code == 1 and not report["ok"] and report["exception_counts"] == {"not_a_delivery": 1}
     assert report["exceptions"]["not_a_delivery"][0]["reason"].startswith("a --limit 1000 run syncs only its first")
     assert report["delivered"] == PAGES * 10  # every id went out: the refusal is about what the journal proves
+
+
+def test_the_same_journal_twice_is_refused_in_one_line_however_it_is_spelled(
+    capsys, synced: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = synced[0]
+    link = tmp_path / "link.db"
+    link.symlink_to(journal)
+    monkeypatch.chdir(journal.parent)
+    for spelling in (str(journal), f"./{journal.name}", str(journal.parent / ".." / journal.parent.name / journal.name), str(link)):
+        for command in ("audit", "status"):
+            code, out, err = run_cli(capsys, command, "--journal", journal.name, "--journal", spelling)
+            assert code == 2 and out == "", (spelling, out)
+            assert_one_line(err, "are the same journal twice")
+            assert "delivered_twice" not in err
