@@ -263,5 +263,5 @@ def test_the_same_journal_twice_is_refused_in_one_line_however_it_is_spelled(
         for command in ("audit", "status"):
             code, out, err = run_cli(capsys, command, "--journal", journal.name, "--journal", spelling)
             assert code == 2 and out == "", (spelling, out)
-            assert_one_line(err, "are the same journal twice")
+            assert_one_line(err, "the same journal twice (")
             assert "delivered_twice" not in err

@@ -39,7 +39,8 @@ def _several(journals: list[Path] | None, run_id: int | None, alone: str | None 
         except OSError:  # a journal that cannot be read is refused by its opening, in its own words
             key = path.resolve()
         if key in seen:
-            raise typer.BadParameter(f"{seen[key]} and {path} are the same journal twice; give each journal once")
+            which = str(path) if str(path) == str(seen[key]) else f"{seen[key]} and {path} are one file"
+            raise typer.BadParameter(f"the same journal twice ({which}); give each journal once")
         seen[key] = path
     return chosen
 
