@@ -61,7 +61,7 @@ def _parse(payload: str | bytes | None) -> tuple[Any, dict[str, str]]:
             return None, {"body_base64": base64.b64encode(payload).decode("ascii")}
     try:
         return json.loads(payload), {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit: kept as text all the same
         return None, {"body": payload}
 
 
