@@ -12,7 +12,7 @@ import pytest
 from animal_sync.api import AnimalsApi, FetchFailed
 from animal_sync.config import Settings
 from animal_sync.examine import examine
-from conftest import audited, query, run_cli
+from conftest import audited, query, run_cli, tamper
 from scripted_server import ScriptedServer, listing
 
 NESTED = b"[" * 100_000
@@ -103,3 +103,33 @@ def test_a_nested_listing_page_fails_like_any_malformed_page(capsys, restore_sig
         assert sorted(api.delivered) == [*range(10), *range(20, 30)] and max(api.delivered.values()) == 1
     report = audited(Path(journal))
     assert not report["ok"] and report["exceptions"]["unlisted_page"] == [{"page": 2}]
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_markup_from_upstream_reaches_the_html_report_as_text(capsys, restore_signals, tmp_path: Path) -> None:
+    """An animal named <script>, a bad born_at with an onload, a listing item of markup: all shown, none run."""
+    from test_html_report import Page  # the page's tags, attributes and visible text
+
+    listed = [{"id": 0, "name": SCRIPT}, {"id": 1, "name": "b"}, {"id": "<script>alert(2)</script>", "name": SCRIPT}]
+    details = {0: detail(0, name=SCRIPT), 1: detail(1, name='<img src=x onerror="alert(3)">', born_at="<svg onload=alert(4)>")}
+    journal = tmp_path / "j.db"
+    with ScriptedServer({1: listing(1, 1, listed)}, details, 1) as api:
+        code, _, err = run_cli(capsys, "run", "--base-url", api.url, "--journal", str(journal), "--progress", "off")
+        assert code == 1 and api.delivered == {0: 1}, err
+    # The posted record no longer matches its raw body: the audit shows both, with the name, on the page.
+    tamper(journal, "UPDATE animals SET transformed = replace(transformed, '\"friends\":[]', '\"friends\":[\"x\"]') WHERE id = 0")
+    target = tmp_path / "report.html"
+    code, out, _ = run_cli(capsys, "report", "--html", str(target), "--journal", str(journal))
+    assert code == 0 and "audit NOT OK (3 exceptions)" in out, out
+    page = Page(target.read_text(encoding="utf-8"))
+    assert page.count("script") == 0 and page.count("img") == 0
+    assert page.count("svg") == 4  # the report's own charts, and nothing an upstream value opened
+    for tag, attrs in page.tags:
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        assert "alert" not in " ".join(str(value) for value in attrs.values()), (tag, attrs)
+    words = page.words
+    for shown in (SCRIPT, "<script>alert(2)</script>", "<svg onload=alert(4)>"):
+        assert shown in words, shown
+    assert "mismatch (1)" in words and "bad_listing_item (1)" in words and "quarantined (1)" in words
