@@ -5,7 +5,6 @@ Renderers read the frozen reports' attributes; the JSON forms come from each rep
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,28 +16,12 @@ from .audit import Audit
 from .journal import BatchState, Decision
 from .shards import PAGE_SIZE
 from .status import SettledBatch, Status, plain
+from .terminal import printable
 from .union import UnionAudit, UnionStatus, partial_run
 
-__all__ = [
-    "printable", "render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table",
-]
+__all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
 _GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
-
-# What a terminal acts on rather than shows: C0 and C1 controls (ESC opens ANSI and OSC sequences: colours, titles,
-# links, clipboard writes), DEL, and the bidi overrides and isolates that reorder what is shown around them.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(value: Any) -> str:
-    """Text from the journal (upstream names and reasons, a person's `settle --reason`) as a terminal shows it:
-    every control character written as its escape (ESC as \\x1b), so no text can recolour, retitle or rewrite it."""
-    return _UNPRINTABLE.sub(_escaped, str(value))
 
 
 def _cell(value: Any) -> Text:
