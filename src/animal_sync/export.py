@@ -7,10 +7,10 @@ JSON lines: {"id", "state", "batch_id", "last_error", "record"}; `record` is the
 (null when the animal has none yet). A raw body that is not JSON is kept as `body` (text) or
 `body_base64` (bytes that are not UTF-8) with `record` null, so nothing the API sent is lost.
 
-CSV (RFC 4180, CRLF line ends): id, state, batch_id, last_error, name, born_at, friends, one row per animal. Values that are not
-text (a list, a number) are written as JSON: transformed `friends` is a JSON array such as ["Cat","Dog"],
-never a joined string, so names holding commas or semicolons survive. `--what raw` adds `body`, the
-raw body verbatim ("base64:..." for bytes that are not UTF-8), since raw records may hold anything.
+CSV (RFC 4180, CRLF line ends): id, state, batch_id, last_error, name, born_at, friends, one row per animal.
+Values that are not text (a list, a number) are written as JSON: transformed `friends` is a JSON array such as
+["Cat","Dog"], never a joined string, so names holding commas or semicolons survive. `--what raw` adds `body`,
+the raw body ("base64:..." for bytes that are not UTF-8), since raw records may hold anything.
 
 A CSV is opened in spreadsheets, which run a cell that opens with `=`, `+`, `-` or `@` as a formula (DDE and
 HYPERLINK attacks), so every text cell that opens with one of those, a tab or a CR gets a leading `'`, as OWASP

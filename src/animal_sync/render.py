@@ -194,8 +194,8 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
         partial = partial_run(own)
         verdict = "NOT OK" if not own.ok else "OK" if partial is None else f"its own audit is OK, but {partial}"
         lines.append(
-            f"{printable(item.journal)}: shard {printable(item.shard)}, run {own.run_id} {own.run_state}, {own.posted} of {own.discovered}"
-            f" posted: {verdict}"
+            f"{printable(item.journal)}: shard {printable(item.shard)}, run {own.run_id} {own.run_state},"
+            f" {own.posted} of {own.discovered} posted: {verdict}"
         )
         if not own.ok:
             lines.extend("  " + line for line in render_audit(own, shown).splitlines()[1:-1])
