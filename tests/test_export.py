@@ -161,3 +161,42 @@ def test_memory_stays_flat_whatever_the_number_of_animals(tmp_path: Path) -> Non
             tracemalloc.stop()
     assert Sink.written > 12_000 * 150  # the output itself is far larger than the memory used
     assert peaks[1] < peaks[0] * 2, peaks
+
+
+HOSTILE_NAMES = ["=cmd|' /C calc'!A0", "+SUM(1,2)", "-2+3", "@SUM(1,2)", "\tTab", "\rCR", "Nul\x00byte"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_as_owasp_advises(tmp_path: Path) -> None:
+    """A formula opener gets a leading quote (names, raw friends, last_error, body); a NUL is written as \\x00; a
+    number stays a number, even a negative one; the JSON lines export keeps every byte."""
+    path = tmp_path / "j.db"
+    raws = {
+        index: {"id": index, "name": name, "born_at": -1000 if index == 0 else None, "friends": '=HYPERLINK("http://evil")'}
+        for index, name in enumerate(HOSTILE_NAMES)
+    }
+    with Journal.open(path) as journal:
+        run = journal.start_run({}, "http://x")
+        with journal.transaction():
+            journal.record_page(run.id, 1, list(raws), 1)
+            for index, raw in raws.items():
+                transformed = {"id": index, "name": raw["name"], "born_at": None, "friends": ["=1+1"]}
+                journal.record_fetched(run.id, index, json.dumps(raw), json.dumps(transformed), attempts=1)
+            journal.record_page(run.id, 2, [10], 2)
+            journal.record_quarantined(run.id, 10, "-1+1 <not json>", "@reason from upstream", attempts=1)
+    expected = ["'=cmd|' /C calc'!A0", "'+SUM(1,2)", "'-2+3", "'@SUM(1,2)", "'\tTab", "'\rCR", "Nul\\x00byte"]
+    for what in Payload:
+        text = read(path, fmt=ExportFormat.CSV, what=what)
+        assert "\x00" not in text
+        rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(text, newline=""))}
+        assert [rows[index]["name"] for index in range(len(HOSTILE_NAMES))] == expected, what
+        assert rows[10]["last_error"] == "'@reason from upstream"
+        for row in rows.values():  # no cell but a number opens with a formula opener
+            for column, cell in row.items():
+                assert not cell.startswith(("=", "+", "@", "\t", "\r")), (column, cell)
+                assert not cell.startswith("-") or cell.lstrip("-").isdigit(), (column, cell)
+    raw = {int(r["id"]): r for r in csv.DictReader(io.StringIO(read(path, fmt=ExportFormat.CSV, what=Payload.RAW)))}
+    assert raw[1]["friends"] == "'=HYPERLINK(\"http://evil\")"
+    assert raw[0]["born_at"] == "-1000"  # a JSON number, not user text: a spreadsheet reads it as the number
+    assert raw[10]["body"] == "'-1+1 <not json>"
+    rows = [json.loads(line) for line in read(path, what=Payload.RAW).splitlines()]
+    assert [row["record"]["name"] for row in rows[:7]] == HOSTILE_NAMES  # JSON lines: the exact export

@@ -228,3 +228,40 @@ def test_shard_journals_of_two_apis_fail_the_union(capsys, journals: list[Path])
     report = json.loads(out)
     assert code == 1 and report["exception_counts"] == {"api_differs": 1}
     assert report["exceptions"]["api_differs"][0]["apis"][str(journals[3])] == "http://127.0.0.1:9"
+
+
+def test_the_union_refuses_a_dry_run_or_a_limited_shard_even_when_its_own_audit_is_ok(capsys, tmp_path: Path) -> None:
+    # Shard 0/2 synced for real; shard 1/2 twice: once with --dry-run (posts nothing), once with a --limit above its
+    # 40 ids (everything listed and posted, yet a test-mode run proves no full delivery). Each own audit is OK.
+    real, dry, limited = (tmp_path / name for name in ("real.db", "dry.db", "limited.db"))
+    with Simulator(SimulatorConfig(port=0, animals=PAGES * 10, chaos=0.0)) as sim:
+        for journal, shard, extra in ((real, 0, {}), (dry, 1, {"dry_run": True}), (limited, 1, {"limit": 1000})):
+            settings = Settings(base_url=sim.url, journal=journal, batch_size=10, shard=Shard(shard, 2), **extra)
+            assert start_run(settings).outcome is RunOutcome.CLEAN
+    for journal in (dry, limited):
+        code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
+        assert code == 0, out  # alone, each is OK for what it meant to do
+    code, out, _ = run_cli(capsys, "audit", *flags([real, dry]))
+    assert code == 1 and "exactly once" not in out and out.endswith("NOT OK\n"), out
+    assert f"{dry}: shard 1/2, run 1 finished, 0 of 40 posted: its own audit is OK, but a --dry-run run posts nothing" in out
+    assert "not_a_delivery: 1\n" in out and "undelivered: 40\n" in out
+    code, out, _ = run_cli(capsys, "audit", "--json", *flags([real, limited]))
+    report = json.loads(out)
+    assert code == 1 and not report["ok"] and report["exception_counts"] == {"not_a_delivery": 1}
+    assert report["exceptions"]["not_a_delivery"][0]["reason"].startswith("a --limit 1000 run syncs only its first")
+    assert report["delivered"] == PAGES * 10  # every id went out: the refusal is about what the journal proves
+
+
+def test_the_same_journal_twice_is_refused_in_one_line_however_it_is_spelled(
+    capsys, synced: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = synced[0]
+    link = tmp_path / "link.db"
+    link.symlink_to(journal)
+    monkeypatch.chdir(journal.parent)
+    for spelling in (str(journal), f"./{journal.name}", str(journal.parent / ".." / journal.parent.name / journal.name), str(link)):
+        for command in ("audit", "status"):
+            code, out, err = run_cli(capsys, command, "--journal", journal.name, "--journal", spelling)
+            assert code == 2 and out == "", (spelling, out)
+            assert_one_line(err, "the same journal twice (")
+            assert "delivered_twice" not in err

@@ -332,6 +332,14 @@ class AnimalsApi:
         if status != 200:
             raise FetchFailed(f"page {page}: HTTP {status} after {len(retries)} retries", retries)
         try:
+            return self._listing(page, body, retries)
+        except RecursionError:  # 100,000 nested `[`: decoding, repr and dumps all recurse; a bad page, not a crash
+            raise FetchFailed(f"page {page}: not a listing (nested too deeply to decode)", retries) from None
+
+    @staticmethod
+    def _listing(page: int, body: bytes, retries: list[str]) -> Page:
+        """The listing a page's body holds; FetchFailed when it holds none."""
+        try:
             data = json.loads(body)
             items, total = data["items"], data["total_pages"]
         except (ValueError, TypeError, KeyError) as exc:

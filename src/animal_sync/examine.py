@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from .transform import InvalidRecord, canonical_json, check_matches, transform
 
-__all__ = ["Examined", "examine"]
+__all__ = ["TOO_DEEP", "Examined", "examine"]
+
+TOO_DEEP = "body is nested too deeply to decode (past Python's recursion limit)"
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,13 @@ def examine(body: bytes | str, animal_id: int) -> Examined:
         record = json.loads(raw)
     except ValueError as exc:
         return Examined(raw, None, f"body is not JSON: {exc}")
+    except RecursionError:  # 100,000 nested `[`: bad data to quarantine, never a crash of the run
+        return Examined(raw, None, TOO_DEEP)
     try:
         check_matches(record, animal_id)
         outgoing = transform(record)
     except InvalidRecord as exc:
         return Examined(raw, None, str(exc))
+    except RecursionError:  # decoded just under the limit, then too deep to show in a reason (repr recurses too)
+        return Examined(raw, None, TOO_DEEP)
     return Examined(raw, canonical_json(outgoing), None)

@@ -7,10 +7,16 @@ JSON lines: {"id", "state", "batch_id", "last_error", "record"}; `record` is the
 (null when the animal has none yet). A raw body that is not JSON is kept as `body` (text) or
 `body_base64` (bytes that are not UTF-8) with `record` null, so nothing the API sent is lost.
 
-CSV: id, state, batch_id, last_error, name, born_at, friends, one row per animal. Values that are not
-text (a list, a number) are written as JSON: transformed `friends` is a JSON array such as ["Cat","Dog"],
-never a joined string, so names holding commas or semicolons survive. `--what raw` adds `body`, the
-raw body verbatim ("base64:..." for bytes that are not UTF-8), since raw records may hold anything.
+CSV (RFC 4180, CRLF line ends): id, state, batch_id, last_error, name, born_at, friends, one row per animal.
+Values that are not text (a list, a number) are written as JSON: transformed `friends` is a JSON array such as
+["Cat","Dog"], never a joined string, so names holding commas or semicolons survive. `--what raw` adds `body`,
+the raw body ("base64:..." for bytes that are not UTF-8), since raw records may hold anything.
+
+A CSV is opened in spreadsheets, which run a cell that opens with `=`, `+`, `-` or `@` as a formula (DDE and
+HYPERLINK attacks), so every text cell that opens with one of those, a tab or a CR gets a leading `'`, as OWASP
+advises (names, raw `friends`, last_error, body alike). A JSON number is written as a number: a cell that is only a
+number runs nothing, and quoting it would turn a raw born_at of -1000 into text. A NUL, which spreadsheets cut
+cells at, is written as the four characters `\\x00`. The JSON lines export is the exact one: it changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
@@ -54,7 +61,7 @@ def _parse(payload: str | bytes | None) -> tuple[Any, dict[str, str]]:
             return None, {"body_base64": base64.b64encode(payload).decode("ascii")}
     try:
         return json.loads(payload), {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit: kept as text all the same
         return None, {"body": payload}
 
 
@@ -77,14 +84,29 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return count
 
 
+FORMULA_OPENERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list: what a spreadsheet may read as a formula
+
+
+def _text_cell(text: str) -> str:
+    """Text as a CSV cell no spreadsheet runs: a formula opener quoted away, a NUL shown as `\\x00`."""
+    text = text.replace("\x00", "\\x00")
+    return "'" + text if text.startswith(FORMULA_OPENERS) else text
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, str):
+        return _text_cell(value)
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)  # a number, never text: -5 stays a number a spreadsheet reads as -5
+    # A list or an object as JSON text: it opens with [ or {, and json.dumps writes any NUL inside as \u0000.
+    return _text_cell(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: IO[str], *, with_body: bool = False) -> int:
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends: with "\n" alone, a CR inside a value was left unquoted and split its row in two.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS + (("body",) if with_body else ()))
     count = 0
     for row in rows:
@@ -98,7 +120,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str], *, with_body: bool =
                     payload = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     payload = "base64:" + base64.b64encode(payload).decode("ascii")
-            cells.append(payload or "")
+            cells.append(_text_cell(payload or ""))
         writer.writerow(cells)
         count += 1
     return count

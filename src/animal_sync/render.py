@@ -16,11 +16,17 @@ from .audit import Audit
 from .journal import BatchState, Decision
 from .shards import PAGE_SIZE
 from .status import SettledBatch, Status, plain
-from .union import UnionAudit, UnionStatus
+from .terminal import printable
+from .union import UnionAudit, UnionStatus, partial_run
 
 __all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
 _GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
+
+
+def _cell(value: Any) -> Text:
+    """A table cell of journal text: escaped, and plain Text, so a `[/bold]` in it is shown, not read as markup."""
+    return Text(printable(value))
 
 
 def _counts_grid(counts: Mapping[str, int]) -> Table | str:
@@ -31,7 +37,7 @@ def _counts_grid(counts: Mapping[str, int]) -> Table | str:
     grid.add_column()
     grid.add_column(justify="right")
     for name, count in counts.items():
-        grid.add_row(name, f"{count:,}", style=None if count else "dim")
+        grid.add_row(_cell(name), f"{count:,}", style=None if count else "dim")
     return grid
 
 
@@ -53,33 +59,33 @@ def status_table(report: Status) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("API", report.base_url)
+    table.add_row("API", _cell(report.base_url))
     if report.first_base_url != report.base_url:
-        table.add_row("API at start", report.first_base_url)
-    table.add_row("started", report.started_at)
+        table.add_row("API at start", _cell(report.first_base_url))
+    table.add_row("started", _cell(report.started_at))
     if report.resumed_at:
-        table.add_row("resumed", report.resumed_at)
+        table.add_row("resumed", _cell(report.resumed_at))
     if report.finished_at:
-        table.add_row("finished", report.finished_at)
+        table.add_row("finished", _cell(report.finished_at))
     table.add_row("attempts", str(report.attempts))
     table.add_row("elapsed", f"{report.elapsed_seconds:.1f} s")
     pages = report.pages
     if report.shard is not None:
-        table.add_row("shard", f"{report.shard}: lists {_of_total(pages.owned)} of {_of_total(pages.total)} pages")
+        table.add_row("shard", _cell(f"{report.shard}: lists {_of_total(pages.owned)} of {_of_total(pages.total)} pages"))
     table.add_row("pages listed", f"{pages.listed:,} of {_of_total(pages.owned)}")
     table.add_row("animals", f"{report.animals_total:,} listed")
     table.add_row("", _counts_grid(report.animals))
     table.add_row("batches", _counts_grid(report.batches))
-    table.add_row("retries", _counts_line(report.retries))
-    table.add_row("POSTs", _counts_line(report.posts))
-    table.add_row("errors", _counts_line(report.errors))
+    table.add_row("retries", _cell(_counts_line(report.retries)))
+    table.add_row("POSTs", _cell(_counts_line(report.posts)))
+    table.add_row("errors", _cell(_counts_line(report.errors)))
     table.add_row("throughput", f"{report.throughput_per_second or 0:,.1f} animals/s")
     left = report.left
     table.add_row("left", f"{left.animals:,} animals" + (f", {left.pages:,} pages" if left.pages else ""))
     for item in report.settled:
-        table.add_row("settled", settled_line(item))
+        table.add_row("settled", Text(settled_line(item)))
     if report.message:
-        table.add_row("last outcome", report.message)
+        table.add_row("last outcome", _cell(report.message))
     if report.process and not report.process.alive:
         table.add_row("process", Text(_GONE, style="bold red"))
     return table
@@ -99,7 +105,7 @@ def status_line(report: Status) -> str:
 
 def _short(value: Any, limit: int = 120) -> str:
     """One value of an exception, cut to a readable length (the full text is in --json)."""
-    text = str(plain(value))
+    text = printable(plain(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -114,7 +120,7 @@ def settled_line(item: SettledBatch) -> str:
     }.get(item.batch_state, "")
     return (
         f"batch {item.batch_id} ({item.animals} animals) settled {decided} by a person"
-        f" ({item.user}, {item.settled_at}): {_short(item.reason, 200)}{where}"
+        f" ({printable(item.user)}, {printable(item.settled_at)}): {_short(item.reason, 200)}{where}"
     )
 
 
@@ -195,9 +201,11 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
     ]
     for item in report.journals:
         own = item.audit
+        partial = partial_run(own)
+        verdict = "NOT OK" if not own.ok else "OK" if partial is None else f"its own audit is OK, but {partial}"
         lines.append(
-            f"{item.journal}: shard {item.shard}, run {own.run_id} {own.run_state}, {own.posted} of {own.discovered}"
-            f" posted: {'OK' if own.ok else 'NOT OK'}"
+            f"{printable(item.journal)}: shard {printable(item.shard)}, run {own.run_id} {own.run_state},"
+            f" {own.posted} of {own.discovered} posted: {verdict}"
         )
         if not own.ok:
             lines.extend("  " + line for line in render_audit(own, shown).splitlines()[1:-1])
@@ -226,12 +234,13 @@ def union_status_table(report: UnionStatus) -> Table:
         title += f"; no journal given for shards {', '.join(map(str, report.missing))}"
     table = Table(title=title, title_justify="left", box=box.SIMPLE, pad_edge=False)
     for name in ("journal", "shard", "run", "state", "pages listed", "animals listed", "posted", "left"):
-        table.add_column(name, justify="left" if name in ("journal", "shard", "state") else "right")
+        # a journal's name is folded, never cut: it is the name to give the next command
+        table.add_column(name, justify="left" if name in ("journal", "shard", "state") else "right", overflow="fold")
     for item in report.journals:
         own = item.status
         process = " (process gone)" if own.process and not own.process.alive else ""
         table.add_row(
-            item.journal, own.shard or "0/1", str(own.run_id), f"{own.state}{process}",
+            _cell(item.journal), _cell(own.shard or "0/1"), str(own.run_id), f"{own.state}{process}",
             f"{own.pages.listed:,} of {_of_total(own.pages.owned)}", f"{own.animals_total:,}",
             f"{own.animals['posted']:,}", f"{own.left.animals:,}",
         )

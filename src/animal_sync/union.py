@@ -16,7 +16,7 @@ from .journal import AnimalState, Journal, listed_animals, select_run
 from .shards import PAGE_SIZE, WHOLE, Shard, journaled_shard, page_of
 from .status import Status, plain, status
 
-__all__ = ["ShardAudit", "ShardStatus", "UnionAudit", "UnionStatus", "union_audit", "union_status"]
+__all__ = ["ShardAudit", "ShardStatus", "UnionAudit", "UnionStatus", "partial_run", "union_audit", "union_status"]
 
 DELIVERED = (AnimalState.POSTED, AnimalState.SETTLED)  # settled: a person judged it delivered
 
@@ -48,6 +48,15 @@ class UnionAudit:
 
     def to_json(self) -> dict[str, Any]:
         return plain(self)
+
+
+def partial_run(own: Audit) -> str | None:
+    """Why a journal's run cannot prove its shard delivered whatever its own audit says, or None when it can."""
+    if own.dry_run:
+        return "a --dry-run run posts nothing: it proves no delivery"
+    if own.limit is not None:
+        return f"a --limit {own.limit} run syncs only its first {own.limit} animals listed: it proves no full delivery"
+    return None
 
 
 def _one(values: set[int | None]) -> int | None:
@@ -83,7 +92,9 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
 
     A journal of an unsharded run counts as shard 0/1. Exception kinds: shard_count_differs, missing_shard,
     duplicate_shard, total_pages_differs, api_differs, foreign_id, listed_twice, unlisted_id, delivered_twice, and journal (a
-    journal whose own audit is not OK; its exceptions are in its own audit, under `journals`).
+    journal whose own audit is not OK; its exceptions are in its own audit, under `journals`); not_a_delivery (a
+    --dry-run or --limit run: its own audit may be OK, but it does not prove its shard delivered) and undelivered (an
+    id listed but neither delivered nor unchanged, in a journal whose own audit did not name it).
     """
     found = Exceptions()
     exception = found.add
@@ -122,7 +133,7 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
                 exception("unlisted_id", id=animal_id, page=page_of(animal_id))
 
     audits = []
-    for journal, (path, shard, run_total) in zip(journals, named):
+    for journal, run, (path, shard, run_total) in zip(journals, runs, named):
         own = audit(journal)
         audits.append(ShardAudit(path, str(shard), run_total, own))
         if not own.ok:  # its exceptions are listed with it, under `journals`
@@ -130,6 +141,13 @@ def union_audit(journals: Sequence[Journal]) -> UnionAudit:
                 "journal", journal=path, shard=str(shard), run_state=own.run_state,
                 exceptions=dict(own.exception_counts),
             )
+        why = partial_run(own)
+        if why is not None:  # its own audit can be OK: OK for what it meant to do, which was not to deliver all
+            exception("not_a_delivery", journal=path, shard=str(shard), reason=why)
+        if own.ok:  # a journal whose own audit passed must still show every id it listed delivered (or unchanged)
+            for animal in listed_animals(journal, run.id):
+                if animal.id not in delivered_by and animal.id not in unchanged:
+                    exception("undelivered", id=animal.id, journal=path, state=animal.state)
     return UnionAudit(
         ok=not found.counts,
         shard_count=count,

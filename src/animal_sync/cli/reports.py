@@ -31,6 +31,17 @@ def _several(journals: list[Path] | None, run_id: int | None, alone: str | None 
     for flag in (alone, "--run" if run_id is not None else None):
         if flag and len(chosen) > 1:
             raise typer.BadParameter(f"{flag} reads one journal; with several, each one's last run is read")
+    seen: dict[object, Path] = {}
+    for path in chosen:  # ./X, a symlink or a hard link to X is X: its ids would be counted twice
+        try:
+            stat = path.stat()
+            key: object = (stat.st_dev, stat.st_ino)
+        except OSError:  # a journal that cannot be read is refused by its opening, in its own words
+            key = path.resolve()
+        if key in seen:
+            which = str(path) if str(path) == str(seen[key]) else f"{seen[key]} and {path} are one file"
+            raise typer.BadParameter(f"the same journal twice ({which}); give each journal once")
+        seen[key] = path
     return chosen
 
 
