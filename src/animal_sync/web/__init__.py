@@ -1,0 +1,41 @@
+"""`serve`: a live page over one or more journals, `/metrics` for Prometheus, and a web trigger that is off by default.
+
+Owns: the Starlette app (app.py), what the overview shows (overview.py), the animals search (animals.py), the HTML
+(pages.py, static/), the Prometheus collector with its push and textfile (metrics.py), and the child runs the
+trigger starts (trigger.py). It reads journals only through the journal package's typed reads and queries, read-only
+and one short look at a time, so it never blocks the writer; it writes nothing to a journal, ever.
+Must never import: the CLI (`cli/`), the API client or the engine (a run is started as a child process, the way a
+person starts one), nor `sqlite3` (no SQL outside the journal package).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from .app import LOOPBACK_HOSTS, ServeConfig, create_app
+from .metrics import JournalCollector, push, registry_for, write_textfile
+
+__all__ = ["LOOPBACK_HOSTS", "JournalCollector", "ServeConfig", "create_app", "listen", "push", "registry_for", "run_server", "write_textfile"]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: a free port), IPv4 or IPv6 as the host is; OSError when it is taken."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def run_server(config: ServeConfig, sock: socket.socket, announce: Callable[[str], None] = print) -> None:
+    """Serve the app with uvicorn on a bound socket in the foreground until Ctrl-C or SIGTERM.
+
+    The socket is bound by the caller, so `--port 0` works and its URL is known; open event streams are cut a
+    second after the stop, so a browser left open never holds the server up.
+    """
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(config), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on",
+    ))
+    announce(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
+    server.run(sockets=[sock])
