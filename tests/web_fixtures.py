@@ -12,10 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-import uvicorn
-
 from animal_sync.journal import Journal, RunState
-from animal_sync.web import ServeConfig, create_app, listen
+from animal_sync.web import ServeConfig, listen, server
 
 XSS_NAME = "<script>alert(1)</script>"
 
@@ -66,9 +64,7 @@ class LiveServer:
     def __init__(self, config: ServeConfig) -> None:
         self.sock = listen("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.server = uvicorn.Server(uvicorn.Config(
-            create_app(config), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1,
-        ))
+        self.server = server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import uvicorn
+
 from .app import LOOPBACK_HOSTS, ServeConfig, create_app
 from .metrics import JournalCollector, push, registry_for, write_textfile
 
-__all__ = ["LOOPBACK_HOSTS", "JournalCollector", "ServeConfig", "create_app", "listen", "push", "registry_for", "run_server", "write_textfile"]
+__all__ = ["LOOPBACK_HOSTS", "JournalCollector", "ServeConfig", "create_app", "listen", "push", "registry_for", "run_server", "server", "write_textfile"]
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -25,17 +27,24 @@ def listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=128)
 
 
+def server(config: ServeConfig) -> uvicorn.Server:
+    """A uvicorn server for the app that ends its open event streams as it stops, so a browser left open never
+    holds the stop up (nor ends it in a cancelled task's traceback)."""
+    app = create_app(config)
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.stopping.set()
+            await super().shutdown(sockets)
+
+    return _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5))
+
+
 def run_server(config: ServeConfig, sock: socket.socket, announce: Callable[[str], None] = print) -> None:
     """Serve the app with uvicorn on a bound socket in the foreground until Ctrl-C or SIGTERM.
 
-    The socket is bound by the caller, so `--port 0` works and its URL is known; open event streams are cut a
-    second after the stop, so a browser left open never holds the server up.
+    The socket is bound by the caller, so `--port 0` works and its URL is known.
     """
-    import uvicorn
-
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on",
-    ))
     announce(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
-    server.run(sockets=[sock])
+    server(config).run(sockets=[sock])

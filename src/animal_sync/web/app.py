@@ -83,13 +83,18 @@ def create_app(config: ServeConfig) -> Starlette:
     async def overview_json(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(snapshot), headers={"Cache-Control": "no-store"})
 
+    stopping = asyncio.Event()  # set as the server stops: each event stream then ends on its own, at once
+
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {int(sampler.every * 2000)}\n\n"
-            while True:
+            while not stopping.is_set():
                 data = await run_in_threadpool(snapshot)
                 yield f"event: overview\ndata: {json.dumps(data)}\n\n"
-                await asyncio.sleep(sampler.every)
+                try:
+                    await asyncio.wait_for(stopping.wait(), sampler.every)
+                except TimeoutError:
+                    pass
 
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -147,4 +152,6 @@ def create_app(config: ServeConfig) -> Starlette:
             await run_in_threadpool(trigger.close)
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.stopping = stopping
+    return app
