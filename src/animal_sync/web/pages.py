@@ -74,7 +74,8 @@ def _animal(item: FoundAnimal, several: bool) -> str:
     name = item.name
     if batch is not None:
         answer = f", HTTP {batch.response_status}" if batch.response_status is not None else ""
-        carried = f"batch {batch.id} ({escape(batch.state)}, {batch.size} animals, {batch.attempts} POST{"" if batch.attempts == 1 else "s"}{answer})"
+        posts = "1 POST" if batch.attempts == 1 else f"{batch.attempts} POSTs"
+        carried = f"batch {batch.id} ({escape(batch.state)}, {batch.size} animals, {posts}{answer})"
     elif record.batch_id is not None:
         carried = f"batch {record.batch_id}"
     else:
