@@ -199,3 +199,29 @@ def test_an_interrupted_run_and_its_resume_push_too(pushgateway: str, simulator,
     found = pushed(pushgateway, journal)  # the same group, replaced by the resume's push
     assert series(found, "animal_sync_run_state", state="finished") == 1
     assert series(found, "animal_sync_animals", state="posted") == 30
+
+
+def test_a_run_stopped_by_sigterm_pushes_as_it_stops(pushgateway: str, simulator, tmp_path: Path) -> None:
+    """Kubernetes stops a Job with SIGTERM: the run finishes its POSTs in flight, stops, and pushes on its way out."""
+    import signal
+
+    from conftest import cli, query
+
+    sim = simulator(animals=2000)
+    journal = tmp_path / "sigterm.db"
+    run = subprocess.Popen(
+        cli("run", "--journal", str(journal), "--base-url", sim.url, "--quiet", "--workers", "1", "--batch-size", "20", "--pushgateway", pushgateway),
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not query(journal, "SELECT 1 FROM animals WHERE state = 'posted' LIMIT 1"):
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert b"warning" not in err, err
+    found = pushed(pushgateway, journal)
+    assert series(found, "animal_sync_run_state", state="interrupted") == 1
+    posted = query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'")[0][0]
+    assert 0 < posted < 2000 and series(found, "animal_sync_animals", state="posted") == posted

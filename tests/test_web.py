@@ -266,3 +266,32 @@ def test_looking_every_moment_never_blocks_the_writer_and_survives_its_restart(s
     assert not failures, failures
     assert "running" in seen and seen[-1] == "finished"
     assert audited(journal)["ok"] or audited(journal)["exception_counts"].keys() <= {"in_doubt", "at_least_once"}
+
+
+def test_serve_from_the_cli_on_a_free_port_then_stopped_by_sigterm_with_a_browser_still_listening(synced: Path, tmp_path: Path) -> None:
+    """The real command: it says where it listens, serves the page and the stream, and a stop with an event
+    stream still open ends at once, cleanly (exit 0, no traceback)."""
+    errors = tmp_path / "serve.err"
+    with errors.open("wb") as err:
+        process = subprocess.Popen(cli("serve", "--journal", str(synced), "--port", "0"), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 20
+        while "http://" not in errors.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, errors.read_text()
+            time.sleep(0.05)
+        url = errors.read_text().split("serve on ", 1)[1].split(" ", 1)[0]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert b'id="overview"' in page.read()
+        stream = urllib.request.urlopen(url + "events", timeout=10)
+        assert stream.readline().startswith(b"retry:")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert time.monotonic() - started < 5
+        stream.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in errors.read_text(), errors.read_text()

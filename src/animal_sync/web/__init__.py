@@ -10,6 +10,7 @@ person starts one), nor `sqlite3` (no SQL outside the journal package).
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable
 
@@ -43,8 +44,15 @@ def server(config: ServeConfig) -> uvicorn.Server:
 def run_server(config: ServeConfig, sock: socket.socket, announce: Callable[[str], None] = print) -> None:
     """Serve the app with uvicorn on a bound socket in the foreground until Ctrl-C or SIGTERM.
 
-    The socket is bound by the caller, so `--port 0` works and its URL is known.
+    The socket is bound by the caller, so `--port 0` works and its URL is known. A stop asked for is the
+    server's normal end: uvicorn raises the signal again once it has shut down, and it lands here, not as a kill.
     """
     host, port = sock.getsockname()[:2]
     announce(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
-    server(config).run(sockets=[sock])
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in stops}
+    try:
+        server(config).run(sockets=[sock])
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
