@@ -7,6 +7,7 @@ hostile name); the app is driven in-process through Starlette's TestClient, and 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -108,7 +109,7 @@ def test_a_journal_that_does_not_exist_yet_is_said_so_then_shown_once_it_does(si
 
 def test_animals_search_by_id_or_name_paged_with_raw_and_posted_record_and_batch(synced: Path) -> None:
     with Journal.open(synced, readonly=True) as journal:
-        name = journal.batch_records(journal.batch(1))[7]["name"]
+        name = next(record["name"] for record in journal.batch_records(journal.batch(1)) if record["id"] == 7)
     by_id = search([str(synced)], "7")
     assert [item.record.id for item in by_id.animals] == [7]
     assert by_id.animals[0].batch.id == 1 and by_id.animals[0].batch.state == "posted"
@@ -180,11 +181,27 @@ def test_the_trigger_resumes_a_finished_journal_and_syncs_nothing_again(synced: 
         assert journal.last_run().id == 1 and journal.last_run().attempts == 1  # nothing written
 
 
-def test_the_trigger_is_refused_by_the_lock_while_another_process_writes(synced: Path) -> None:
+def test_the_trigger_starts_nothing_while_the_journal_s_run_is_running(tmp_path: Path) -> None:
+    journal = crafted_journal(tmp_path / "busy.db", {0: "Cat"}, finished=False)
+    with Journal.open(journal, exclusive=True), client(journal, token=TOKEN) as http:  # the writer: this process
+        answer = http.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 409
+        assert answer.json()["launches"][0]["refused"] == f"run 1 of {journal} is running (pid {os.getpid()}): one writer at a time"
+        assert http.get("/runs").json() == {"children": []}
+
+
+def test_the_trigger_s_child_is_refused_by_the_journal_lock_and_says_so(synced: Path) -> None:
+    """A writer the pre-check cannot see (its run is not `running` yet): the lock refuses the child, in its words."""
     with Journal.open(synced, exclusive=True), client(synced, token=TOKEN) as http:  # the writer's lock, held here
         answer = http.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert answer.status_code == 409
-    assert "in use by another animal-sync process" in answer.json()["launches"][0]["refused"]
+        child = answer.json()["launches"][0]["child"] if answer.status_code == 202 else None
+        if child is not None:  # the child took longer than the trigger waits to start Python and meet the lock
+            child = wait_for_child(http)
+        else:
+            assert answer.status_code == 409
+            child = answer.json()["launches"][0]["child"]
+    assert child["exit_code"] == 2
+    assert "is in use by another animal-sync process" in child["last_lines"][-1]
 
 
 def test_the_trigger_starts_a_run_in_a_new_journal_as_a_child_and_the_page_shows_it(simulator, tmp_path: Path) -> None:

@@ -35,9 +35,10 @@ def debian_package(binary: str, *packages: str) -> str | None:
     return f"apt-get install {' '.join(packages)} did not bring {binary}: {' '.join(log)[-400:]}"
 
 
-def crafted_journal(path: Path, names: dict[int, str], *, in_doubt: bool = False) -> Path:
+def crafted_journal(path: Path, names: dict[int, str], *, in_doubt: bool = False, finished: bool = True) -> Path:
     """A finished-looking run written through the journal's own writes: one page, these animals fetched with these
-    names, all carried by batch 1, which was sent and is in doubt when `in_doubt` (a run the audit names)."""
+    names, all carried by batch 1, which was sent and is in doubt when `in_doubt` (a run the audit names); left
+    `running` unless `finished`."""
     with Journal.open(path, exclusive=True) as journal:
         run = journal.start_run({"dry_run": False}, "http://127.0.0.1:9")
         ids = sorted(names)
@@ -54,7 +55,8 @@ def crafted_journal(path: Path, names: dict[int, str], *, in_doubt: bool = False
             batch = journal.batch(batch_id)
             journal.mark_sending(batch)
             journal.mark_in_doubt(journal.batch(batch_id), "read timeout after 30 s")
-        journal.end_run(run.id, RunState.FINISHED, {"message": "crafted"})
+        if finished:
+            journal.end_run(run.id, RunState.FINISHED, {"message": "crafted"})
     return path
 
 

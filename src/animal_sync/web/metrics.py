@@ -34,7 +34,7 @@ def _epoch(stamp: str | None) -> float | None:
 def _last_clean_finish(journal: Journal, history: list[RunRow]) -> float | None:
     """When the newest run whose audit is clean finished: the time an alert on a stale nightly sync watches."""
     for run in history:  # newest first
-        if run.state is RunState.FINISHED and not run.settings.get("dry_run") and AUDITS.of(journal, run.id).ok:
+        if run.state is RunState.FINISHED and not run.settings.get("dry_run") and AUDITS.of(journal, run).ok:
             return _epoch(run.finished_at)
     return None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..audit import Audit, audit
 from ..errors import JournalError
-from ..journal import AnimalState, BatchState, Journal, RunState, recent_events, select_run
+from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, recent_events, select_run
 from ..settle import unsettled_resends
 from ..status import Status, plain, status
 
@@ -103,41 +103,34 @@ def _add(into: dict[str, int], counts: Any) -> None:
         into[name] = into.get(name, 0) + n
 
 
-def _fingerprint(path: Path) -> tuple[int, ...]:
-    """Changes whenever anything is committed to the journal: its file's and its WAL's size and time."""
-    found = []
-    for name in (path, path.with_name(path.name + "-wal")):
-        try:
-            info = name.stat()
-            found += [info.st_mtime_ns, info.st_size]
-        except OSError:
-            found += [0, 0]
-    return tuple(found)
-
-
 class _Audits:
-    """The audit of a run that is not running, kept until its journal changes: it re-checks every record."""
+    """The audit of a run that is not running, kept while nothing can have changed it: it re-checks every record.
+
+    A run's rows change only while it runs (a resume clears `finished_at` and counts an attempt) or when a person
+    settles one of its batches, so that is the key; no look at the file is needed.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[str, tuple[tuple[Any, ...], Audit]] = {}
+        self._kept: dict[tuple[str, int], tuple[tuple[Any, ...], Audit]] = {}
 
-    def of(self, journal: Journal, run_id: int) -> Audit:
-        key = (run_id, *_fingerprint(journal.path))
+    def of(self, journal: Journal, run: RunRow) -> Audit:
+        where = (str(journal.path), run.id)
+        key = (run.state, run.finished_at, run.attempts, len(journal.settlements(run.id)))
         with self._lock:
-            kept = self._kept.get(str(journal.path))
+            kept = self._kept.get(where)
         if kept is not None and kept[0] == key:
             return kept[1]
-        verdict = audit(journal, run_id)
+        verdict = audit(journal, run.id)
         with self._lock:
-            self._kept[str(journal.path)] = (key, verdict)
+            self._kept[where] = (key, verdict)
         return verdict
 
 
 AUDITS = _Audits()
 
 
-def _fixes(journal: Journal, report: Status, name: str) -> list[Fix]:
+def _fixes(journal: Journal, run: RunRow, report: Status, name: str) -> list[Fix]:
     """The exceptions of one journal's last run, each with the command that settles it (`--journal` carried)."""
     flag = f"--journal {shlex.quote(name)}"
     resume = f"animal-sync resume {flag}"
@@ -152,7 +145,7 @@ def _fixes(journal: Journal, report: Status, name: str) -> list[Fix]:
         in_doubt = journal.batches(report.run_id, BatchState.IN_DOUBT)
         resent = []
     else:
-        verdict = AUDITS.of(journal, report.run_id)
+        verdict = AUDITS.of(journal, run)
         counts = dict(verdict.exception_counts)
         in_doubt = journal.batches(report.run_id, BatchState.IN_DOUBT)
         resent = unsettled_resends(journal, report.run_id)
@@ -190,7 +183,7 @@ def _one(name: str, events: list[LogLine], fixes: list[Fix]) -> JournalView:
         with Journal.open(path, readonly=True) as journal:
             run = select_run(journal, None)
             report = status(journal, run.id)
-            fixes.extend(_fixes(journal, report, name))
+            fixes.extend(_fixes(journal, run, report, name))
             events.extend(LogLine(e.at, name, e.kind, e.subject, e.state, e.detail) for e in recent_events(journal, run.id, EVENTS))
     except JournalError as exc:
         return JournalView(name, None, str(exc))

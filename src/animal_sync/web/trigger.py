@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import JournalError
-from ..journal import Journal, runs
+from ..journal import Journal, RunState, runs
+from ..status import writer_process
 
 __all__ = ["EARLY_SECONDS", "Child", "Launch", "Trigger"]
 
@@ -96,6 +97,21 @@ class Trigger:
             command += ["--base-url", self.base_url]
         return command
 
+    def _writer(self, journal: str) -> str | None:
+        """Why not to start: the journal's run is running and the writer it names is alive. The lock decides in the
+        end (the child takes it or says why not); this spares a child that could only be refused."""
+        if not Path(journal).exists():
+            return None
+        try:
+            with Journal.open(journal, readonly=True) as opened:
+                history = runs(opened)
+        except JournalError:
+            return None
+        writer = writer_process(Path(journal))
+        if history and history[0].state is RunState.RUNNING and writer.alive:
+            return f"run {history[0].id} of {journal} is running (pid {writer.pid}): one writer at a time"
+        return None
+
     def start(self) -> list[Launch]:
         """Start a child for each journal that has none running; wait briefly so a refusal is reported, not lost."""
         launches: list[Launch] = []
@@ -105,6 +121,10 @@ class Trigger:
                 running = self._children.get(journal)
                 if running is not None and running.process.poll() is None:
                     launches.append(Launch(journal, False, running.snapshot(), f"run already started here (pid {running.process.pid})"))
+                    continue
+                busy = self._writer(journal)
+                if busy is not None:
+                    launches.append(Launch(journal, False, None, busy))
                     continue
                 child = _Running(journal, self.command(journal), self._logs / f"child-{index}.log")
                 self._children[journal] = child
