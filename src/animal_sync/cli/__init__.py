@@ -6,7 +6,7 @@ Ctrl-C, SIGTERM or SIGHUP.
 
 This module is the app and its entry point: the commands in the order `--help` lists them, and every error a
 person can cause worded as one line. The commands live by what they do: sync.py (run, resume, settle), reports.py
-(status, audit, export, report), tools.py (demo, simulate); options.py holds the options they share.
+(status, audit, export, report), tools.py (demo, simulate), web.py (serve); options.py holds the options they share.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typer.core import TyperOption
 from typer.exceptions import TyperException
 
 from ..errors import AnimalSyncError, ConfigError, CredentialMissing
-from . import reports, sync, tools
+from . import reports, sync, tools, web
 from .sync import exit_code, stop_on_signals
 
 __all__ = ["app", "exit_code", "main", "stop_on_signals"]
@@ -32,7 +32,7 @@ app = typer.Typer(
 
 COMMANDS = (  # registered in this order, which is the order of `--help` and of docs/cli.md
     sync.run, sync.resume, reports.status, reports.audit, sync.settle, reports.export, reports.report,
-    tools.demo, tools.simulate,
+    tools.demo, tools.simulate, web.serve,
 )
 for command in COMMANDS:
     app.command()(command)

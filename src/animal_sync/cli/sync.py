@@ -20,6 +20,7 @@ from ..config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
 from ..logs import LogFormat, configure_logging
 from ..progress import DEFAULT_EVERY, OnProgress, ProgressMode
 from ..shards import Shard
+from .web import MetricsTextfileOpt, PushgatewayOpt, publish_metrics
 from .options import HoldOpt, JournalOpt, LogFormatOpt, ProgressEveryOpt, ProgressOpt, QuietOpt, progress_reporter
 
 if TYPE_CHECKING:
@@ -71,10 +72,18 @@ def exit_code(outcome: RunOutcome) -> int:
     return 1
 
 
-def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None]) -> None:
-    """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code."""
-    with stop_on_signals() as stop, progress as on_progress:
-        result = attempt(stop=stop, on_progress=on_progress)
+def _sync(
+    attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None], metrics: tuple[Any, ...] = ()
+) -> None:
+    """Run one attempt (`start_run` or `resume_run`) with signals and progress wired, then exit with its code.
+
+    `metrics` (journal, pushgateway, textfile): published once the attempt ends, however it ends."""
+    try:
+        with stop_on_signals() as stop, progress as on_progress:
+            result = attempt(stop=stop, on_progress=on_progress)
+    finally:
+        if metrics:
+            publish_metrics(*metrics)
     code = exit_code(result.outcome)
     typer.echo(f"run {result.run_id} {result.state}: {result.message}", err=code != 0)
     raise typer.Exit(code)
@@ -101,6 +110,8 @@ def run(
     quiet: QuietOpt = False,
     progress: ProgressOpt = ProgressMode.AUTO,
     progress_every: ProgressEveryOpt = DEFAULT_EVERY,
+    pushgateway: PushgatewayOpt = None,
+    metrics_textfile: MetricsTextfileOpt = None,
 ) -> None:
     """Start a new sync run (the bearer token, if any, comes from ANIMAL_SYNC_TOKEN)."""
     from ..pipeline import start_run
@@ -112,7 +123,10 @@ def run(
         shard=None if shard is None else Shard.parse(shard),
     )
     configure_logging(log_format, quiet=quiet)
-    _sync(lambda **live: start_run(settings, abandon=abandon, **live), progress_reporter(progress, quiet, progress_every, limit))
+    _sync(
+        lambda **live: start_run(settings, abandon=abandon, **live), progress_reporter(progress, quiet, progress_every, limit),
+        (journal, pushgateway, metrics_textfile),
+    )
 
 
 def resume(
@@ -125,6 +139,8 @@ def resume(
     quiet: QuietOpt = False,
     progress: ProgressOpt = ProgressMode.AUTO,
     progress_every: ProgressEveryOpt = DEFAULT_EVERY,
+    pushgateway: PushgatewayOpt = None,
+    metrics_textfile: MetricsTextfileOpt = None,
 ) -> None:
     """Continue the last unfinished run from the journal alone (the token, if any, again from ANIMAL_SYNC_TOKEN); in-doubt batches are re-sent unless held."""
     from ..pipeline import resume_run
@@ -135,7 +151,10 @@ def resume(
         "token": os.environ.get("ANIMAL_SYNC_TOKEN") or None,
         "base_url": base_url,
     }
-    _sync(lambda **live: resume_run(journal, overrides=overrides, **live), progress_reporter(progress, quiet, progress_every))
+    _sync(
+        lambda **live: resume_run(journal, overrides=overrides, **live), progress_reporter(progress, quiet, progress_every),
+        (journal, pushgateway, metrics_textfile),
+    )
 
 
 def settle(

@@ -1,10 +1,12 @@
 """The SQLite journal: what was listed, fetched, batched and posted, and the only legal ways a row changes state.
 
 states.py holds the states and their transition tables; store.py opens a journal file (lock.py, schema.py);
-reads.py and journal.py are its reads and writes, rows.py the values they return; queries.py the reports' reads.
+reads.py and journal.py are its reads and writes, rows.py the values they return; queries.py the reports' reads,
+browse.py those of the live page (`serve`).
 No SQL is written outside this package.
 """
 
+from .browse import BatchSummary, Event, count_matching_animals, find_animals, find_batches, recent_events, runs
 from .journal import ANSWER_ROOM_BASE, ANSWER_ROOM_PER_ANIMAL, Journal, NoRoomForAnswer
 from .lock import writer_pid_path
 from .queries import (
@@ -38,9 +40,11 @@ __all__ = [
     "AnimalRecord",
     "AnimalState",
     "BatchRow",
+    "BatchSummary",
     "BatchState",
     "Decision",
     "Delivery",
+    "Event",
     "IllegalTransition",
     "Journal",
     "JournalChanged",
@@ -53,8 +57,11 @@ __all__ = [
     "UnchangedClaim",
     "check_animal_transition",
     "check_batch_transition",
+    "count_matching_animals",
     "delivered_records",
     "duplicate_deliverable_ids",
+    "find_animals",
+    "find_batches",
     "iter_animals",
     "last_batch_built_at",
     "last_posted_at",
@@ -63,6 +70,8 @@ __all__ = [
     "now",
     "orphans",
     "posted_batch_sizes",
+    "recent_events",
+    "runs",
     "select_run",
     "undelivered_animals",
     "unchanged_claims",
