@@ -11,12 +11,12 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from .audit import audit
-from .config import Settings
-from .journal import Journal
-from .pipeline import start_run
+from ..audit import audit
+from ..config import Settings
+from ..journal import Journal
+from ..pipeline import start_run
 from .render import render_audit
-from .simulator import SimulatorProcess, check_animal_count, exactly_once
+from ..simulator import SimulatorProcess, check_animal_count, exactly_once
 
 __all__ = ["run_demo"]
 

@@ -12,15 +12,17 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from .audit import Audit
-from .journal import BatchState, Decision
-from .shards import PAGE_SIZE
-from .status import SettledBatch, Status, plain
-from .union import UnionAudit, UnionStatus
+from ..audit import Audit
+from ..journal import BatchState, Decision
+from ..shards import PAGE_SIZE
+from ..status import SettledBatch, Status, plain
+from ..union import UnionAudit, UnionStatus
+from .suggest import command, plural
 
 __all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
-_GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
+def _gone() -> str:
+    return f"no live process is running it (killed?): {command('resume')} continues it from the journal"
 
 
 def _counts_grid(counts: Mapping[str, int]) -> Table | str:
@@ -81,7 +83,7 @@ def status_table(report: Status) -> Table:
     if report.message:
         table.add_row("last outcome", report.message)
     if report.process and not report.process.alive:
-        table.add_row("process", Text(_GONE, style="bold red"))
+        table.add_row("process", Text(_gone(), style="bold red"))
     return table
 
 
@@ -107,7 +109,7 @@ def settled_line(item: SettledBatch) -> str:
     """One settled batch in words: what a person decided, who and when, why, and where the batch is now."""
     decided = "as delivered" if item.decision == Decision.DELIVERED else "for re-send"
     where = {
-        BatchState.PENDING: "; queued for the next `animal-sync resume`",
+        BatchState.PENDING: f"; queued for the next {command('resume')}",
         BatchState.WITHHELD: "; its re-send is out, its body not yet released",
         BatchState.SENDING: "; its re-send was in flight",
         BatchState.POSTED: "; re-sent and answered 2xx" if item.decision == Decision.RESEND else "; it had been re-sent and answered 2xx",
@@ -141,9 +143,9 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     lines.extend(settled_line(item) for item in report.settled)
     process = report.process
     if process and process.alive:  # resuming now would be refused: the journal is that process's
-        lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with `animal-sync status --watch`")
+        lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with {command('status', '--watch')}")
     elif report.run_state != "finished":
-        lines.append(f"the run is {report.run_state}, not finished: run `animal-sync resume`")
+        lines.append(f"the run is {report.run_state}, not finished: run {command('resume')}")
     lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
     if not report.ok:
         lines.append("NOT OK")
@@ -152,7 +154,7 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     elif report.settled:
         lines.append(
             "OK: every discovered animal was posted exactly once,"
-            f" except {len(report.settled)} batches settled by a person (listed above)"
+            f" except {plural(len(report.settled), 'batch', 'batches')} settled by a person (listed above)"
             + (f", or is unchanged since a named delivery ({report.unchanged})" if report.unchanged else "")
         )
     elif report.unchanged:
