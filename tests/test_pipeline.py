@@ -484,13 +484,13 @@ def test_listing_items_with_ids_the_journal_cannot_hold_are_set_aside_and_audite
 def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_discovered(trickler, tmp_path: Path) -> None:
     listing = {"page": 1, "total_pages": 1, "items": [{"id": 0, "name": "Cobra", "born_at": None}]}
     trickler.bodies = lambda path: json.dumps(listing).encode()
-    trickler.script.extend(["normal"] + ["headers"] * 50)  # the listing answers; every detail trickles
+    trickler.script.extend(["normal"] * 2 + ["headers"] * 50)  # the first contact and the listing answer; details trickle
     journal = tmp_path / "j.db"
     stop = threading.Event()
     stopped_at: list[float] = []
 
     def stop_during_the_trickle(progress: Progress) -> None:
-        if len(trickler.seen) >= 2 and not stop.is_set():
+        if len(trickler.seen) >= 3 and not stop.is_set():
             time.sleep(0.3)  # well inside the trickle
             stopped_at.append(time.monotonic())
             stop.set()
