@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import click
 
 import typer
 from typer.core import TyperOption
@@ -118,7 +117,7 @@ def error_words(exc: AnimalSyncError) -> str:
 
 def _flag_value_words(exc: TyperException, args: list[str]) -> str:
     """`--dry-run true`: a value after a flag that takes none, said as such."""
-    if not isinstance(exc, click.UsageError) or "unexpected extra argument" not in exc.format_message():
+    if "unexpected extra argument" not in exc.format_message().lower():
         return ""
     for before, word in zip(args, args[1:]):
         if word.lower() in {"true", "false", "yes", "no", "1", "0"} and before.startswith("--"):
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             result = app(args=args, standalone_mode=False)
     except TyperException as exc:  # typer's vendored click: bad flags, values and commands
         ctx = getattr(exc, "ctx", None)
-        hint = f" (see {command(ctx.info_name, '--help', journal=DEFAULT_JOURNAL)})" if ctx is not None and ctx.parent else ""
+        hint = f" (see `animal-sync {ctx.info_name} --help`)" if ctx is not None and ctx.parent else ""
         typer.echo(f"animal-sync: {exc.format_message()}{_flag_value_words(exc, args)}{hint}", err=True)
         return 2
     except AnimalSyncError as exc:
