@@ -15,7 +15,9 @@ from rich.text import Text
 from ..audit import Audit
 from ..journal import BatchState, Decision
 from ..shards import PAGE_SIZE
-from ..status import SettledBatch, Status, plain
+from ..plain import plain
+from ..settled import SettledBatch
+from ..status import Status
 from ..union import UnionAudit, UnionStatus
 from .suggest import command, plural
 

@@ -45,8 +45,9 @@ class StopSignals:
         self.received = 0  # written by the handler only
         self._heeded = 0
         self._quit_words = quit_words
+        self.handler = self._count  # one object, installed for every stop signal
 
-    def handler(self, signum: int, frame: Any) -> None:
+    def _count(self, signum: int, frame: Any) -> None:
         self.received += 1
 
     def heed(self) -> None:
