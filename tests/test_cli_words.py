@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
+import signal
 import socket
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import query, run_cli
+from conftest import copy_of, query, run_cli, tamper
+from test_settle import lost_answer
 
 import animal_sync
 from animal_sync import contact
 from animal_sync.cli import app
+from animal_sync.simulator import Simulator, SimulatorConfig
 
 PACKAGE = Path(animal_sync.__file__).parent
 
@@ -70,57 +77,108 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _runs(journal: Path) -> tuple[object, ...]:
+    """What a command that acts on a journal changes: its runs, their states and attempts, its settlements."""
+    return (
+        query(journal, "SELECT id, state, attempts FROM runs ORDER BY id"),
+        query(journal, "SELECT count(*) FROM settlements"),
+    )
+
+
+def _interrupt_when_posting(journal: Path) -> threading.Thread:
+    """Ctrl-C, sent to this process once the run in it has posted a batch: the CLI's handler takes it."""
+
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if query(journal, "SELECT count(*) FROM animals WHERE state = 'posted'")[0][0] >= 100:
+                    break
+            except (sqlite3.Error, IndexError):  # not created yet
+                pass
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_every_suggestion_runs_as_printed_against_the_same_journal(
     capsys, simulator, tmp_path: Path, monkeypatch, restore_signals
 ) -> None:
-    """Scenarios: an unreached API, a refused second run, an in-doubt finish, a stopped run's status and audit,
-    a missing journal, a settle for re-send. Each suggestion is then run in a directory with no animal-sync.db."""
+    """Every command the CLI suggests, collected across scenarios (an API never reached, a missing journal, a run
+    stopped by Ctrl-C, the refused new run, status of a run whose process died, audit of an unfinished run, a
+    finish with a batch in doubt, a settle for re-send, an upstream that changed under a resume), then each run as
+    printed, from a directory holding no journal: it must act on the journal of the command that printed it."""
     monkeypatch.setattr(contact, "FIRST_CONTACT_SECONDS", 0.5)
-    monkeypatch.chdir(tmp_path)
-    sim = simulator(animals=300, strict=True)
-    journal = str(tmp_path / "shelf" / "night.db")
-    (tmp_path / "shelf").mkdir()
-    said: list[str] = []
+    home = tmp_path / "cwd"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    said: list[tuple[str, Path]] = []
 
-    def collect(*argv: str) -> int:
+    def collect(journal: Path, *argv: str) -> int:
         code, out, err = run_cli(capsys, *argv)
-        said.extend(SUGGESTION.findall(out + err))
+        said.extend((found, journal) for found in SUGGESTION.findall(out + err))
         return code
 
-    assert collect("run", "--journal", journal, "--base-url", f"http://127.0.0.1:{_free_port()}", "-q") == 1
-    assert collect("status", "--journal", str(tmp_path / "shelf" / "none.db")) == 2  # missing: how to start one
-    assert collect("run", "--journal", journal, "--base-url", sim.url, "--limit", "50", "-q") == 0
-    with query_run_interrupted(journal):
-        assert collect("run", "--journal", journal, "--base-url", sim.url, "-q") == 2  # refused: unfinished run
-        assert collect("audit", "--journal", journal) == 1
-    commands = sorted(set(said))
-    assert any(c.startswith("animal-sync resume") for c in commands), commands
-    assert any(c.startswith("animal-sync run") for c in commands), commands
-    for suggestion in commands:
-        argv = shlex.split(suggestion)[1:]
-        assert "--journal" in argv or argv[0] == "simulate", suggestion
-        if argv[0] == "run" and "--abandon" not in argv:
-            continue  # the unreached URL: the same command again, still unreached
-        code, out, err = run_cli(capsys, *argv)
-        assert code in (0, 1), (suggestion, err)
-        assert not (tmp_path / "animal-sync.db").exists(), suggestion
-    print("\n".join(commands))
+    # An API never reached: the same run again, once it answers.
+    port = _free_port()
+    unreached = shelf / "unreached.db"
+    assert collect(unreached, "run", "--journal", str(unreached), "--base-url", f"http://127.0.0.1:{port}", "-q") == 1
+    # A missing journal: how to start one.
+    missing = shelf / "missing.db"
+    assert collect(missing, "status", "--journal", str(missing)) == 2
+    # A run stopped by Ctrl-C; the new run refused; audit of it unfinished; status as a dead writer leaves it.
+    sim = simulator(animals=3_000, strict=True)
+    stopped = shelf / "stopped.db"
+    sender = _interrupt_when_posting(stopped)
+    assert collect(stopped, "run", "--journal", str(stopped), "--base-url", sim.url, "-q") == 130
+    sender.join()
+    changed = copy_of(stopped, tmp_path)  # for the upstream that changes under a resume, below
+    assert collect(stopped, "run", "--journal", str(stopped), "--base-url", sim.url, "-q") == 2
+    assert collect(stopped, "audit", "--journal", str(stopped)) == 1
+    tamper(stopped, "UPDATE runs SET state = 'running'")  # as a SIGKILL leaves it
+    assert collect(stopped, "status", "--journal", str(stopped)) == 0
+    tamper(stopped, "UPDATE runs SET state = 'interrupted'")
+    # An upstream that changed under a resume.
+    other = simulator(animals=3_000, seed=2, strict=True)
+    assert collect(changed, "resume", "--journal", str(changed), "--base-url", other.url, "-q") == 1
+    # A finish with a batch in doubt (held), then a settle for re-send.
+    _, doubted = lost_answer(simulator, shelf, delivered=False)
+    assert collect(doubted, "resume", "--journal", str(doubted), "--hold-in-doubt", "-q") == 1
+    assert collect(doubted, "settle", "1", "--resend", "--reason", "lost", "--journal", str(doubted)) == 0
 
+    suggestions = sorted(set(said))
+    printed = {text for text, _ in suggestions}
+    for expected in (
+        f"animal-sync run --journal {unreached} --base-url http://127.0.0.1:{port} -q",
+        f"animal-sync run --journal {missing}",
+        f"animal-sync resume --journal {stopped}",
+        f"animal-sync run --journal {stopped} --base-url {sim.url} -q --abandon",
+        f"animal-sync audit --journal {doubted}",
+        f"animal-sync resume --journal {doubted}",
+        "animal-sync settle --help",
+        f"animal-sync run --abandon --journal {changed} --base-url {other.url}",
+        f"animal-sync resume --journal {changed}",
+    ):
+        assert expected in printed, (expected, sorted(printed))
 
-class query_run_interrupted:
-    """Leave the journal's last run interrupted for the length of a `with` block, as a kill would."""
-
-    def __init__(self, journal: str) -> None:
-        self.journal = journal
-
-    def __enter__(self) -> None:
-        import sqlite3
-
-        with sqlite3.connect(self.journal) as conn:
-            conn.execute("UPDATE runs SET state = 'interrupted', finished_at = NULL")
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    monkeypatch.setenv("ANIMAL_SYNC_BASE_URL", sim.url)  # the missing journal's `run` goes to the API set up here
+    with Simulator(SimulatorConfig(port=port, animals=50, chaos=0)):  # the unreached API answers now
+        for text, journal in suggestions:
+            argv = shlex.split(text)[1:]
+            before = _runs(journal) if journal.exists() else None
+            code, out, err = run_cli(capsys, *argv)
+            assert code in (0, 1), (text, out, err)
+            assert not (home / "animal-sync.db").exists(), text  # never the default journal
+            if argv[0] in ("status", "audit"):
+                assert f"run {_runs(journal)[0][-1][0]}" in out, (text, out)
+            elif argv[0] != "settle":
+                assert journal.exists() and _runs(journal) != before, text  # it acted on this journal
+    print("\n".join(sorted(printed)))
 
 
 def test_dotenv_is_read_for_animal_sync_variables_and_flags_and_environment_beat_it(capsys, tmp_path: Path, monkeypatch) -> None:

@@ -69,6 +69,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     in_doubt: tuple[int, ...] = ()
     resent: tuple[int, ...] = ()  # batches posted at least once after a doubt: a person may settle them
+    base_url: str = ""  # the API this attempt used, redacted: a new run suggested after it goes there too
 
 
 @dataclass(frozen=True)

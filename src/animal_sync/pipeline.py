@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -127,6 +128,7 @@ def _execute(
     journal.record_attempt_url(run.id, redact_url(settings.base_url))  # status shows the API this attempt uses
     api = AnimalsApi(settings)
     try:
-        return Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
+        result = Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
+        return replace(result, base_url=redact_url(settings.base_url))
     finally:
         api.close()

@@ -129,7 +129,8 @@ def next_steps(result: RunResult) -> str:
     if outcome is RunOutcome.CREDENTIAL_REFUSED:
         return f": pass a valid one (ANIMAL_SYNC_TOKEN, or a password in --base-url) and run {resume}"
     if outcome is RunOutcome.UPSTREAM_CHANGED:
-        return f". Start over with {command('run', '--abandon', url=True)}, or {resume} if the old data set is served again"
+        run_again = command("run", "--abandon", base_url=result.base_url or None, url=True)
+        return f". Start over with {run_again}, or {resume} if the old data set is served again"
     if outcome is RunOutcome.UNREACHABLE:
         return f": run {resume} when it is back"
     if outcome is RunOutcome.STOPPED:
@@ -139,7 +140,7 @@ def next_steps(result: RunResult) -> str:
     if outcome is RunOutcome.EXCEPTIONS:
         tail = f"; run {command('audit')} for details, {resume} to retry"
         if result.in_doubt or result.resent:
-            tail += f", {command('settle', '--help')} to decide what is in doubt"
+            tail += f", {command('settle', '--help', journal=DEFAULT_JOURNAL)} to decide what is in doubt"
         return tail
     return ""
 
