@@ -9,19 +9,20 @@ import shlex
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import copy_of, query, run_cli, tamper
+from conftest import cli, copy_of, query, run_cli, tamper
 from test_settle import lost_answer
 
 import animal_sync
 from animal_sync import contact
 from animal_sync.cli import app
-from animal_sync.simulator import Simulator, SimulatorConfig
+from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 PACKAGE = Path(animal_sync.__file__).parent
 
@@ -220,3 +221,32 @@ def test_help_shows_flags_as_flags_and_version_and_h_work(capsys) -> None:
     assert "bad_born_at, friends_type" in " ".join(out.split()) and "see the docs" not in out
     code, _, err = run_cli(capsys, "run", "--dry-run", "true")
     assert code == 2 and "--dry-run is a flag and takes no value" in err
+
+
+def test_every_stop_signal_ends_in_130_a_second_sigterm_included(simulator, tmp_path: Path) -> None:
+    """First SIGTERM: stop after the POSTs in flight (one is stalled); the second: quit at once, still 130, the
+    main thread saying what to type next (the handler itself only counts)."""
+    sim = simulator(animals=2_000, strict=True, stall_min=20, stall_max=20)
+    sim.queue_chaos(Chaos.STALL, method="POST")
+    journal = tmp_path / "j.db"
+    process = subprocess.Popen(
+        cli("run", "--base-url", sim.url, "--journal", str(journal), "--quiet", "--post-timeout", "60"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while sim.stalled_requests == 0:
+            assert process.poll() is None and time.monotonic() < deadline, "no POST stalled"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None  # waiting for the stalled POST
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    err = process.stderr.read()
+    assert "stopping after the POSTs in flight (again to quit at once)" in err
+    assert f"quitting at once; batches then in flight will be in doubt: run `animal-sync resume --journal {journal}`" in err
+    assert "reentrant" not in err and "Traceback" not in err

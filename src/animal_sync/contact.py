@@ -42,6 +42,8 @@ def reach(
     within = FIRST_CONTACT_SECONDS if within is None else within
     url = redact_url(settings.base_url)
     stop = stop or threading.Event()
+    if stop.is_set():
+        return  # a stop asked before the first contact: the attempt stops at once, and sends nothing at all
     started = time.monotonic()
     api = AnimalsApi(settings)
     try:

@@ -168,4 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Abort:
         return 130
+    finally:
+        invoked(argv=())  # a renderer called later, outside a command, suggests no journal of this one
     return result if isinstance(result, int) else 0
