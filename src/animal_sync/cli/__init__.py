@@ -1,7 +1,7 @@
 """The `animal-sync` command line: options in, library calls out, exit codes back. No logic lives here.
 
 Exit codes: 0 finished and clean; 1 finished (or stopped) with failed, quarantined, in-doubt or missing
-animals; 2 a usage or journal error, always as one line, or a credential the API refused; 130 stopped by
+animals, or an API that never answered (nothing begun); 2 a usage or journal error, always as one line, or a credential the API refused; 130 stopped by
 Ctrl-C, SIGTERM or SIGHUP.
 
 This module is the app and its entry point: the commands in the order `--help` lists them, and every error a

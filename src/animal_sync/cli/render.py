@@ -79,7 +79,8 @@ def status_table(report: Status) -> Table:
     table.add_row("errors", _counts_line(report.errors))
     table.add_row("throughput", f"{report.throughput_per_second or 0:,.1f} animals/s")
     left = report.left
-    table.add_row("left", f"{left.animals:,} animals" + (f", {left.pages:,} pages" if left.pages else ""))
+    animals = f"{left.animals:,} animal{'' if left.animals == 1 else 's'}"
+    table.add_row("left", animals + (f", {left.pages:,} page{'' if left.pages == 1 else 's'}" if left.pages else ""))
     for item in report.settled:
         table.add_row("settled", settled_line(item))
     if report.message:
@@ -117,15 +118,15 @@ def settled_line(item: SettledBatch) -> str:
         BatchState.POSTED: "; re-sent and answered 2xx" if item.decision == Decision.RESEND else "; it had been re-sent and answered 2xx",
     }.get(item.batch_state, "")
     return (
-        f"batch {item.batch_id} ({item.animals} animals) settled {decided} by a person"
+        f"batch {item.batch_id} ({plural(item.animals, 'animal')}) settled {decided} by a person"
         f" ({item.user}, {item.settled_at}): {_short(item.reason, 200)}{where}"
     )
 
 
 def _head(report: Audit) -> str:
     """The audit's first line: what was posted (settled, unchanged), in how many batches, and what was re-checked."""
-    head = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {report.discovered} animals"
-    head += f" posted in {report.batches_posted} batches"
+    head = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {plural(report.discovered, 'animal')}"
+    head += f" posted in {plural(report.batches_posted, 'batch', 'batches')}"
     rechecked = "posted records"
     if report.settled_animals:
         head += f" and {report.settled_animals} settled as delivered by a person"
