@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -25,6 +25,7 @@ from .suggest import command, invoked
 from .options import HoldOpt, JournalOpt, LogFormatOpt, ProgressEveryOpt, ProgressOpt, QuietOpt, progress_reporter
 
 if TYPE_CHECKING:
+    from ..attempt import Progress
     from ..contact import Unanswered
     from ..pipeline import RunOutcome, RunResult
 
@@ -180,9 +181,31 @@ def _not_reached_words(exc: ApiNotReached, verb: str) -> str:
     default = "; is it running (`animal-sync simulate` serves one)?" if exc.url.rstrip("/") == DEFAULT_BASE_URL else ""
     return (
         f"{_waiting_words(exc.url, exc.cause)}, tried for {exc.waited:.0f} s; nothing was"
-        f" {'started' if verb == 'run' else 'resumed'}{default}. When it answers: {again}"
-        f" (or the same with the right --base-url)"
+        f" {'started' if verb == 'run' else 'resumed'}{default}. Once it answers (or with the right --base-url):"
+        f" {again}"
     )
+
+
+class _LateProgress:
+    """The progress display, started at the attempt's first figures: after its first contact, whose countdown
+    owns the terminal line until then (live bars would swallow it)."""
+
+    def __init__(self, display: AbstractContextManager[OnProgress | None], countdown: _Countdown) -> None:
+        self._display, self._countdown = display, countdown
+        self._stack = ExitStack()
+        self._callback: OnProgress | None = None
+        self._started = False
+
+    def __call__(self, progress: Progress) -> None:  # the coordinator's thread only
+        if not self._started:
+            self._started = True
+            self._countdown.close()
+            self._callback = self._stack.enter_context(self._display)
+        if self._callback is not None:
+            self._callback(progress)
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[OnProgress | None], verb: str) -> None:
@@ -190,7 +213,7 @@ def _sync(attempt: Callable[..., RunResult], progress: AbstractContextManager[On
     countdown = _Countdown()
     with stop_on_signals(f"batches then in flight will be in doubt: run {command('resume')}") as signals:
         try:
-            with progress as on_progress:
+            with closing(_LateProgress(progress, countdown)) as on_progress:
                 live = {"stop": signals.stop, "on_progress": on_progress, "on_waiting": countdown}
                 result = _in_worker(lambda: attempt(**live), signals)
         except ApiNotReached as exc:
