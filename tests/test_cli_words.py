@@ -22,6 +22,8 @@ from test_settle import lost_answer
 import animal_sync
 from animal_sync import contact
 from animal_sync.cli import app
+from animal_sync.config import Settings
+from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 PACKAGE = Path(animal_sync.__file__).parent
@@ -250,3 +252,38 @@ def test_every_stop_signal_ends_in_130_a_second_sigterm_included(simulator, tmp_
     assert "stopping after the POSTs in flight (again to quit at once)" in err
     assert f"quitting at once; batches then in flight will be in doubt: run `animal-sync resume --journal {journal}`" in err
     assert "reentrant" not in err and "Traceback" not in err
+
+
+def test_a_resume_that_never_reaches_its_api_resumes_nothing_and_names_the_resume_to_type(
+    capsys, simulator, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(contact, "FIRST_CONTACT_SECONDS", 0.5)
+    sim = simulator(animals=40, strict=True)
+    journal = tmp_path / "j.db"
+    stop = threading.Event()
+    stop.set()
+    assert start_run(Settings(base_url=sim.url, journal=journal), stop=stop).outcome is RunOutcome.STOPPED
+    before = query(journal, "SELECT state, attempts FROM runs")
+    wrong = f"http://127.0.0.1:{_free_port()}"
+    code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--base-url", wrong, "-q")
+    assert code == 1 and "nothing was resumed" in err and "stopped answering" not in err
+    assert f"`animal-sync resume --journal {journal} --base-url {wrong} -q`" not in err  # only a run keeps its flags
+    assert f"`animal-sync resume --journal {journal} --base-url {wrong}`" in err
+    assert query(journal, "SELECT state, attempts FROM runs") == before
+    assert run_cli(capsys, "resume", "--journal", str(journal), "--base-url", sim.url, "-q")[0] == 0
+
+
+def test_a_missing_journal_says_how_to_start_one_and_a_taken_port_suggests_port(capsys, tmp_path: Path) -> None:
+    for command in ("status", "audit"):
+        code, _, err = run_cli(capsys, command, "--journal", str(tmp_path / "absent.db"))
+        assert code == 2 and err == (
+            f"animal-sync: no journal at {tmp_path / 'absent.db'}; start a run with"
+            f" `animal-sync run --journal {tmp_path / 'absent.db'}`\n"
+        )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_cli(capsys, "simulate", "--port", str(port))
+    assert code == 2 and f"port {port} on 127.0.0.1 is already in use; choose another with --port" in err
+    assert "`animal-sync simulate --port 0`" in err
