@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .api import AnimalsApi
@@ -110,7 +110,10 @@ def _already_finished(journal: Journal, run: RunRow, settings: Settings) -> RunR
     resent = [batch.id for batch in unsettled_resends(journal, run.id)]
     bad_items = len(journal.bad_listing_items(run.id))
     # No failed page here: one would be work left for a resume (`_work_left`).
-    seen = Seen(None, None, None, False, None, True, {}, settings.dry_run)
+    seen = Seen(
+        refused=None, changed=None, unreachable=None, stopped=False, check_failed=None, listing_started=True,
+        failed_pages={}, dry_run=settings.dry_run,
+    )
     _, outcome, line = conclude(seen, counts, in_doubt, bad_items, resent)
     return RunResult(
         run.id, RunState.FINISHED, outcome, f"already finished, nothing to resume: {line}", counts, in_doubt,

@@ -14,9 +14,9 @@ from rich.text import Text
 
 from ..audit import Audit
 from ..journal import BatchState, Decision
-from ..shards import PAGE_SIZE
 from ..plain import plain
 from ..settled import SettledBatch
+from ..shards import PAGE_SIZE
 from ..status import Status
 from ..union import UnionAudit, UnionStatus
 from .suggest import command, plural

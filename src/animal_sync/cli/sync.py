@@ -21,8 +21,8 @@ from ..errors import ApiNotReached
 from ..logs import LogFormat, configure_logging
 from ..progress import DEFAULT_EVERY, OnProgress, ProgressMode
 from ..shards import Shard
-from .suggest import command, invoked
 from .options import HoldOpt, JournalOpt, LogFormatOpt, ProgressEveryOpt, ProgressOpt, QuietOpt, progress_reporter
+from .suggest import command, invoked
 
 if TYPE_CHECKING:
     from ..attempt import Progress

@@ -11,6 +11,7 @@ from ..logs import LogFormat, configure_logging
 from ..progress import DEFAULT_EVERY, ProgressMode
 from ..simulator.data import Fault
 from .options import ProgressOpt, progress_reporter
+from .suggest import command, invoked
 
 __all__ = ["demo", "simulate"]
 
@@ -25,12 +26,13 @@ def demo(
     """Start the bundled simulator (strict mode), sync everything into it, audit, and show its verification."""
     from .demo import run_demo
 
+    invoked(journal)
     configure_logging(LogFormat.AUTO, quiet=True)  # the demo's own lines tell the story; warnings still show
     code = run_demo(
         journal, animals=animals, chaos=chaos, echo=typer.echo,
         progress=lambda: progress_reporter(progress, quiet, DEFAULT_EVERY),
     )
-    typer.echo(f"report: `animal-sync report --html report.html --journal {journal}` writes the run's page")
+    typer.echo(f"report: {command('report', '--html', 'report.html', journal=journal)} writes the run's page")
     raise typer.Exit(code)
 
 

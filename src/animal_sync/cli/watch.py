@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.live import Live
 
 from ..journal import Journal, RunState
-from .render import status_line, status_table
 from ..status import status
+from .render import status_line, status_table
 
 __all__ = ["watch_status"]
 
