@@ -43,7 +43,6 @@ app = typer.Typer(
     # click's plain help, the same text as docs/cli.md: flags shown as flags (never `<bool>`), paragraphs wrapped
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Move every animal from the Animals API to its home endpoint, exactly once, with proof.",
 )
 
 
@@ -62,6 +61,7 @@ def _root(
     ] = False,
 ) -> None:
     """Move every animal from the Animals API to its home endpoint, exactly once, with proof."""
+
 
 COMMANDS = (  # registered in this order, which is the order of `--help` and of docs/cli.md
     sync.run, sync.resume, reports.status, reports.audit, sync.settle, reports.export, reports.report,
@@ -117,10 +117,15 @@ def error_words(exc: AnimalSyncError) -> str:
 
 def _flag_value_words(exc: TyperException, args: list[str]) -> str:
     """`--dry-run true`: a value after a flag that takes none, said as such."""
-    if "unexpected extra argument" not in exc.format_message().lower():
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None or "unexpected extra argument" not in exc.format_message().lower():
         return ""
+    flags = {
+        opt for param in ctx.command.params if getattr(param, "is_flag", False)
+        for opt in (*param.opts, *param.secondary_opts)
+    }
     for before, word in zip(args, args[1:]):
-        if word.lower() in {"true", "false", "yes", "no", "1", "0"} and before.startswith("--"):
+        if word.lower() in {"true", "false", "yes", "no", "1", "0", "on", "off"} and before in flags:
             return f"; {before} is a flag and takes no value: pass it alone, or leave it out"
     return ""
 
