@@ -293,7 +293,7 @@ def render_html(data: ReportData) -> str:
         ("batches", ", ".join(f"{k} {v:,}" for k, v in st.batches.items())),
         ("re-sent after doubt", ", ".join(map(str, au.resent_after_doubt)) or "none"),
         ("settled by a person", ", ".join(str(item.batch_id) for item in au.settled) or "none"),
-        ("test mode (limited to)", au.limit),
+        ("test mode (limit)", au.limit),
         ("last outcome", st.message),
     ])
     cards = "".join([
