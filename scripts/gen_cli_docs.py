@@ -23,7 +23,8 @@ REGENERATE = "python scripts/gen_cli_docs.py"
 
 
 def _plain_help(command: typer.core.click.Command, name: str, parent: typer.core.click.Context | None) -> tuple[str, typer.core.click.Context]:
-    ctx = command.context_class(command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+    settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}  # e.g. -h
+    ctx = command.context_class(command, info_name=name, parent=parent, **settings)
     formatter = ctx.make_formatter()
     # The next class after typer's in the MRO is click's own Command/Group: its help is plain text.
     super(type(command), command).format_help(ctx, formatter)

@@ -15,7 +15,7 @@ import pytest
 from animal_sync.audit import audit
 from animal_sync.journal import Journal, RunState
 from animal_sync.journal import duplicate_deliverable_ids, orphans
-from animal_sync.render import render_audit
+from animal_sync.cli.render import render_audit
 from animal_sync.transform import canonical_json, transform
 
 IDS = list(range(6))

@@ -6,11 +6,15 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+
+from animal_sync.config import Settings
+from animal_sync.pipeline import RunOutcome, start_run
 
 
 @pytest.mark.parametrize(
@@ -150,21 +154,27 @@ def test_dry_run_posts_nothing_and_the_audit_says_dry_run_not_failure(capsys, si
     assert len(out.splitlines()) == 120  # what would have been posted, for a person to check first
 
 
-def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, monkeypatch) -> None:
+def test_a_second_signal_quits_at_once_and_says_what_it_leaves_in_doubt(capsys, monkeypatch, restore_signals) -> None:
     from animal_sync.cli import stop_on_signals
 
     def hard_exit(code: int) -> None:
         raise SystemExit(f"os._exit({code})")
 
     monkeypatch.setattr("animal_sync.cli.sync.os._exit", hard_exit)
-    with stop_on_signals() as stop:
+    with stop_on_signals("batches then in flight will be in doubt: run `animal-sync resume`") as signals:
         handler = signal.getsignal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGHUP) is handler  # a closed terminal stops the run the same way
         handler(signal.SIGTERM, None)  # the first: finish the POSTs in flight, then stop
-        assert stop.is_set() and "stopping after the POSTs in flight" in capsys.readouterr().err
+        assert not signals.stop.is_set() and capsys.readouterr().err == ""  # the handler only counts
+        signals.heed()  # the main thread acts, and talks
+        assert signals.stop.is_set() and "stopping after the POSTs in flight" in capsys.readouterr().err
+        handler(signal.SIGINT, None)  # the second: now, without waiting for stalled POSTs
+        assert capsys.readouterr().err == ""
         with pytest.raises(SystemExit, match=r"os\._exit\(130\)"):
-            handler(signal.SIGINT, None)  # the second: now, without waiting for stalled POSTs
+            signals.heed()
         assert "in doubt: run `animal-sync resume`" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"os\._exit\(130\)"):  # after a stop, a later signal still ends in 130
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
 
 
 def test_a_run_gives_the_caller_its_signal_handlers_back(capsys, simulator, tmp_path: Path) -> None:
@@ -220,7 +230,8 @@ def test_a_journaled_setting_no_flag_sets_is_named_by_its_field(capsys, tmp_path
 
 def test_resume_of_a_journal_that_is_not_there_creates_nothing(capsys, tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "resume", "--journal", str(tmp_path / "typo.db"))
-    assert code == 2 and err == f"animal-sync: no journal at {tmp_path / 'typo.db'}; start a run with `animal-sync run`\n"
+    typo = tmp_path / "typo.db"
+    assert code == 2 and err == f"animal-sync: no journal at {typo}; start a run with `animal-sync run --journal {typo}`\n"
     assert list(tmp_path.iterdir()) == []  # no journal, no -wal/-shm, no .lock
 
 
@@ -230,7 +241,8 @@ def test_status_of_an_empty_file_says_it_holds_no_run_yet(capsys, tmp_path: Path
     for command in ("status", "audit"):
         code, _, err = run_cli(capsys, command, "--journal", str(journal))
         assert code == 2 and err.count("\n") == 1
-        assert "is empty: it holds no run yet; `animal-sync run` starts one" in err and "resume" not in err
+        assert f"is empty: it holds no run yet; start a run with `animal-sync run --journal {journal}`" in err
+        assert "resume" not in err
 
 
 @pytest.fixture
@@ -261,10 +273,14 @@ def test_simulate_on_a_port_that_cannot_exist_is_one_line(capsys, port: str) -> 
 
 def test_status_and_report_show_the_api_the_last_attempt_used(capsys, simulator, tmp_path: Path) -> None:
     sim = simulator(animals=40, strict=True)
+    first = simulator(animals=40, strict=True)  # the same data set at another address
+    gone = first.url
     journal = str(tmp_path / "j.db")
-    gone = "http://127.0.0.1:9"  # nothing listens: the first attempt is interrupted
-    code, _, _ = run_cli(capsys, "run", "--base-url", gone, "--journal", journal, "--retries", "0", "-q")
-    assert code == 1
+    stop = threading.Event()
+    interrupted = start_run(
+        Settings(base_url=gone, journal=Path(journal)), stop=stop, on_progress=lambda progress: stop.set()
+    )
+    assert interrupted.outcome is RunOutcome.STOPPED
     code, _, err = run_cli(capsys, "resume", "--journal", journal, "--base-url", sim.url, "-q")
     assert code == 0, err
     code, out, _ = run_cli(capsys, "status", "--journal", journal, "--json")

@@ -108,7 +108,7 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     assert set(json.loads(ids)) <= set(range(300)) and sim.verify()["delivered"] >= len(json.loads(ids))
 
     held = subprocess.run(cli("resume", "--hold-in-doubt", *common), capture_output=True, text=True, timeout=120)
-    assert held.returncode == 1 and f"batches in doubt ({batch_id})" in held.stderr
+    assert held.returncode == 1 and f"1 batch in doubt ({batch_id})" in held.stderr
     assert sim.verify()["missing"] == 0 and sim.verify()["duplicates_rejected"] == 0
     audit = subprocess.run(cli("audit", "--json", "--journal", str(journal)), capture_output=True, text=True)
     report = json.loads(audit.stdout)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from animal_sync.errors import JournalError
+from animal_sync.errors import JournalEmpty, JournalError
 from animal_sync.journal import (
     ANIMAL_TRANSITIONS,
     BATCH_TRANSITIONS,
@@ -846,7 +846,8 @@ def test_readonly_on_an_unmigrated_file_is_refused_and_left_alone(path):
     path.touch()  # an empty SQLite database: no schema at all, and a reader may not add one
     with pytest.raises(JournalError) as exc_info:
         Journal.open(path, readonly=True)
-    assert "is empty: it holds no run yet; `animal-sync run` starts one" in one_line(exc_info)  # not "resume"
+    assert isinstance(exc_info.value, JournalEmpty)  # the CLI words what comes next: a run, not a resume
+    assert "is empty: it holds no run yet" in one_line(exc_info) and "resume" not in one_line(exc_info)
     assert path.stat().st_size == 0
 
 

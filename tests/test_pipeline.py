@@ -16,7 +16,8 @@ from structlog.testing import capture_logs
 
 from animal_sync import upstream
 from animal_sync.config import Settings
-from animal_sync.errors import JournalError
+from animal_sync.contact import Unanswered
+from animal_sync.errors import ApiNotReached, JournalError, UnfinishedRun
 from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
 from animal_sync.audit import audit
@@ -75,7 +76,7 @@ def test_stopped_run_refuses_a_new_run_and_resumes_exactly_once(simulator, tmp_p
 
     assert (first.state, first.outcome) == (RunState.INTERRUPTED, RunOutcome.STOPPED)
     assert 300 <= sim.verify()["delivered"] < 2_000
-    with pytest.raises(JournalError, match="resume"):
+    with pytest.raises(UnfinishedRun, match="holds unfinished run 1"):
         start_run(settings(sim.url, journal))
     second = resume_run(journal)
     assert (second.state, second.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), second.message
@@ -103,16 +104,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_unreachable_api_stops_the_run_and_resume_finishes_when_it_is_back(tmp_path: Path) -> None:
+def test_an_api_never_reached_begins_no_run_and_the_same_run_works_once_it_answers(tmp_path: Path) -> None:
     port = _free_port()
     journal = tmp_path / "j.db"
+    seen: list[Unanswered] = []
 
-    gone = start_run(settings(f"http://127.0.0.1:{port}", journal, retries=2))
+    with pytest.raises(ApiNotReached) as raised:
+        start_run(settings(f"http://127.0.0.1:{port}", journal, retries=2), reach_within=1.5, on_waiting=seen.append)
 
-    assert (gone.state, gone.outcome) == (RunState.INTERRUPTED, RunOutcome.UNREACHABLE)
-    assert "stopped answering" in gone.message and "resume" in gone.message
+    assert raised.value.url == f"http://127.0.0.1:{port}" and raised.value.cause == "connection refused"
+    assert seen and seen[0].cause == "connection refused" and seen[0].seconds_left > seen[-1].seconds_left
+    assert query(journal, "SELECT count(*) FROM runs") == [(0,)]  # nothing half-begun blocks the next run
     with Simulator(SimulatorConfig(port=port, animals=250, chaos=0, strict=True)) as sim:
-        back = resume_run(journal)
+        back = start_run(settings(f"http://127.0.0.1:{port}", journal))
         assert back.outcome is RunOutcome.CLEAN, back.message
         assert_exactly_once(sim)
     assert audited(journal)["ok"]
@@ -235,7 +239,7 @@ def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_o
 
     again = resume_run(journal, overrides={"post_timeout": 5.0})  # a slow answer under load is not a new doubt
 
-    assert again.outcome is RunOutcome.EXCEPTIONS and again.in_doubt == () and "1 batches posted at least once after doubt (1)" in again.message
+    assert again.outcome is RunOutcome.EXCEPTIONS and again.in_doubt == () and "1 batch posted at least once after doubt (1)" in again.message
     assert_exactly_once(sim)
     report = audited(journal)
     assert not report["ok"] and report["resent_after_doubt"] == [1]
@@ -284,7 +288,7 @@ def test_a_resume_against_a_new_data_set_stops_with_exit_1_and_posts_nothing(sim
     result = resume_run(journal)
 
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED)
-    assert says in result.message and "`animal-sync run --abandon`" in result.message
+    assert says in result.message and "animal-sync" not in result.message  # the CLI names what comes next
     assert after.verify()["posts"] == 0 and after.verify()["delivered"] == 0
     with Journal.open(journal, readonly=True) as opened:
         figures = status(opened).to_json()
@@ -409,7 +413,7 @@ def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries
 
     assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.NEVER_LISTED)
     assert result.message.startswith("the listing never started: page 1 could not be listed (")
-    assert "resume" in result.message
+    assert "the listing never started: page 1 could not be listed" in result.message
     with Journal.open(journal, readonly=True) as opened:
         assert sum(status(opened).to_json()["retries"].values()) == 2  # the retries of the GET that finally failed
 
@@ -483,13 +487,13 @@ def test_listing_items_with_ids_the_journal_cannot_hold_are_set_aside_and_audite
 def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_discovered(trickler, tmp_path: Path) -> None:
     listing = {"page": 1, "total_pages": 1, "items": [{"id": 0, "name": "Cobra", "born_at": None}]}
     trickler.bodies = lambda path: json.dumps(listing).encode()
-    trickler.script.extend(["normal"] + ["headers"] * 50)  # the listing answers; every detail trickles
+    trickler.script.extend(["normal"] * 2 + ["headers"] * 50)  # the first contact and the listing answer; details trickle
     journal = tmp_path / "j.db"
     stop = threading.Event()
     stopped_at: list[float] = []
 
     def stop_during_the_trickle(progress: Progress) -> None:
-        if len(trickler.seen) >= 2 and not stop.is_set():
+        if len(trickler.seen) >= 3 and not stop.is_set():
             time.sleep(0.3)  # well inside the trickle
             stopped_at.append(time.monotonic())
             stop.set()
@@ -691,7 +695,7 @@ def test_resuming_a_finished_run_with_nothing_left_never_undoes_it(simulator, tm
     result = resume_run(journal)
 
     assert (result.state, result.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), result.message
-    assert result.message.startswith("already finished, nothing to resume (its audit is clean): 200 animals posted")
+    assert result.message.startswith("already finished, nothing to resume: 200 animals posted")
     if then == "restarted with another data set":
         assert after.verify()["posts"] == 0  # nothing was sent, nothing re-checked into a change
     with Journal.open(journal, readonly=True) as opened:

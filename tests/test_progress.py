@@ -156,16 +156,17 @@ def test_cli_quiet_run_shows_no_progress(capsys, simulator, tmp_path: Path) -> N
     assert code == 0 and err == ""  # the closing line of a clean run goes to stdout
 
 
-def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(monkeypatch) -> None:
+def test_the_ctrl_c_notice_goes_through_sys_stderr_so_it_prints_above_live_bars(monkeypatch, restore_signals) -> None:
     import signal
 
     from animal_sync.cli import stop_on_signals
 
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as signals:
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
-    assert stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"
+        signals.heed()
+    assert signals.stop.is_set() and stream.getvalue() == "animal-sync: stopping after the POSTs in flight (again to quit at once)\n"
 
 
 def test_bars_in_test_mode_count_the_pages_listed_as_all_of_them() -> None:

@@ -20,7 +20,7 @@ from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, IllegalTransition, Journal, RunState
 from animal_sync.pipeline import RunOutcome, resume_run, start_run
 from animal_sync.audit import audit
-from animal_sync.render import render_audit
+from animal_sync.cli.render import render_audit
 from animal_sync.settle import BlankReason, NoResendHere, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
@@ -104,7 +104,7 @@ def test_delivered_settles_an_in_doubt_batch_and_its_animals_with_who_when_and_w
     }]
     text = render_audit(report)
     assert f"batch {doubted.id} (2 animals) settled as delivered by a person (alice, {row.settled_at}): {REASON}" in text
-    assert text.endswith("OK: every discovered animal was posted exactly once, except 1 batches settled by a person (listed above)")
+    assert text.endswith("OK: every discovered animal was posted exactly once, except 1 batch settled by a person (listed above)")
 
 
 def test_resend_puts_an_in_doubt_batch_back_to_pending_and_keeps_its_doubt(journal: Journal) -> None:
@@ -169,7 +169,7 @@ def test_every_batch_is_checked_before_any_is_settled(journal: Journal) -> None:
     for ids, error, says in [
         ([doubted.id, posted.id], NotSettleable, f"batch {posted.id} cannot be settled (delivered): it is posted, not in doubt"),
         ([doubted.id, pending.id], NotSettleable, "it is pending, not in doubt"),
-        ([sending.id, doubted.id], NotSettleable, "`animal-sync resume` names it in doubt first"),
+        ([sending.id, doubted.id], NotSettleable, "a resume names it in doubt first"),
         ([doubted.id, 99], UnknownBatch, "run 1 has no batch 99"),
     ]:
         with pytest.raises(error, match=says.replace("(", "\\(").replace(")", "\\)")):
@@ -328,7 +328,7 @@ def test_a_delivered_batch_the_strict_api_refuses_to_repeat_is_settled_as_delive
     code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
     assert code == 0
     assert "batch 1 (100 animals) settled as delivered by a person (" in out and "): the API refused the repeat" in out
-    assert out.endswith("OK: every discovered animal was posted exactly once, except 1 batches settled by a person (listed above)\n")
+    assert out.endswith("OK: every discovered animal was posted exactly once, except 1 batch settled by a person (listed above)\n")
     posts = sim.verify()["posts"]
     code, _, _ = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")
     assert code == 0 and sim.verify()["posts"] == posts  # the run agrees with its audit, and sends nothing more
@@ -345,7 +345,7 @@ def test_a_batch_settled_for_re_send_goes_out_on_the_next_resume_even_when_holdi
     assert code == 1 and sim.verify()["posts"] == posts  # held: not sent
 
     code, out, err = run_cli(capsys, "settle", "1", "--resend", "--reason", "not in the home's records", "--journal", str(journal))
-    assert code == 0 and out.startswith("batch 1 of run 1 settled for re-send: `animal-sync resume` sends it ("), err
+    assert code == 0 and out.startswith(f"batch 1 of run 1 settled for re-send: `animal-sync resume --journal {journal}` sends it ("), err
 
     code, _, err = run_cli(capsys, "resume", "--hold-in-doubt", "--journal", str(journal), "--quiet")
 
@@ -365,7 +365,7 @@ def test_a_re_send_taken_after_doubt_is_at_least_once_until_settled(
 
     code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--quiet")  # re-sent (at-least-once), taken
 
-    assert code == 1 and "1 batches posted at least once after doubt (1)" in err
+    assert code == 1 and "1 batch posted at least once after doubt (1)" in err
     assert sim.verify()["delivered"] == 100  # the lost batch, and only it, went out again
     code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
     assert code == 1 and "at_least_once: 1\n  batch_id=1, animals=100, attempts=2" in out and "exactly once" not in out

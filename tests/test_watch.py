@@ -16,9 +16,10 @@ from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
 from animal_sync.pipeline import RunOutcome, start_run
-from animal_sync.render import status_table
-from animal_sync.status import WriterProcess, status, writer_process
-from animal_sync.watch import watch_status
+from animal_sync.cli.render import status_table
+from animal_sync.status import status
+from animal_sync.writer import WriterProcess, writer_process
+from animal_sync.cli.watch import watch_status
 
 
 def wait_for_run(path: Path, timeout: float = 10) -> None:

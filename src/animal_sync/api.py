@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -249,6 +250,27 @@ class AnimalsApi:
     def close(self) -> None:
         self._watchdog.close()
         self.session.close()
+
+    def greet(self) -> None:
+        """One GET of `/` without retries, for a run's first contact: any HTTP answer returns (the API is there);
+        ApiUnreachable, with the cause in a few words, when no connection could be opened."""
+        adapter = HTTPAdapter(max_retries=0)
+        request = self.session.prepare_request(requests.Request("GET", self.base_url + "/"))
+        try:
+            adapter.send(
+                request, timeout=(self.settings.connect_timeout, self.settings.get_timeout),
+                verify=self.session.verify, cert=self.session.cert, proxies=self.session.proxies,
+            ).close()
+        except requests.ConnectionError as exc:  # ConnectTimeout included; a read timeout means it is there
+            cause = _root_cause(exc)
+            if _error_kind(cause) != "connect_error":
+                return  # a connection opened, then was dropped or reset: something answers there
+            errno = re.search(r"\[Errno -?\d+\] ([^')\]]+)", str(cause))
+            raise ApiUnreachable(errno.group(1).lower() if errno else _error_kind(cause)) from None
+        except requests.Timeout:
+            pass
+        finally:
+            adapter.close()
 
     def abandon_gets(self) -> None:
         """Cut every GET in flight and fail any later one at once (a stopping run drops their results)."""

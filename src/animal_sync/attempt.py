@@ -1,6 +1,7 @@
 """What one attempt reports: live `Progress` while it runs, and at its end a `RunResult` with a typed `RunOutcome`.
 
-`conclude` words the end from what the attempt saw; the CLI maps the outcome to an exit code.
+`conclude` says how the attempt ended from what it saw, in words that name no command: the CLI maps the outcome
+to an exit code and to the commands that come next.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class RunResult:
     message: str
     counts: dict[str, int] = field(default_factory=dict)
     in_doubt: tuple[int, ...] = ()
+    resent: tuple[int, ...] = ()  # batches posted at least once after a doubt: a person may settle them
+    base_url: str = ""  # the API this attempt used, redacted: a new run suggested after it goes there too
 
 
 @dataclass(frozen=True)
@@ -89,34 +92,31 @@ def conclude(
     """The run's state, the attempt's outcome and its closing line; the first reason to stop wins."""
     if seen.refused is not None:
         return RunState.INTERRUPTED, RunOutcome.CREDENTIAL_REFUSED, (
-            f"the Animals API refused the credential ({seen.refused}); the journal is consistent:"
-            " pass a valid one and run `animal-sync resume`"
+            f"the Animals API refused the credential ({seen.refused}); the journal is consistent"
         )
     if seen.changed is not None:
         return RunState.INTERRUPTED, RunOutcome.UPSTREAM_CHANGED, (
             f"the upstream data set changed under this run: {seen.changed}. Its ids now name other animals"
             " than the journaled ones, so the run stopped instead of mixing two data sets (nothing more was"
-            " fetched or posted). Start over with `animal-sync run --abandon`, or `animal-sync resume` if"
-            " the old data set is served again"
+            " fetched or posted)"
         )
     if seen.unreachable is not None:
         return RunState.INTERRUPTED, RunOutcome.UNREACHABLE, (
-            f"the Animals API stopped answering ({seen.unreachable}); the journal is consistent:"
-            " run `animal-sync resume` when it is back"
+            f"the Animals API stopped answering ({seen.unreachable}); the journal is consistent"
         )
     if seen.stopped:
         return RunState.INTERRUPTED, RunOutcome.STOPPED, (
-            "stopped; the journal is consistent: run `animal-sync resume` to continue"
+            "stopped; the journal is consistent"
         )
     if seen.check_failed is not None:
         return RunState.INTERRUPTED, RunOutcome.CHECK_FAILED, (
-            f"{seen.check_failed}; nothing was fetched or posted: run `animal-sync resume` to try again"
+            f"{seen.check_failed}; nothing was fetched or posted"
         )
     if not seen.listing_started:  # the first page (page 1, or a shard's own) never answered: nothing was synced
         first = min(seen.failed_pages, default=1)
         reason = seen.failed_pages.get(first, "no answer")
         return RunState.INTERRUPTED, RunOutcome.NEVER_LISTED, (
-            f"the listing never started: page {first} could not be listed ({reason}); run `animal-sync resume` to try again"
+            f"the listing never started: page {first} could not be listed ({reason})"
         )
     unfinished = [AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.BATCHED, AnimalState.DISCOVERED]
     if not seen.dry_run:
@@ -138,21 +138,23 @@ def summary(  # a finished run's closing line
     resent: list[int],
 ) -> str:
     posted = counts.get(AnimalState.POSTED, 0)
-    parts = [f"{posted} animals posted" if not dry_run else f"dry run: {counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)} animals fetched and transformed, none posted"]
+    fetched = counts.get(AnimalState.FETCHED, 0) + counts.get(AnimalState.BATCHED, 0)
+    parts = [f"{_count(posted, 'animal')} posted" if not dry_run else f"dry run: {_count(fetched, 'animal')} fetched and transformed, none posted"]
     if counts.get(AnimalState.UNCHANGED):  # not an exception: part of the first figure, not a part of its own
         parts[0] += f" and {counts[AnimalState.UNCHANGED]} unchanged since an earlier delivery"
     for state in (AnimalState.QUARANTINED, AnimalState.FAILED):
         if counts.get(state):
             parts.append(f"{counts[state]} {state}")
     if in_doubt:
-        parts.append(f"{len(in_doubt)} batches in doubt ({', '.join(map(str, in_doubt[:10]))})")
+        parts.append(f"{_count(len(in_doubt), 'batch', 'batches')} in doubt ({', '.join(map(str, in_doubt[:10]))})")
     if failed_pages:
-        parts.append(f"{len(failed_pages)} pages could not be listed")
+        parts.append(f"{_count(len(failed_pages), 'page')} could not be listed")
     if bad_items:
-        parts.append(f"{bad_items} listing items set aside (an id the journal cannot hold)")
+        parts.append(f"{_count(bad_items, 'listing item')} set aside (an id the journal cannot hold)")
     if resent:
-        parts.append(f"{len(resent)} batches posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
-    tail = "" if len(parts) == 1 else "; run `animal-sync audit` for details, `animal-sync resume` to retry"
-    if in_doubt or resent:
-        tail += ", `animal-sync settle` to decide what is in doubt"
-    return ", ".join(parts) + tail
+        parts.append(f"{_count(len(resent), 'batch', 'batches')} posted at least once after doubt ({', '.join(map(str, resent[:10]))})")
+    return ", ".join(parts)
+
+
+def _count(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"

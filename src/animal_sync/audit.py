@@ -28,7 +28,9 @@ from .journal import (
 )
 from .settle import unsettled_resends
 from .shards import WHOLE, journaled_shard
-from .status import SettledBatch, WriterProcess, plain, settled, writer_process
+from .plain import plain
+from .settled import SettledBatch, settled
+from .writer import WriterProcess, writer_process
 
 __all__ = ["EXAMPLES", "AssumedBatch", "Audit", "Exceptions", "audit"]
 

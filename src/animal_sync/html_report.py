@@ -263,7 +263,7 @@ def _exceptions(report: Audit) -> str:
         columns = list(dict.fromkeys(key for item in items for key in item))
         head = "".join(f"<th>{_e(c)}</th>" for c in columns)
         body = "".join("<tr>" + "".join(f"<td>{_cell(item.get(c))}</td>" for c in columns) + "</tr>" for item in items)
-        more = f"<p class='meta'>{count - len(items):,} more not shown (see <code>animal-sync audit --json</code>)</p>" if count > len(items) else ""
+        more = f"<p class='meta'>{count - len(items):,} more not shown (the audit's JSON lists them all)</p>" if count > len(items) else ""
         parts.append(f'<h3 id="exc-{_e(kind)}">{_e(kind)} ({count:,})</h3><table><tr>{head}</tr>{body}</table>{more}')
     return "".join(parts)
 
@@ -294,7 +294,7 @@ def render_html(data: ReportData) -> str:
         ("re-sent after doubt", ", ".join(map(str, au.resent_after_doubt)) or "none"),
         ("settled by a person", ", ".join(str(item.batch_id) for item in au.settled) or "none"),
         ("resting on an assumption (not proven)", ", ".join(str(item.batch_id) for item in au.assumed) or "none"),
-        ("test mode (--limit)", au.limit),
+        ("test mode (limit)", au.limit),
         ("last outcome", st.message),
     ])
     cards = "".join([
@@ -335,7 +335,7 @@ def render_html(data: ReportData) -> str:
 <h3>Errors by kind</h3>
 {svg_hbars(error_bars, title="errors by kind")}
 <h2 id="settled">Settled by a person</h2>
-<p class="meta">Batches whose delivery the journal could not prove, and what a person decided about them (<code>animal-sync settle</code>); they are not exceptions.</p>
+<p class="meta">Batches whose delivery the journal could not prove, and what a person decided about them (settled by hand); they are not exceptions.</p>
 {_settled(au.settled)}
 <h2 id="exceptions">Exceptions from the audit</h2>
 <p class="meta">The audit re-derives every claim from the journal and re-checks {au.records_rechecked:,} posted records against their raw payloads.</p>

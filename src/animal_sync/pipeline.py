@@ -12,17 +12,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .api import AnimalsApi
-from .attempt import Progress, RunOutcome, RunResult, summary
-from .audit import audit
+from .attempt import Progress, RunOutcome, RunResult, Seen, conclude
 from .config import Settings
-from .errors import JournalError
+from .contact import Unanswered, reach
+from .errors import JournalMissing, NoRunToResume, UnfinishedRun
 from .journal import AnimalState, BatchState, Journal, RunRow, RunState
 from .settle import unsettled_resends
-from .shards import check_same_shard
-from .status import status
+from .shards import WHOLE, check_same_shard, journaled_shard
 from .sync import Sync
 from .urls import redact_url
 
@@ -35,6 +35,8 @@ def start_run(
     abandon: bool = False,
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_waiting: Callable[[Unanswered], None] | None = None,
+    reach_within: float | None = None,
 ) -> RunResult:
     """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it,
     or if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only."""
@@ -45,10 +47,9 @@ def start_run(
             check_same_shard(journal.path, last.settings, settings.shard)
         if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             if not abandon:
-                raise JournalError(
-                    f"journal {settings.journal} holds unfinished run {last.id} (started {last.started_at});"
-                    " continue it with `animal-sync resume`, or pass --abandon to start over knowingly"
-                )
+                raise UnfinishedRun(settings.journal, last.id, last.started_at, redact_url(settings.base_url))
+        reach(settings, within=reach_within, stop=stop, on_waiting=on_waiting)  # an API never reached begins no run (ApiNotReached)
+        if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             journal.end_run(last.id, RunState.ABANDONED, {"message": "abandoned by a new run"})
         run = journal.start_run(settings.journaled(), redact_url(settings.base_url))
         return _execute(journal, run, settings, stop, on_progress)
@@ -62,20 +63,23 @@ def resume_run(
     overrides: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_waiting: Callable[[Unanswered], None] | None = None,
+    reach_within: float | None = None,
 ) -> RunResult:
     """Continue the last unfinished run from its journal alone (secrets come back in through `overrides`)."""
     if not os.path.exists(journal_path):  # a typo must not leave an empty journal and a lock file behind
-        raise JournalError(f"no journal at {journal_path}; start a run with `animal-sync run`")
+        raise JournalMissing(journal_path)
     journal = Journal.open(journal_path, exclusive=True)
     try:
         last = journal.last_run()
         if last is None:
-            raise JournalError(f"journal {journal_path} holds no run; start one with `animal-sync run`")
+            raise NoRunToResume(journal_path)
         if last.state not in (RunState.RUNNING, RunState.INTERRUPTED, RunState.FINISHED):
-            raise JournalError(f"the last run in {journal_path} was {last.state}; start a new one with `animal-sync run`")
+            raise NoRunToResume(journal_path, last.id, last.state)
         settings = Settings.from_journal(last.settings, journal=journal_path, **(overrides or {}))
         if last.state is RunState.FINISHED and not _work_left(journal, last, settings):
             return _already_finished(journal, last, settings)  # never re-checked: an upstream restart must not undo it
+        reach(settings, within=reach_within, stop=stop, on_waiting=on_waiting)  # an API never reached resumes nothing (ApiNotReached)
         run = journal.resume_run(last.id)
         return _execute(journal, run, settings, stop, on_progress)
     finally:
@@ -86,27 +90,34 @@ def _work_left(journal: Journal, run: RunRow, settings: Settings) -> bool:
     """Whether a resume of this finished run has anything to do: animals to fetch or retry, batches to send, pages
     to list. A finished run with nothing left is not resumed at all, so no check of the data set and no outage can
     turn a proven run back into an unfinished one (cron and Indexed Jobs resume whatever the journal holds)."""
-    report = status(journal, run.id)
-    animals, batches = report.animals, report.batches
+    animals, batches = journal.count_animals(run.id), journal.count_batches(run.id)
     retried = (AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.DISCOVERED, AnimalState.FETCHED)
-    queued = batches.get(BatchState.PENDING, 0) + batches.get(BatchState.WITHHELD, 0) + batches.get(BatchState.SENDING, 0)
-    doubted = batches.get(BatchState.IN_DOUBT, 0) if settings.resend_in_doubt else 0
+    queued = (BatchState.PENDING, BatchState.WITHHELD, BatchState.SENDING)
+    queued += (BatchState.IN_DOUBT,) if settings.resend_in_doubt else ()
+    owned = 0 if run.total_pages is None else len((journaled_shard(run.settings) or WHOLE).pages(run.total_pages))
+    pages_left = owned - len(journal.listed_pages(run.id))
     failed_pages = (run.outcome or {}).get("failed_pages") or ()
-    return bool(sum(animals.get(state, 0) for state in retried) or queued or doubted or report.left.pages or failed_pages)
+    return bool(
+        sum(animals.get(state, 0) for state in retried) or sum(batches.get(state, 0) for state in queued)
+        or pages_left > 0 or failed_pages
+    )
 
 
 def _already_finished(journal: Journal, run: RunRow, settings: Settings) -> RunResult:
-    """A finished run with nothing to resume: said as it is, with the audit's verdict, and nothing written."""
-    verdict = audit(journal, run.id)
+    """A finished run with nothing to resume: said as it ended, with its exceptions named, and nothing written."""
     counts = journal.count_animals(run.id)
     in_doubt = tuple(batch.id for batch in journal.batches(run.id, BatchState.IN_DOUBT))
     resent = [batch.id for batch in unsettled_resends(journal, run.id)]
+    bad_items = len(journal.bad_listing_items(run.id))
     # No failed page here: one would be work left for a resume (`_work_left`).
-    line = summary(counts, in_doubt, {}, len(journal.bad_listing_items(run.id)), settings.dry_run, resent)
-    said = "its audit is clean" if verdict.ok else f"its audit names {sum(verdict.exception_counts.values())} exceptions"
+    seen = Seen(
+        refused=None, changed=None, unreachable=None, stopped=False, check_failed=None, listing_started=True,
+        failed_pages={}, dry_run=settings.dry_run,
+    )
+    _, outcome, line = conclude(seen, counts, in_doubt, bad_items, resent)
     return RunResult(
-        run.id, RunState.FINISHED, RunOutcome.CLEAN if verdict.ok else RunOutcome.EXCEPTIONS,
-        f"already finished, nothing to resume ({said}): {line}", counts, in_doubt,
+        run.id, RunState.FINISHED, outcome, f"already finished, nothing to resume: {line}", counts, in_doubt,
+        tuple(resent),
     )
 
 
@@ -121,6 +132,7 @@ def _execute(
     stop = stop or threading.Event()
     api = AnimalsApi(settings, stop)  # a stop also ends any wait between retries at once
     try:
-        return Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
+        result = Sync(journal, api, run, settings, stop=stop, on_progress=on_progress).execute()
+        return replace(result, base_url=redact_url(settings.base_url))
     finally:
         api.close()

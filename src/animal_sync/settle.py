@@ -67,7 +67,7 @@ class NoResendHere(SettleError):
 
     def __init__(self, run_id: int, why: str) -> None:
         self.run_id = run_id
-        super().__init__(f"run {run_id} cannot take a re-send: {why}; settle it --delivered, or not at all")
+        super().__init__(f"run {run_id} cannot take a re-send: {why}")
 
 
 class BlankReason(SettleError):
@@ -142,7 +142,7 @@ def _check(journal: Journal, run: RunRow, batch_id: int, decision: Decision) -> 
     if batch.state is BatchState.POSTED and batch.in_doubt_at is not None:
         why = "it was re-sent after a doubt and answered 2xx; only a judgement that it was delivered can settle it"
     elif batch.state is BatchState.SENDING:
-        why = "its POST is in flight, or was when its process died (`animal-sync resume` names it in doubt first)"
+        why = "its POST is in flight, or was when its process died (a resume names it in doubt first)"
     else:
         why = f"it is {batch.state}, not in doubt"
     raise NotSettleable(batch.id, batch.state, decision, why)
@@ -166,9 +166,9 @@ def settle(
     if decision is Decision.RESEND:
         last = journal.last_run()
         if last is None or last.id != run.id:
-            raise NoResendHere(run.id, f"`animal-sync resume` continues only the journal's last run ({last.id if last else '-'})")
+            raise NoResendHere(run.id, f"a resume continues only the journal's last run ({last.id if last else '-'})")
         if run.state is RunState.ABANDONED:
-            raise NoResendHere(run.id, "it was abandoned, and `animal-sync resume` does not continue an abandoned run")
+            raise NoResendHere(run.id, "it was abandoned, and a resume does not continue an abandoned run")
     if batch_ids is None:
         batches = journal.batches(run.id, BatchState.IN_DOUBT)
         if not batches:

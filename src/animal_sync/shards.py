@@ -88,7 +88,7 @@ class ShardMismatch(JournalError):
 
 
 def _name(shard: Shard | None) -> str:
-    return "the whole page space (no --shard)" if shard in (None, WHOLE) else f"shard {shard}"
+    return "the whole page space (unsharded)" if shard in (None, WHOLE) else f"shard {shard}"
 
 
 def check_same_shard(path: Path, journaled: Mapping[str, Any], given: Shard | None) -> None:

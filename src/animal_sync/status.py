@@ -5,32 +5,20 @@ Every figure comes from the journal alone, so `status` reads the same from anoth
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from .journal import AnimalState, BatchState, Decision, Journal, RunState, select_run, writer_pid_path
-from .settle import standing
+from .journal import AnimalState, BatchState, Journal, RunState, select_run
+from .plain import plain
+from .settled import SettledBatch, settled
 from .shards import WHOLE, journaled_shard
+from .writer import WriterProcess, writer_process
 
+# SettledBatch, WriterProcess, plain, settled and writer_process live in their own modules (settled, writer,
+# plain); they are named here too for the callers that imported them from status.
 __all__ = ["Left", "Pages", "SettledBatch", "Status", "WriterProcess", "plain", "settled", "status", "writer_process"]
-
-
-def plain(value: Any) -> Any:
-    """A report value as JSON-ready data: dataclasses as dicts (fields in order), tuples as lists, enums as text."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {field.name: plain(getattr(value, field.name)) for field in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [plain(item) for item in value]
-    if isinstance(value, Enum):
-        return value.value
-    return value
 
 
 @dataclass(frozen=True)
@@ -44,27 +32,6 @@ class Pages:
 class Left:
     pages: int | None
     animals: int
-
-
-@dataclass(frozen=True)
-class WriterProcess:
-    """The pid a writer left beside the journal, and whether that process is alive on this machine."""
-
-    pid: int | None
-    alive: bool
-
-
-@dataclass(frozen=True)
-class SettledBatch:
-    """A batch a person settled whose settlement still stands: who, when, why, how many animals, and where it is now."""
-
-    batch_id: int
-    decision: Decision
-    reason: str
-    user: str
-    settled_at: str
-    animals: int
-    batch_state: BatchState
 
 
 @dataclass(frozen=True)
@@ -107,42 +74,6 @@ class Status:
 def _seconds_between(start: str, end: str | None) -> float:
     finish = datetime.fromisoformat(end) if end else datetime.now(datetime.fromisoformat(start).tzinfo)
     return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
-
-
-def writer_process(journal_path: Path) -> WriterProcess:
-    """Which process holds the journal for writing, and whether it is alive on this machine.
-
-    Reads the pid a writer leaves beside the journal (`writer_pid_path`); the file is never locked
-    or created here, so a watcher cannot get in a writer's way. A pid from another host or container
-    cannot be checked and counts as alive: "gone" is only said when it is certain.
-    """
-    try:
-        text = writer_pid_path(journal_path).read_text().strip()
-    except OSError:
-        return WriterProcess(None, False)  # no writer ever locked this journal
-    if not text.isdigit():
-        return WriterProcess(None, False)
-    pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return WriterProcess(pid, False)
-    except PermissionError:
-        pass  # someone else's live process
-    return WriterProcess(pid, True)
-
-
-def settled(journal: Journal, run_id: int) -> tuple[SettledBatch, ...]:
-    """The batches a person has settled whose settlement still stands."""
-    found = []
-    for batch_id, settlement in journal.settlements(run_id).items():
-        batch = journal.batch(batch_id)
-        if standing(settlement, batch):
-            found.append(SettledBatch(
-                batch_id, settlement.decision, settlement.reason, settlement.user, settlement.settled_at,
-                len(batch.ids), batch.state,
-            ))
-    return tuple(found)
 
 
 def _named(counters: Mapping[str, int], prefix: str) -> dict[str, int]:

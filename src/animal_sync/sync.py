@@ -391,4 +391,4 @@ class Sync:
         self.log.info("run_finished", state=str(state), outcome=str(kind), elapsed=round(elapsed, 3), **{
             f"animals_{k}": v for k, v in counts.items()
         })
-        return RunResult(run_id, state, kind, message, counts, in_doubt)
+        return RunResult(run_id, state, kind, message, counts, in_doubt, tuple(resent))

@@ -16,6 +16,7 @@ from ..config import DEFAULT_JOURNAL
 from ..export import ExportFormat, Payload
 from ..journal import AnimalState, Journal
 from .options import JournalOpt, JournalsOpt, JsonOpt, RunOpt
+from .suggest import invoked
 
 __all__ = ["audit", "export", "report", "status"]
 
@@ -65,16 +66,17 @@ def status(
     """
     from rich.console import Console
 
-    from ..render import status_table, union_status_table
+    from .render import status_table, union_status_table
     from ..status import Status
     from ..status import status as build_status
     from ..union import union_status
 
     journals = _several(journal, run_id, "--watch" if watch else None)
+    invoked(journals[0])
     if watch:
         if as_json:
             raise typer.BadParameter("--watch draws a table; use --json without it")
-        from ..watch import watch_status
+        from .watch import watch_status
 
         try:
             raise typer.Exit(watch_status(journals[0], interval=interval, run_id=run_id))
@@ -93,10 +95,12 @@ def audit(journal: JournalsOpt = None, as_json: JsonOpt = False, run_id: RunOpt 
     journals (one per shard), prove their union: all shards, and every id listed and posted exactly once across them."""
     from ..audit import Audit
     from ..audit import audit as build_audit
-    from ..render import render_audit, render_union_audit
+    from .render import render_audit, render_union_audit
     from ..union import union_audit
 
-    with _readonly_all(_several(journal, run_id)) as opened:
+    journals = _several(journal, run_id)
+    invoked(journals[0])
+    with _readonly_all(journals) as opened:
         report = build_audit(opened[0], run_id) if len(opened) == 1 else union_audit(opened)
     words = render_audit(report) if isinstance(report, Audit) else render_union_audit(report)
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else words)

@@ -9,7 +9,9 @@ import typer
 
 from ..logs import LogFormat, configure_logging
 from ..progress import DEFAULT_EVERY, ProgressMode
+from ..simulator.data import Fault
 from .options import ProgressOpt, progress_reporter
+from .suggest import command, invoked
 
 __all__ = ["demo", "simulate"]
 
@@ -22,14 +24,15 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress.")] = False,
 ) -> None:
     """Start the bundled simulator (strict mode), sync everything into it, audit, and show its verification."""
-    from ..demo import run_demo
+    from .demo import run_demo
 
+    invoked(journal)
     configure_logging(LogFormat.AUTO, quiet=True)  # the demo's own lines tell the story; warnings still show
     code = run_demo(
         journal, animals=animals, chaos=chaos, echo=typer.echo,
         progress=lambda: progress_reporter(progress, quiet, DEFAULT_EVERY),
     )
-    typer.echo(f"report: `animal-sync report --html report.html --journal {journal}` writes the run's page")
+    typer.echo(f"report: {command('report', '--html', 'report.html', journal=journal)} writes the run's page")
     raise typer.Exit(code)
 
 
@@ -44,7 +47,7 @@ def simulate(
     strict: Annotated[bool, typer.Option(help="Take a batch's ids one at a time; answer a plain-text 500 at the first already delivered.")] = False,
     fault: Annotated[
         Optional[list[str]],
-        typer.Option(help="Hostile data for one animal, ID=KIND (repeatable), e.g. 7=bad_born_at; kinds: see the docs."),
+        typer.Option(metavar="ID=KIND", help=f"Hostile data for one animal (repeatable), e.g. 7=bad_born_at; KIND is one of: {', '.join(kind.value for kind in Fault)}."),
     ] = None,
     revise: Annotated[Optional[list[int]], typer.Option(min=0, help="Serve this animal changed (another name), as if revised upstream since an earlier sync (repeatable).")] = None,
     url_fd: Annotated[Optional[int], typer.Option(hidden=True, help="Write the URL once listening to this inherited pipe (for SimulatorProcess).")] = None,

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 from sqlite_utils import Database
 
-from ..errors import JournalError
+from ..errors import JournalEmpty, JournalError, JournalMissing, JournalNeedsUpgrade
 from .lock import lock_journal
 from .schema import migration_files, migrations
 
@@ -132,7 +132,7 @@ class JournalFile:
         lock_fd = None
         if readonly:
             if not path.is_file():
-                raise JournalError(f"no journal at {path}")
+                raise JournalMissing(path)
             if not os.access(path, os.R_OK):
                 raise JournalError(f"journal {path} is not readable")
             conn = sqlite3.connect(_read_only_uri(path), uri=True)
@@ -181,9 +181,9 @@ class JournalFile:
             )
         if self.readonly:
             if not tables:  # a 0-byte file, or an SQLite file nothing was ever written to
-                raise JournalError(f"{self.path} is empty: it holds no run yet; `animal-sync run` starts one")
+                raise JournalEmpty(self.path)
             if known - applied:
-                raise JournalError(f"{self.path} needs a schema upgrade; run `animal-sync resume` once to apply it")
+                raise JournalNeedsUpgrade(self.path)
             return
         self.db.enable_wal()
         # NORMAL: commits reach the OS at once, and transaction(durable=True) fsyncs where a power cut matters.

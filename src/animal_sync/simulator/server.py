@@ -11,7 +11,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..errors import SimulatorError
+from ..errors import PortTaken, SimulatorError
 from .app import (
     _CALM_PATHS,
     _JSON,
@@ -255,7 +255,7 @@ class Simulator:
             self._server = _Server((host, port), self._api)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise SimulatorError(f"port {port} on {host} is already in use") from None
+                raise PortTaken(host, port) from None
             raise SimulatorError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="animals-simulator", daemon=True

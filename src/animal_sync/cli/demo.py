@@ -11,12 +11,13 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from .audit import audit
-from .config import Settings
-from .journal import Journal
-from .pipeline import start_run
+from ..audit import audit
+from ..config import Settings
+from ..journal import Journal
+from ..pipeline import start_run
+from ..simulator import SimulatorProcess, check_animal_count, exactly_once
 from .render import render_audit
-from .simulator import SimulatorProcess, check_animal_count, exactly_once
+from .suggest import command
 
 __all__ = ["run_demo"]
 
@@ -54,5 +55,5 @@ def run_demo(
         f"{verdict['missing']} missing, {verdict['duplicates_rejected']} duplicates refused, "
         f"{verdict['content_mismatches']} records with wrong content"
     )
-    echo(f"journal: {journal} (try `animal-sync status --journal {journal}`)")
+    echo(f"journal: {journal} (try {command('status', journal=journal)})")
     return 0 if report.ok and clean else 1

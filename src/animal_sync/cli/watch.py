@@ -14,9 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from .journal import Journal, RunState
+from ..journal import Journal, RunState
+from ..status import status
 from .render import status_line, status_table
-from .status import status
 
 __all__ = ["watch_status"]
 

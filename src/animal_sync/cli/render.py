@@ -12,16 +12,20 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from .audit import Audit
-from .journal import BatchState, Decision
-from .shards import PAGE_SIZE
-from .status import SettledBatch, Status, plain
-from .terminal import printable
-from .union import UnionAudit, UnionStatus, partial_run
+from ..audit import Audit
+from ..journal import BatchState, Decision
+from ..plain import plain
+from ..settled import SettledBatch
+from ..shards import PAGE_SIZE
+from ..status import Status
+from ..terminal import printable
+from ..union import UnionAudit, UnionStatus, partial_run
+from .suggest import command, plural
 
 __all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
 
-_GONE = "no live process is running it (killed?): `animal-sync resume` continues it from the journal"
+def _gone() -> str:
+    return f"no live process is running it (killed?): {command('resume')} continues it from the journal"
 
 
 def _cell(value: Any) -> Text:
@@ -81,13 +85,14 @@ def status_table(report: Status) -> Table:
     table.add_row("errors", _cell(_counts_line(report.errors)))
     table.add_row("throughput", f"{report.throughput_per_second or 0:,.1f} animals/s")
     left = report.left
-    table.add_row("left", f"{left.animals:,} animals" + (f", {left.pages:,} pages" if left.pages else ""))
+    animals = f"{left.animals:,} animal{'' if left.animals == 1 else 's'}"
+    table.add_row("left", animals + (f", {left.pages:,} page{'' if left.pages == 1 else 's'}" if left.pages else ""))
     for item in report.settled:
         table.add_row("settled", Text(settled_line(item)))
     if report.message:
         table.add_row("last outcome", _cell(report.message))
     if report.process and not report.process.alive:
-        table.add_row("process", Text(_GONE, style="bold red"))
+        table.add_row("process", Text(_gone(), style="bold red"))
     return table
 
 
@@ -113,21 +118,21 @@ def settled_line(item: SettledBatch) -> str:
     """One settled batch in words: what a person decided, who and when, why, and where the batch is now."""
     decided = "as delivered" if item.decision == Decision.DELIVERED else "for re-send"
     where = {
-        BatchState.PENDING: "; queued for the next `animal-sync resume`",
+        BatchState.PENDING: f"; queued for the next {command('resume')}",
         BatchState.WITHHELD: "; its re-send is out, its body not yet released",
         BatchState.SENDING: "; its re-send was in flight",
         BatchState.POSTED: "; re-sent and answered 2xx" if item.decision == Decision.RESEND else "; it had been re-sent and answered 2xx",
     }.get(item.batch_state, "")
     return (
-        f"batch {item.batch_id} ({item.animals} animals) settled {decided} by a person"
+        f"batch {item.batch_id} ({plural(item.animals, 'animal')}) settled {decided} by a person"
         f" ({printable(item.user)}, {printable(item.settled_at)}): {_short(item.reason, 200)}{where}"
     )
 
 
 def _head(report: Audit) -> str:
     """The audit's first line: what was posted (settled, unchanged), in how many batches, and what was re-checked."""
-    head = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {report.discovered} animals"
-    head += f" posted in {report.batches_posted} batches"
+    head = f"audit of run {report.run_id} ({report.run_state}): {report.posted} of {plural(report.discovered, 'animal')}"
+    head += f" posted in {plural(report.batches_posted, 'batch', 'batches')}"
     rechecked = "posted records"
     if report.settled_animals:
         head += f" and {report.settled_animals} settled as delivered by a person"
@@ -147,13 +152,15 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     lines.extend(settled_line(item) for item in report.settled)
     process = report.process
     if process and process.alive:  # resuming now would be refused: the journal is that process's
-        lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with `animal-sync status --watch`")
+        lines.append(f"the run is still running (pid {process.pid}): wait for it, or follow it with {command('status', '--watch')}")
     elif report.run_state != "finished":
-        lines.append(f"the run is {report.run_state}, not finished: run `animal-sync resume`")
+        lines.append(f"the run is {report.run_state}, not finished: run {command('resume')}")
     lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
     if report.assumed:
-        lines.append(f"resting on an assumption, not proven: {len(report.assumed)} batches")
-        lines.extend(f"  batch {item.batch_id} ({item.animals} animals): {item.assumption}" for item in report.assumed[:shown])
+        lines.append(f"resting on an assumption, not proven: {plural(len(report.assumed), 'batch')}")
+        lines.extend(
+            f"  batch {item.batch_id} ({plural(item.animals, 'animal')}): {item.assumption}" for item in report.assumed[:shown]
+        )
     if not report.ok:
         lines.append("NOT OK")
     elif report.assumed:
@@ -168,7 +175,7 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     elif report.settled:
         lines.append(
             "OK: every discovered animal was posted exactly once,"
-            f" except {len(report.settled)} batches settled by a person (listed above)"
+            f" except {plural(len(report.settled), 'batch', 'batches')} settled by a person (listed above)"
             + (f", or is unchanged since a named delivery ({report.unchanged})" if report.unchanged else "")
         )
     elif report.unchanged:
