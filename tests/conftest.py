@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +185,27 @@ def trickler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trickler]:
     server.released.set()
     server.shutdown()
     server.server_close()
+
+
+@contextmanager
+def unplugged_mid_run(sim: Simulator, journal: Path) -> Iterator[None]:
+    """Stop `sim` from a thread once `journal` holds a posted batch: an API that answered, then went away."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                if journal.exists() and query(journal, "SELECT count(*) FROM batches WHERE state = 'posted'")[0][0]:
+                    sim.stop()
+                    return
+            except sqlite3.Error:
+                pass  # the writer is creating or migrating it
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

@@ -61,7 +61,7 @@ def test_no_command_or_flag_of_the_cli_is_named_outside_cli() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         part = path.relative_to(PACKAGE).parts[0]
-        if part in ("cli", "simulator"):
+        if part in ("cli", "simulator", "web"):  # web/ is the other edge: it shows operators the commands to type
             continue
         for line, text in _spoken_strings(path):
             if text.endswith("animal-sync run "):  # the HTML page's title, "animal-sync run 3: finished"

@@ -21,7 +21,7 @@ from animal_sync.errors import ApiNotReached, JournalError, UnfinishedRun
 from animal_sync.journal import BatchState, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
 from animal_sync.audit import audit
-from animal_sync.render import render_audit
+from animal_sync.cli.render import render_audit
 from animal_sync.html_report import render_html, report_data
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
@@ -611,7 +611,7 @@ def test_a_5xx_to_a_body_sent_without_100_continue_evidence_then_re_sent_is_coun
     assert assumed["assumption"].startswith("re-sent after HTTP 503 to a body sent without 100 Continue")
     with Journal.open(journal, readonly=True) as opened:
         text = render_audit(audit(opened))
-    assert "resting on an assumption, not proven: 1 batches" in text
+    assert "resting on an assumption, not proven: 1 batch" in text
     assert text.splitlines()[-1].startswith("OK, not proven for 1 batches (50 animals, listed above)")
     with Journal.open(journal, readonly=True) as opened:
         page = render_html(report_data(opened))

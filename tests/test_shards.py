@@ -243,12 +243,12 @@ def test_the_union_refuses_a_dry_run_or_a_limited_shard_even_when_its_own_audit_
         assert code == 0, out  # alone, each is OK for what it meant to do
     code, out, _ = run_cli(capsys, "audit", *flags([real, dry]))
     assert code == 1 and "exactly once" not in out and out.endswith("NOT OK\n"), out
-    assert f"{dry}: shard 1/2, run 1 finished, 0 of 40 posted: its own audit is OK, but a --dry-run run posts nothing" in out
+    assert f"{dry}: shard 1/2, run 1 finished, 0 of 40 posted: its own audit is OK, but a dry run posts nothing" in out
     assert "not_a_delivery: 1\n" in out and "undelivered: 40\n" in out
     code, out, _ = run_cli(capsys, "audit", "--json", *flags([real, limited]))
     report = json.loads(out)
     assert code == 1 and not report["ok"] and report["exception_counts"] == {"not_a_delivery": 1}
-    assert report["exceptions"]["not_a_delivery"][0]["reason"].startswith("a --limit 1000 run syncs only its first")
+    assert report["exceptions"]["not_a_delivery"][0]["reason"].startswith("a run limited to its first 1000 animals listed")
     assert report["delivered"] == PAGES * 10  # every id went out: the refusal is about what the journal proves
 
 

@@ -53,9 +53,9 @@ class UnionAudit:
 def partial_run(own: Audit) -> str | None:
     """Why a journal's run cannot prove its shard delivered whatever its own audit says, or None when it can."""
     if own.dry_run:
-        return "a --dry-run run posts nothing: it proves no delivery"
+        return "a dry run posts nothing: it proves no delivery"
     if own.limit is not None:
-        return f"a --limit {own.limit} run syncs only its first {own.limit} animals listed: it proves no full delivery"
+        return f"a run limited to its first {own.limit} animals listed proves no full delivery"
     return None
 
 
