@@ -29,7 +29,6 @@ from .app import (
     FAILURE_STATUSES,
     HUGE_BODY_BYTES,
     MAX_BATCH,
-    MAX_BODY_BYTES,
     WRONG_ID_OFFSET,
     Chaos,
     SimulatorConfig,
@@ -54,7 +53,7 @@ from .ledger import (
     expected_home_record,
 )
 from .process import START_SECONDS, SimulatorProcess, serve
-from .server import LINGER_SECONDS, Simulator
+from .server import Simulator
 
 __all__ = [
     "ANIMAL_NAMES",
@@ -63,10 +62,8 @@ __all__ = [
     "DUPLICATE_IDS_CAP",
     "FAILURE_STATUSES",
     "HUGE_BODY_BYTES",
-    "LINGER_SECONDS",
     "LONG_NAME_CHARS",
     "MAX_BATCH",
-    "MAX_BODY_BYTES",
     "MISMATCH_EXAMPLES_CAP",
     "MISSING_IDS_CAP",
     "PAGE_SIZE",
