@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -153,13 +154,29 @@ class _AnimalsApi:
         with self._chaos_lock:
             self.stalled += delta
 
-    def page(self, page: int) -> dict[str, Any]:
-        """One listing page's content (ids 10(p-1)..10p-1), with any fault's repeated id or grown page count."""
+    # the path operations, plain functions run in the threadpool as FastAPI runs a `def` one ---------------
+
+    def page(self, page: int) -> models.Animals:
+        """One listing page (ids 10(p-1)..10p-1), with any fault's repeated id or grown page count."""
         first = (page - 1) * PAGE_SIZE
         ids = list(self._extra_listing.get(page, ())) + list(range(first, min(first + PAGE_SIZE, self.total)))
         total_pages = self.total_pages + (1 if page in self._grown_pages else 0)
-        items = [_list_item(self.seed, i, i in self.revised) for i in ids]
-        return {"page": page, "total_pages": total_pages, "items": items}
+        items = [models.AnimalSummary(**_list_item(self.seed, i, i in self.revised)) for i in ids]
+        return models.Animals(page=page, total_pages=total_pages, items=items)
+
+    def animal(self, raw_id: str) -> models.Animal:
+        """One animal; an id that is none here raises, as the real server's lookup does (a bare 500)."""
+        if not (raw_id.isascii() and raw_id.isdigit()) or not int(raw_id) < self.total:
+            raise UnknownAnimal(raw_id)
+        animal_id = int(raw_id)
+        return models.Animal(**generate_animal(self.seed, animal_id, animal_id in self.revised))
+
+    def take(self, batch: list[dict[str, Any]]) -> dict[str, str]:
+        """Deliver a validated batch; strict mode raises at the first id already delivered (the ids before it stay)."""
+        refused_at = self.ledger.accept(batch, self.expected)
+        if refused_at is not None:
+            raise StrictRefusal(f"id {refused_at} was delivered before")
+        return {"message": f"Helped {len(batch)} find home"}
 
     def expected(self, animal_id: int) -> dict[str, Any]:
         """This run's expectation for one id, faults included."""
@@ -273,18 +290,14 @@ def build_app(api: _AnimalsApi) -> Starlette:
             return _detail(422, errors)
         if page is None or page < 1:
             return _detail(400, f"page must be an integer >= 1, got {page!r}")
-        return _json(models.encode(models.ANIMALS, api.page(page)))
+        return _json(await models.answer(models.ANIMALS, api.page, page))
 
     async def detail(request: Request) -> Response:
         raw_id: str = request.path_params["animal_id"]
-        if not (raw_id.isascii() and raw_id.isdigit()) or not int(raw_id) < api.total:
-            raise UnknownAnimal(raw_id)
-        animal_id = int(raw_id)
-        record = generate_animal(api.seed, animal_id, animal_id in api.revised)
-        fault = api.faults.get(animal_id)
+        fault = api.faults.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
         if fault is None:
-            return _json(models.encode(models.ANIMAL, record))
-        return _faulty_detail(record, fault)
+            return _json(await models.answer(models.ANIMAL, api.animal, raw_id))
+        return _faulty_detail(generate_animal(api.seed, int(raw_id), int(raw_id) in api.revised), fault)
 
     async def home(request: Request) -> Response:
         body = await request.body()  # the first read: uvicorn sends `100 Continue` now, if it was asked for
@@ -296,10 +309,7 @@ def build_app(api: _AnimalsApi) -> Starlette:
         if len(batch) > MAX_BATCH:
             api.ledger.reject()
             return _detail(400, f"Sorry, only {MAX_BATCH} animals at a time")
-        refused_at = api.ledger.accept(batch, api.expected)
-        if refused_at is not None:
-            raise StrictRefusal(f"id {refused_at} was delivered before")
-        return _json(models.encode(models.HOME, {"message": f"Helped {len(batch)} find home"}))
+        return _json(models.dumps(await run_in_threadpool(api.take, batch)))
 
     routes = [
         Route("/", root),
