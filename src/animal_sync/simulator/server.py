@@ -37,7 +37,9 @@ logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free one); SimulatorError (one line) if the address is unusable."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it Nagle holds
+    # back the body that uvicorn writes after the head until the client's delayed ACK (40 ms an answer).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
