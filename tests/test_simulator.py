@@ -379,7 +379,7 @@ def test_chaos_rates_at_40_percent(simulator):
     assert 150 <= len(stalled) <= 250, len(stalled)
     assert {status for status, _, _ in failed} == {500, 502, 503, 504}
     phrases = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-    assert all(body == phrases[status] for status, _, body in failed)
+    assert all(body == phrases[status] for status, _, body in failed), [r for r in failed if r[2] != phrases[r[0]]][:3]
     assert all(0.5 <= seconds < 2.0 for _, seconds, _ in stalled)
 
 

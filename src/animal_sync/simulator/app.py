@@ -39,6 +39,7 @@ __all__ = [
     "WRONG_ID_OFFSET",
     "Chaos",
     "SimulatorConfig",
+    "ORPHAN_BODY",
     "SimulatorException",
     "StrictRefusal",
     "UnknownAnimal",
@@ -213,48 +214,39 @@ class ChaosMiddleware:
             await _PLAIN_FAILURES[draw.status](scope, receive, send)
             return
         if draw.kind is Chaos.STALL:
-            arrived = await _body_already_sent(scope, receive)
-            if arrived is None:
-                return  # the client left before its body was all there: nothing to handle
             self.api.note_stall(+1)
             try:
                 await asyncio.sleep(draw.stall)  # cancelled by Simulator.stop(): then nothing is handled
             finally:
                 self.api.note_stall(-1)
-            if arrived:
-                receive = _replay(arrived, receive)
+            receive = _left_behind(scope, receive)
         await self.app(scope, receive, send)
 
 
-async def _body_already_sent(scope: Scope, receive: Receive) -> list[Any] | None:
-    """A stalled request's body, taken in before the stall when its client sent it without waiting to be asked.
+# Where the server's protocol leaves the body of a request whose client hung up once the whole body was in.
+ORPHAN_BODY = "animal_sync.orphan_body"
 
-    The real server may still handle a POST whose client gave up during a stall; on uvicorn that happens when the
-    body was in before the client left. The simulator takes the harsh side of that "may": a body that was sent
-    with the headers (no `Expect: 100-continue`) is handled after the stall even if the client is gone. A body
-    held back for `100 Continue` is not read here (that would send the 100 before the stall). Returns [] when
-    nothing is read, None when the client left mid-body.
+
+def _left_behind(scope: Scope, receive: Receive) -> Receive:
+    """A receive that still hands out the body a client sent before it gave up during the stall.
+
+    The real server may still handle a POST whose client gave up during a stall. Plain uvicorn handles it only if
+    the client is still connected when the handler reads; the simulator takes the harsh side of that "may" and
+    handles every request whose whole body arrived, so a client can never take a POST it gave up on as unsent.
+    A body held back for `100 Continue` and never sent is not there to handle, as on the real server.
     """
-    if scope["method"] != "POST" or any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope["headers"]):
-        return []
-    messages = []
-    while True:
+    handed_out = False
+
+    async def receive_left_behind() -> Any:
+        nonlocal handed_out
         message = await receive()
-        if message["type"] != "http.request":
-            return None
-        messages.append(message)
-        if not message.get("more_body", False):
-            return messages
+        body = scope.get(ORPHAN_BODY)
+        if message["type"] == "http.disconnect" and body is not None and not handed_out:
+            handed_out = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return message
 
-
-def _replay(messages: list[Any], receive: Receive) -> Receive:
-    """A receive that hands out the body read before the stall, then defers to uvicorn's."""
-    pending = deque(messages)
-
-    async def replayed() -> Any:
-        return pending.popleft() if pending else await receive()
-
-    return replayed
+    return receive_left_behind
 
 
 _PLAIN_FAILURES = {status: PlainTextResponse(HTTPStatus(status).phrase, status) for status in FAILURE_STATUSES}

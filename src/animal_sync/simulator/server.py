@@ -14,24 +14,42 @@ import threading
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import SimulatorError
-from .app import Chaos, SimulatorConfig, SimulatorException, _AnimalsApi, build_app
+from .app import ORPHAN_BODY, Chaos, SimulatorConfig, SimulatorException, _AnimalsApi, build_app
 from .data import check_animal_count
 
 __all__ = ["Simulator"]
 
 
 class _DeliberateErrors(logging.Filter):
-    """Keep uvicorn's log for real bugs: the exceptions the simulator raises on purpose are not logged."""
+    """Keep uvicorn's log for real bugs: the exceptions the simulator raises on purpose, and the cancellation of
+    requests still stalled when it stops, are not logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, SimulatorException)
+        return not isinstance(error, (SimulatorException, asyncio.CancelledError))
 
 
 _LOG_FILTER = _DeliberateErrors()
 logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
+
+
+class _H11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, but the whole body of a request whose client hung up before it was handled is kept.
+
+    uvicorn drops such a request's body (the handler's read says "disconnected"); the real server may still handle
+    a POST whose client gave up during a stall, and the simulator takes that harsh side every time (see
+    app._left_behind). Nothing else differs: 100 Continue, keep-alive and the hang-up after an exception's 500
+    are uvicorn's own.
+    """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            cycle.scope[ORPHAN_BODY] = bytes(cycle.body)  # type: ignore[literal-required]
+        super().connection_lost(exc)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -60,38 +78,44 @@ class _Serving:
         self.sock = sock
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            app, http="h11", lifespan="off", timeout_keep_alive=idle_timeout, access_log=False, log_config=None,
-            backlog=1024, timeout_graceful_shutdown=0,
+            app, http=_H11Protocol, lifespan="off", timeout_keep_alive=idle_timeout, access_log=False, log_config=None,
+            backlog=1024,
         )
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="animals-simulator", daemon=True)
+        self.task: asyncio.Task[None]
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.server.serve(sockets=[self.sock]))
+        self.loop.call_soon(self._check_started)
         try:
-            self.loop.run_until_complete(self._serve())
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass  # stop(): uvicorn's own shutdown would wait out its 0.1 s tick and every stalled request
         finally:
-            self._drop_everything()
+            self._cancel_the_rest()
             self.loop.close()
 
-    async def _serve(self) -> None:
-        self.loop.call_soon(self._check_started)
-        await self.server.serve(sockets=[self.sock])
-
     def _check_started(self) -> None:
-        if self.server.started or self.server.should_exit:
+        if self.server.started or self.task.done():
             self.ready.set()
         else:
-            self.loop.call_later(0.005, self._check_started)
+            self.loop.call_later(0.002, self._check_started)
 
-    def _drop_everything(self) -> None:
-        """After uvicorn returns: close every connection and cancel every request still running (a stall)."""
+    def _halt(self) -> None:
+        """In the loop: stop listening, hang up on every connection, end uvicorn; stalled requests are never handled."""
+        for listener in self.server.servers:
+            listener.close()
         for connection in list(self.server.server_state.connections):
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.abort()
+        self.task.cancel()
+
+    def _cancel_the_rest(self) -> None:
         pending = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
         for task in pending:
             task.cancel()
@@ -102,10 +126,13 @@ class _Serving:
     def start(self) -> None:
         self.thread.start()
         self.ready.wait()
+        if self.task.done():  # uvicorn gave up at start-up (it logs why)
+            self.thread.join()
+            self.sock.close()
+            raise SimulatorError(f"the simulator could not start on port {self.port}")
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.server.force_exit = True  # stalled requests are cancelled, not waited for
+        self.loop.call_soon_threadsafe(self._halt)
         self.thread.join()
         self.sock.close()
 
