@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -292,7 +292,10 @@ def build_app(api: _AnimalsApi) -> Starlette:
         return _faulty_detail(generate_animal(api.seed, int(raw_id), int(raw_id) in api.revised), fault)
 
     async def home(request: Request) -> Response:
-        body = await request.body()  # the first read: uvicorn sends `100 Continue` now, if it was asked for
+        try:
+            body = await request.body()  # the first read: uvicorn sends `100 Continue` now, if it was asked for
+        except ClientDisconnect:  # gone before its whole body came: nothing to handle (FastAPI: a 400 nobody reads)
+            return _detail(400, "There was an error parsing the body")
         batch, errors = models.body_errors(body, request.headers.get("content-type"), api.total)
         if errors:
             api.ledger.reject()

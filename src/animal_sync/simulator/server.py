@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import uvicorn
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import SimulatorError
@@ -29,7 +30,7 @@ class _DeliberateErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, (SimulatorException, asyncio.CancelledError))
+        return not isinstance(error, (SimulatorException, asyncio.CancelledError, ClientDisconnect))
 
 
 _LOG_FILTER = _DeliberateErrors()
