@@ -12,12 +12,13 @@ number for `born_at`, and an id outside the run is refused (the simulator's ledg
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from starlette.concurrency import run_in_threadpool
+
+from .ledger import _epoch_ms
 
 __all__ = ["Animal", "AnimalSummary", "Animals", "IncomingAnimal", "answer", "body_errors", "dumps", "query_errors"]
 
@@ -45,8 +46,8 @@ class Animal(AnimalSummary):
 
 
 def _iso_8601(text: str) -> str:
-    """An ISO-8601 time, by the judge's own reading (datetime.fromisoformat; a naive time is UTC)."""
-    datetime.fromisoformat(text).replace(tzinfo=timezone.utc)  # ValueError -> pydantic's value_error
+    """An ISO-8601 time, by the judge's own reading (the ledger's; a naive time is UTC)."""
+    _epoch_ms(text)  # ValueError -> pydantic's value_error
     return text
 
 
