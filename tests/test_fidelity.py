@@ -114,7 +114,6 @@ def test_100_continue_comes_only_once_the_handler_reads_never_during_a_stall(sim
         assert next_bytes(sock) is None, "no 100 Continue while the request is stalled"
         sock.settimeout(10)
         assert next_bytes(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        assert sim.stalled_requests == 0
         sock.sendall(body)
         assert read_answer(sock)[0] == 200
     assert sim.verify()["delivered"] == 1

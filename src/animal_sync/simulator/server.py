@@ -173,7 +173,7 @@ class Simulator:
 
     @property
     def stalled_requests(self) -> int:
-        """How many requests are sleeping in a chaos stall right now."""
+        """How many requests a chaos stall holds right now: asleep, or woken and not answered yet (0: all handled)."""
         return self._api.stalled
 
     def start(self) -> Simulator:
