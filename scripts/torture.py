@@ -311,6 +311,8 @@ def kill_loop_case(work: Path, figures: Figures) -> None:
     for round_number in range(KILL_LOOP_ROUNDS):
         problems = kill_loop_round(work, SEED + round_number)
         figures.problems.extend(problems)
+        journal = work / f"kill-loop-{SEED + round_number}.db"
+        figures.in_doubt_batches += scalar(journal, "SELECT count(*) FROM batches WHERE state = 'in_doubt'") or 0
         clean += not problems
     figures.verdicts[f"kill-loop clean rounds {clean} of {KILL_LOOP_ROUNDS}"] = clean == KILL_LOOP_ROUNDS
 
