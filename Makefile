@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## torture: the long reliability suite (20 SIGKILLs, chaos, outage); prints one line of figures
+## torture: the long reliability suite (20 SIGKILLs, chaos, outage, 10 rounds of the kill loop); prints one line of figures
 torture: $(STAMP)
 	$(BIN)/python scripts/torture.py
 

@@ -15,6 +15,11 @@ judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if
                nothing lost, any id seen twice belongs to a named batch
     lock-deletion  the `.lock` beside a running journal is deleted: a second `resume` is refused with one line,
                the first run finishes, nothing duplicated
+    kill-loop  issue 16's sequence, 10 rounds, each on a fresh strict simulator at 2 % chaos: `run` SIGKILLed while
+               listing, then `resume`s SIGKILLed after 10, 25 and 40 delivered batches, then a last `resume`: the
+               simulator's verdict exactly once, nothing missing, and exit 0 unless a batch is in doubt for a real
+               cause (the API holds its animals: the kill caught its body out); a batch left in doubt that the API
+               never received fails the round
 """
 
 from __future__ import annotations
@@ -240,6 +245,78 @@ def kills_case(work: Path, figures: Figures) -> None:
     figures.check(code == final.returncode, f"kills: audit exit {code} but the final resume exit {final.returncode}")
 
 
+# --------------------------------------------------------------------------- issue 16's kill loop
+
+KILL_LOOP_ROUNDS = 10
+KILL_LOOP_BATCHES = (10, 25, 40)  # delivered batches at the 2nd, 3rd and 4th kill, of some 55 in a default run
+KILL_LOOP_FULL = 55  # batches of a default run (5,000-6,000 animals): a smaller run scales the kill points to it
+
+
+def kill_loop_points(batches: int) -> tuple[int, ...]:
+    """The delivered-batch counts to kill at: issue 16's (10, 25, 40) for a full run, scaled down for a smaller one."""
+    if batches >= KILL_LOOP_FULL:
+        return KILL_LOOP_BATCHES
+    return tuple(max(1, point * batches // KILL_LOOP_FULL) for point in KILL_LOOP_BATCHES)
+
+
+def kill_loop_round(work: Path, seed: int, animals: int | None = None) -> list[str]:
+    """One round: run killed while listing, resumes killed after 10, 25 and 40 delivered batches, a last resume.
+
+    Returns the round's problems (none: clean). Delivered batches are the simulator's own count of POSTs it took.
+    """
+    journal = work / f"kill-loop-{seed}.db"
+    log_path = work / f"kill-loop-{seed}.log"
+    problems: list[str] = []
+    config = SimulatorConfig(port=0, animals=animals, seed=seed, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim, log_path.open("a") as log:
+        points = kill_loop_points(-(-sim.total_animals // 100))
+        first = cli("run", "--base-url", sim.url, "--journal", str(journal), "--get-timeout", "0.15",
+                    "--post-timeout", "3", "--retries", "4", *QUIET)
+        resume = cli("resume", "--journal", str(journal), *QUIET)
+        plan = [("listing", first, lambda: scalar(journal, "SELECT count(*) FROM runs") == 1)]
+        plan += [(f"after {point} batches", resume, lambda point=point: sim.verify()["posts"] >= point) for point in points]
+        for name, command, moment in plan:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            if not wait_until(moment, process):
+                problems.append(f"kill {name}: the child ended first (code {process.wait()})")
+                continue
+            kill(process)
+        final = subprocess.run(resume, stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT)
+        verdict = sim.verify()
+        delivered = delivered_ids(sim)
+    doubt = {batch_id: set(json.loads(ids)) for batch_id, ids in
+             query(journal, "SELECT id, ids FROM batches WHERE state = 'in_doubt'")}
+    named = set().union(*doubt.values()) if doubt else set()
+    never_received = [batch_id for batch_id, ids in doubt.items() if delivered is None or not ids <= delivered]
+    # A batch once in doubt whose re-send the strict API took: its first send never arrived, so the doubt was
+    # for no cause the API could see (what issue 16 found: a reset on a reused connection before the body left).
+    never_received += [batch_id for (batch_id,) in
+                       query(journal, "SELECT id FROM batches WHERE in_doubt_at IS NOT NULL AND state = 'posted'")]
+    if never_received:
+        problems.append(f"batches in doubt that the API never received: {sorted(never_received)}")
+    if verdict["missing"] or verdict["content_mismatches"] or verdict["duplicates_delivered"]:
+        problems.append(f"not exactly once: {verdict['missing']} missing (e.g. {verdict['missing_ids'][:5]}), "
+                        f"{verdict['content_mismatches']} wrong, {verdict['duplicates_delivered']} taken twice")
+    if not set(verdict["duplicate_ids"]) <= named:
+        problems.append(f"re-sent outside an in-doubt batch: {sorted(set(verdict['duplicate_ids']) - named)[:5]}")
+    if final.returncode != (1 if doubt else 0):
+        problems.append(f"final resume exit {final.returncode} with {len(doubt)} batch(es) in doubt")
+    if "Traceback" in log_path.read_text():
+        problems.append(f"a traceback in {log_path.name}")
+    return [f"kill-loop seed {seed}: {problem}" for problem in problems]
+
+
+def kill_loop_case(work: Path, figures: Figures) -> None:
+    clean = 0
+    for round_number in range(KILL_LOOP_ROUNDS):
+        problems = kill_loop_round(work, SEED + round_number)
+        figures.problems.extend(problems)
+        journal = work / f"kill-loop-{SEED + round_number}.db"
+        figures.in_doubt_batches += scalar(journal, "SELECT count(*) FROM batches WHERE state = 'in_doubt'") or 0
+        clean += not problems
+    figures.verdicts[f"kill-loop clean rounds {clean} of {KILL_LOOP_ROUNDS}"] = clean == KILL_LOOP_ROUNDS
+
+
 # --------------------------------------------------------------------------- a kill after the API took a POST
 
 
@@ -445,7 +522,7 @@ def lock_deletion_case(work: Path, figures: Figures) -> None:
 
 # Name -> case, run in this order by default; a new case is one function taking (work, figures) and one entry here.
 CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
-CASES |= {"disk-full": disk_full_case, "lock-deletion": lock_deletion_case}
+CASES |= {"disk-full": disk_full_case, "lock-deletion": lock_deletion_case, "kill-loop": kill_loop_case}
 
 
 def main(names: list[str]) -> int:

@@ -84,8 +84,16 @@ def test_list_page_shape_and_order(simulator):
     assert get(sim, LIST).json()["items"][0]["id"] == 0  # page defaults to 1, which starts at animal 0
 
 
-@pytest.mark.parametrize("page", ["abc", "1.5", "0", "-1"])
-def test_list_rejects_a_bad_page_with_400(simulator, page):
+@pytest.mark.parametrize("page", ["abc", "1.5"])
+def test_list_rejects_a_page_that_is_no_integer_with_fastapis_422(simulator, page):
+    response = get(simulator(animals=20), f"{LIST}?page={page}")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["type"], error["loc"], error["input"]) == ("int_parsing", ["query", "page"], page)
+
+
+@pytest.mark.parametrize("page", ["0", "-1"])
+def test_list_rejects_a_page_below_1_with_400(simulator, page):
     response = get(simulator(animals=20), f"{LIST}?page={page}")
     assert response.status_code == 400
     assert "page" in response.json()["detail"]
@@ -146,27 +154,31 @@ def test_home_accepts_a_batch(simulator):
 def test_home_rejects_a_non_array_with_422(simulator, payload):
     sim = simulator(animals=20)
     response = post(sim, None, data=json.dumps(payload), headers={"Content-Type": "application/json"})
-    assert response.status_code == 422 and "array" in response.json()["detail"]
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["type"], error["loc"], error["input"]) == ("list_type", ["body"], payload)
     assert sim.verify()["posts_rejected"] == 1
 
 
 @pytest.mark.parametrize(
     ("body", "content_type", "words"),
     [
-        (b"[{", "application/json", "not valid JSON"),
-        (b"\xff\xfe", "application/json", "not valid JSON"),
-        (b"[]", "text/plain", "Content-Type"),
-        (b"[]", "application/x-www-form-urlencoded", "Content-Type"),
-        (b"[]", None, "Content-Type"),
+        (b"[{", "application/json", ("json_invalid", ["body", 2])),
+        (b"\xff\xfe", "application/json", ("json_invalid", ["body", 0])),
+        (b"[]", "text/plain", ("list_type", ["body"])),
+        (b"[]", "application/x-www-form-urlencoded", ("list_type", ["body"])),
     ],
-    ids=["broken-json", "not-utf8", "text-plain", "form", "no-content-type"],
+    ids=["broken-json", "not-utf8", "text-plain", "form"],
 )
 def test_home_rejects_a_body_not_sent_as_json_with_422(simulator, body, content_type, words):
     sim = simulator(animals=20)
-    headers = {} if content_type is None else {"Content-Type": content_type}
-    response = requests.post(sim.url + HOME, data=body, headers=headers, timeout=5)
-    assert response.status_code == 422 and words in response.json()["detail"]
+    response = requests.post(sim.url + HOME, data=body, headers={"Content-Type": content_type}, timeout=5)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["type"], error["loc"]) == words and {"msg", "input"} <= set(error)
     assert sim.verify()["posts_rejected"] == 1
+    untyped = requests.post(sim.url + HOME, data=b"[]", headers={"Content-Type": None}, timeout=5)
+    assert untyped.status_code == 200, "no Content-Type is read as JSON, as FastAPI does"
     ok = requests.post(sim.url + HOME, data=b"[]", headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
     assert ok.status_code == 200, "a charset parameter is still JSON"
 
@@ -181,15 +193,15 @@ def test_home_rejects_101_items_with_400_and_delivers_nothing(simulator):
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        (lambda r: r.pop("name"), "name"),
-        (lambda r: r.update(born_at="yesterday"), "born_at"),
-        (lambda r: r.update(born_at=1444102907778), "born_at"),
-        (lambda r: r.update(friends="Wildcat,Dog"), "friends"),
-        (lambda r: r.update(friends=["Dog", 3]), "friends"),
-        (lambda r: r.update(id="5"), "id"),
-        (lambda r: r.update(id=True), "id"),
-        (lambda r: r.update(id=-1), "id -1"),
-        (lambda r: r.update(id=20), "id 20 is not an animal here (0..19)"),
+        (lambda r: r.pop("name"), ("missing", ["name"])),
+        (lambda r: r.update(born_at="yesterday"), ("value_error", ["born_at"])),
+        (lambda r: r.update(born_at=1444102907778), ("string_type", ["born_at"])),
+        (lambda r: r.update(friends="Wildcat,Dog"), ("list_type", ["friends"])),
+        (lambda r: r.update(friends=["Dog", 3]), ("string_type", ["friends", 1])),
+        (lambda r: r.update(id="5"), ("int_type", ["id"])),
+        (lambda r: r.update(id=True), ("int_type", ["id"])),
+        (lambda r: r.update(id=-1), ("value_error", ["id"])),
+        (lambda r: r.update(id=20), ("value_error", ["id"])),
     ],
     ids=["no-name", "bad-born", "int-born", "friends-str", "friends-int", "id-str", "id-bool", "id-negative", "id-past-end"],
 )
@@ -199,8 +211,10 @@ def test_malformed_item_is_422_naming_it_and_delivers_nothing(simulator, change,
     change(batch[3])
     response = post(sim, batch)
     assert response.status_code == 422
+    kind, where = words
     detail = response.json()["detail"]
-    assert detail.startswith("item 3") and words in detail
+    assert [(e["type"], e["loc"][:2 + len(where)]) for e in detail][:1] == [(kind, ["body", 3, *where])], detail
+    assert all(set(e) >= {"type", "loc", "msg", "input"} for e in detail)
     report = sim.verify()
     assert (report["delivered"], report["posts"], report["posts_rejected"]) == (0, 0, 1)
 
@@ -365,7 +379,7 @@ def test_chaos_rates_at_40_percent(simulator):
     assert 150 <= len(stalled) <= 250, len(stalled)
     assert {status for status, _, _ in failed} == {500, 502, 503, 504}
     phrases = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-    assert all(body == phrases[status] for status, _, body in failed)
+    assert all(body == phrases[status] for status, _, body in failed), [r for r in failed if r[2] != phrases[r[0]]][:3]
     assert all(0.5 <= seconds < 2.0 for _, seconds, _ in stalled)
 
 
@@ -376,7 +390,7 @@ def test_chaos_spares_root_and_verify(simulator):
     assert time.perf_counter() - started < 1
 
 
-def test_a_chaos_failure_is_plain_text_delivers_nothing_and_closes_the_unread_connection(simulator):
+def test_a_chaos_failure_is_plain_text_and_delivers_nothing(simulator):
     sim = simulator(animals=20)
     sim.queue_chaos(Chaos.FAIL, Chaos.FAIL)
     port = int(sim.url.rsplit(":", 1)[1])
@@ -387,11 +401,11 @@ def test_a_chaos_failure_is_plain_text_delivers_nothing_and_closes_the_unread_co
     assert response.status in (500, 502, 503, 504)
     assert response.getheader("Content-Type").startswith("text/plain")
     assert response.read().decode() == HTTPStatus(response.status).phrase
-    assert response.getheader("Connection") == "close", "the body was never read, so the connection cannot go on"
+    assert response.getheader("Connection") is None, "uvicorn drains a body it did not read, and keeps the connection"
     report = sim.verify()
     assert (report["delivered"], report["posts"], report["posts_rejected"]) == (0, 0, 0)
     connection.close()
-    connection.request("GET", f"{LIST}/1")  # a GET has no body left unread: its connection stays open
+    connection.request("GET", f"{LIST}/1")
     response = connection.getresponse()
     assert response.status in (500, 502, 503, 504) and response.read()
     assert response.getheader("Connection") is None and not response.will_close
@@ -499,7 +513,7 @@ def test_expect_100_continue_never_comes_before_a_chaos_failure(simulator):
     while chunk := received_within(connection, 2):  # until the server closes the connection
         answer += chunk
     assert re.match(rb"HTTP/1.1 50[0234] ", answer), answer
-    assert b"100 Continue" not in answer and b"Connection: close\r\n" in answer
+    assert b"100 Continue" not in answer
     assert answer.split(b"\r\n\r\n", 1)[1] in {b"Internal Server Error", b"Bad Gateway", b"Service Unavailable",
                                                   b"Gateway Timeout"}
     assert sim.verify()["delivered"] == 0 and sim.verify()["posts_rejected"] == 0
@@ -666,7 +680,7 @@ def test_fault_missing_name_drops_the_key(hostile):
 def test_fault_html_is_a_200_web_page(hostile):
     response = detail(hostile, 7)
     assert response.status_code == 200
-    assert response.headers["Content-Type"] == "text/html"
+    assert response.headers["Content-Type"].startswith("text/html")
     assert response.text == "<html>oops</html>"
 
 

@@ -61,32 +61,6 @@ def _epoch_ms(text: str) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _item_problem(item: Any, total: int) -> str | None:
-    """Why one POSTed item is malformed (the 422 detail), or None if it is well-formed."""
-    if not isinstance(item, dict):
-        return f"expected an object, got {type(item).__name__}"
-    for key in ("id", "name", "born_at", "friends"):
-        if key not in item:
-            return f"missing key {key!r}"
-    animal_id, name, born_at, friends = item["id"], item["name"], item["born_at"], item["friends"]
-    if type(animal_id) is not int:
-        return f"id must be an integer, got {animal_id!r}"
-    if not 0 <= animal_id < total:
-        return f"id {animal_id} is not an animal here (0..{total - 1})"
-    if not isinstance(name, str):
-        return f"name must be a string, got {name!r}"
-    if born_at is not None:
-        if not isinstance(born_at, str):
-            return f"born_at must be an ISO-8601 string or null, got {born_at!r}"
-        try:
-            _epoch_ms(born_at)
-        except ValueError:
-            return f"born_at {born_at!r} is not an ISO-8601 datetime"
-    if not isinstance(friends, list) or not all(isinstance(f, str) for f in friends):
-        return f"friends must be a list of strings, got {friends!r}"
-    return None
-
-
 def _mismatches(expected: dict[str, Any], got: dict[str, Any]) -> list[dict[str, Any]]:
     """Field-by-field differences between the simulator's expectation and a (well-formed) delivery."""
     found = []

@@ -1,211 +1,141 @@
-"""The simulator's HTTP server: keep-alive, idle hang-ups, late `100 Continue`, and `Simulator` running it in threads."""
+"""`Simulator`: the ASGI app served by uvicorn (h11, as the real server) in a thread with its own event loop.
+
+HTTP/1.1 is uvicorn's, not ours: keep-alive and its idle close (`timeout_keep_alive`), `100 Continue` sent when
+the handler first reads the body, and the 500-then-hang-up that follows an exception in a handler.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import socket
-import socketserver
-import sys
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import uvicorn
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from ..errors import PortTaken, SimulatorError
-from .app import (
-    _CALM_PATHS,
-    _JSON,
-    MAX_BODY_BYTES,
-    Chaos,
-    SimulatorConfig,
-    _AnimalsApi,
-    _body_refusal,
-    _plain_failure,
-    _Reply,
-)
+from .app import ORPHAN_BODY, Chaos, SimulatorConfig, SimulatorException, _AnimalsApi, build_app
 from .data import check_animal_count
 
-__all__ = ["LINGER_SECONDS", "Simulator"]
-
-LINGER_SECONDS = 1.0  # how long a connection closed on an unread body keeps dropping what the client sends
-
-_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+__all__ = ["Simulator"]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """One keep-alive connection; writes each reply in a single send so Nagle never delays it."""
+class _DeliberateErrors(logging.Filter):
+    """Keep uvicorn's log for real bugs: the exceptions the simulator raises on purpose, and the cancellation of
+    requests still stalled when it stops, are not logged."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    error_content_type = _JSON
-    error_message_format = '{"detail":"%(code)d %(message)s"}'
-    server: _Server
-    _continue_due = False  # the client sent `Expect: 100-continue` and has not been told to go on yet
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, (SimulatorException, asyncio.CancelledError, ClientDisconnect))
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silence the per-request access log."""
 
-    def handle(self) -> None:
-        """Serve requests until the client or a reply ends the connection, or it idles past idle_timeout."""
-        idle = self.server.api.config.idle_timeout
-        self.close_connection = False
-        while not self.close_connection:
-            # Only the wait for a request's first byte is timed: a stall or a slow body is never cut.
-            self.connection.settimeout(idle)
-            try:
-                if not self.rfile.peek(1):
-                    return  # the client closed
-            except (TimeoutError, OSError):
-                return  # idle too long: hang up, as the real server does
-            self.connection.settimeout(None)
-            self.handle_one_request()
+_LOG_FILTER = _DeliberateErrors()
+logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
 
-    def parse_request(self) -> bool:
-        self._continue_due = False
-        return super().parse_request()
 
-    def handle_expect_100(self) -> bool:
-        """Defer `100 Continue` until the body is read (stdlib sends it as soon as the headers are parsed)."""
-        self._continue_due = True
-        return True
+class _H11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, but the whole body of a request whose client hung up before it was handled is kept.
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._serve()
+    uvicorn drops such a request's body (the handler's read says "disconnected"); the real server may still handle
+    a POST whose client gave up during a stall, and the simulator takes that harsh side every time (see
+    app._left_behind). Nothing else differs: 100 Continue, keep-alive and the hang-up after an exception's 500
+    are uvicorn's own.
+    """
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            cycle.scope[ORPHAN_BODY] = bytes(cycle.body)  # type: ignore[literal-required]
+        super().connection_lost(exc)
 
-    def _serve(self) -> None:
-        api = self.server.api
-        path, _, query = self.path.partition("?")
-        if path not in _CALM_PATHS:
-            draw = api.draw_chaos(self.command)
-            if draw.kind is Chaos.FAIL:  # answered at once, unhandled, its body never read
-                self._send_unread(_plain_failure(draw.status))
-                return
-            if draw.kind is Chaos.STALL and not self._stall(draw.stall):
-                self.close_connection = True
-                return
-        body = self._read_body()
-        if body is None:
-            return
-        content_type = self.headers.get("Content-Type", "")
-        self._send(api.handle(self.command, path, query, body, content_type))
 
-    def _stall(self, seconds: float) -> bool:
-        """Sleep before handling; False if the simulator stopped meanwhile (then nothing is handled)."""
-        api = self.server.api
-        api.note_stall(+1)
-        try:
-            return not self.server.stopping.wait(seconds)
-        finally:
-            api.note_stall(-1)
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one); SimulatorError (one line) if the address is unusable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it Nagle holds
+    # back the body that uvicorn writes after the head until the client's delayed ACK (40 ms an answer).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortTaken(host, port) from None
+        raise SimulatorError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
-    def _read_body(self) -> bytes | None:
-        """The request body, after any deferred `100 Continue`; None if it was refused or never fully came."""
-        raw = self.headers.get("Content-Length", "0")
-        refusal = _body_refusal(self.headers.get("Transfer-Encoding", ""), raw)
-        if refusal is not None:
-            self._send_unread(refusal)
-            return None
-        length = int(raw)
-        if length == 0:
-            return b""
-        if self._continue_due:
-            self._continue_due = False
-            try:
-                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            except OSError:
-                self.close_connection = True
-                return None
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client left before sending it all: nothing to handle
-            self.close_connection = True
-            return None
-        return body
 
-    def _send_unread(self, reply: _Reply) -> None:
-        """Answer without reading the request's body; if there is one, the connection cannot go on, so close it."""
-        unread = self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers
-        if unread:
-            self.close_connection = True
-        self._send(reply)
-        if unread:
-            self._linger()
+class _Serving:
+    """One uvicorn.Server on a socket, run by a thread's own event loop until stop()."""
 
-    def _linger(self) -> None:
-        """Close after a reply that left the body unread: stop sending, then drop what still arrives, briefly.
-
-        Closing with unread bytes would send a TCP reset, which can destroy the reply before the client reads it.
-        """
-        connection = self.connection
-        try:
-            connection.shutdown(socket.SHUT_WR)
-            connection.settimeout(LINGER_SECONDS)
-            dropped = 0
-            while dropped <= MAX_BODY_BYTES:
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                dropped += len(chunk)
-        except OSError:
-            pass
-
-    def _send(self, reply: _Reply) -> None:
-        head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
-            _STATUS_LINES[reply.status],
-            reply.content_type.encode(),
-            len(reply.body) + reply.tail_length,
-            b"Connection: close\r\n" if self.close_connection else b"",
+    def __init__(self, app: Any, sock: socket.socket, idle_timeout: float) -> None:
+        self.sock = sock
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            app, http=_H11Protocol, lifespan="off", timeout_keep_alive=idle_timeout, access_log=False, log_config=None,
+            backlog=1024,
         )
+        self.server = uvicorn.Server(config)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="animals-simulator", daemon=True)
+        self.task: asyncio.Task[None]
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.server.serve(sockets=[self.sock]))
+        self.loop.call_soon(self._check_started)
         try:
-            self.wfile.write(head + (b"" if self.command == "HEAD" else reply.body))
-            for chunk in reply.tail:
-                self.wfile.write(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client left; what it asked for was still handled
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], api: _AnimalsApi) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.api = api
-        self.stopping = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve our own name (getfqdn), a slow DNS round trip we do not need.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass  # stop(): uvicorn's own shutdown would wait out its 0.1 s tick and every stalled request
         finally:
-            with self._connections_lock:
-                self._connections.discard(request)
+            self._cancel_the_rest()
+            self.loop.close()
 
-    def close_connections(self) -> None:
-        """Hang up on every open connection, so stop() leaves no thread waiting on a client."""
-        with self._connections_lock:
-            for connection in list(self._connections):
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def _check_started(self) -> None:
+        if self.server.started or self.task.done():
+            self.ready.set()
+        else:
+            self.loop.call_later(0.002, self._check_started)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client hanging up mid-request is normal here; anything else is a bug worth one line."""
-        error = sys.exc_info()[1]
-        if not isinstance(error, (ConnectionError, TimeoutError)):
-            print(f"simulator: {type(error).__name__}: {error}", file=sys.stderr)
+    def _halt(self) -> None:
+        """In the loop: stop listening, hang up on every connection, end uvicorn; stalled requests are never handled."""
+        for listener in self.server.servers:
+            listener.close()
+        for connection in list(self.server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        self.task.cancel()
+
+    def _cancel_the_rest(self) -> None:
+        pending = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+
+    def start(self) -> None:
+        self.thread.start()
+        self.ready.wait()
+        if self.task.done():  # uvicorn gave up at start-up (it logs why)
+            self.thread.join()
+            self.sock.close()
+            raise SimulatorError(f"the simulator could not start on port {self.port}")
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._halt)
+        self.thread.join()
+        self.sock.close()
 
 
 class Simulator:
@@ -222,8 +152,8 @@ class Simulator:
             raise SimulatorError(f"idle_timeout must be positive, got {config.idle_timeout}")
         self.config = config
         self._api = _AnimalsApi(config)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._app = build_app(self._api)
+        self._serving: _Serving | None = None
 
     @property
     def total_animals(self) -> int:
@@ -237,44 +167,29 @@ class Simulator:
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:3123 (the real port once started with port 0)."""
         host, port = self.config.host, self.config.port
-        if self._server is not None:
-            port = self._server.server_port
+        if self._serving is not None:
+            port = self._serving.port
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def stalled_requests(self) -> int:
-        """How many requests are sleeping in a chaos stall right now."""
+        """How many requests a chaos stall holds right now: asleep, or woken and not answered yet (0: all handled)."""
         return self._api.stalled
 
     def start(self) -> Simulator:
         """Bind and serve in a daemon thread; SimulatorError (one line) if the address is unusable."""
-        if self._server is not None:
+        if self._serving is not None:
             return self
-        host, port = self.config.host, self.config.port
-        try:
-            self._server = _Server((host, port), self._api)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortTaken(host, port) from None
-            raise SimulatorError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="animals-simulator", daemon=True
-        )
-        self._thread.start()
+        self._serving = _Serving(self._app, _listen(self.config.host, self.config.port), self.config.idle_timeout)
+        self._serving.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving, wake any stalled request, close the socket and open connections; idempotent."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Stop serving, cancel any stalled request (it is never handled), close the socket and every connection;
+        idempotent."""
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     def verify(self) -> dict[str, Any]:
         """The same document as GET /_verify."""
