@@ -189,17 +189,16 @@ def trickler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trickler]:
 
 @contextmanager
 def unplugged_mid_run(sim: Simulator, journal: Path) -> Iterator[None]:
-    """Stop `sim` from a thread once `journal` holds a posted batch: an API that answered, then went away."""
+    """Stop `sim` from a thread once `journal` holds a posted batch: an API that answered, then went away.
+
+    (`query` reads `[]` while the writer is still creating the journal.)"""
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            try:
-                if journal.exists() and query(journal, "SELECT count(*) FROM batches WHERE state = 'posted'")[0][0]:
-                    sim.stop()
-                    return
-            except sqlite3.Error:
-                pass  # the writer is creating or migrating it
+            if journal.exists() and query(journal, "SELECT count(*) FROM batches WHERE state = 'posted'") not in ([], [(0,)]):
+                sim.stop()
+                return
             done.wait(0.01)
 
     watcher = threading.Thread(target=watch, daemon=True)

@@ -183,7 +183,7 @@ def test_run_pushes_its_metrics_to_a_real_pushgateway_when_it_ends(pushgateway: 
 
 def test_an_interrupted_run_and_its_resume_push_too(pushgateway: str, simulator, tmp_path: Path, capsys, restore_signals) -> None:
     journal = tmp_path / "stopped.db"
-    gone = simulator(animals=600, seed=5, strict=True)
+    gone = simulator(animals=5000, seed=5, strict=True)
     with unplugged_mid_run(gone, journal):  # it answered, then went away: the run is interrupted, not refused
         code, _, err = run_cli(
             capsys, "run", "--journal", str(journal), "--base-url", gone.url, "--retries", "0", "--quiet",
@@ -193,7 +193,7 @@ def test_an_interrupted_run_and_its_resume_push_too(pushgateway: str, simulator,
     found = pushed(pushgateway, journal)
     assert series(found, "animal_sync_run_state", state="interrupted") == 1
     assert series(found, "animal_sync_last_clean_finish_timestamp_seconds") is None
-    back = simulator(animals=600, seed=5, strict=True)  # the same data set, served again
+    back = simulator(animals=5000, seed=5, strict=True)  # the same data set, served again
     code, _, err = run_cli(capsys, "resume", "--journal", str(journal), "--base-url", back.url, "--quiet", "--pushgateway", pushgateway)
     assert code == 0, err
     found = pushed(pushgateway, journal)  # the same group, replaced by the resume's push

@@ -154,7 +154,7 @@ def test_exceptions_of_a_run_with_quarantined_animals_and_an_interrupted_one(sim
     fixes = {fix.kind: fix for fix in look([str(journal)]).exceptions}
     assert fixes["quarantined"].count == 1 and fixes["quarantined"].command == f"animal-sync resume --journal {journal}"
     dead = tmp_path / "dead.db"
-    gone = simulator(animals=600, seed=5, strict=True)
+    gone = simulator(animals=5000, seed=5, strict=True)
     with unplugged_mid_run(gone, dead):  # it answered, then went away
         assert main(["run", "--journal", str(dead), "--base-url", gone.url, "--retries", "0", "--quiet"]) == 1
     fixes = {fix.kind: fix for fix in look([str(dead)]).exceptions}
