@@ -20,12 +20,18 @@ judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if
                simulator's verdict exactly once, nothing missing, and exit 0 unless a batch is in doubt for a real
                cause (the API holds its animals: the kill caught its body out); a batch left in doubt that the API
                never received fails the round
+    redirect   a front proxies lists and details but answers every POST 301/302/303/307/308 in turn (after reading
+               the body or before), with a 200 at the Location; two SIGKILLs while a redirected POST is held; then it
+               forwards and `resume` runs: after every step nothing is called delivered that the simulator lacks and
+               `audit` never says OK with an animal missing; at the end every animal is delivered exactly once
+    early-2xx  a front answers 200 to POSTs before 100 Continue, bodies unread, then forwards: the same checks
 """
 
 from __future__ import annotations
 
 import dataclasses
 import argparse
+import http.client
 import json
 import random
 import signal
@@ -38,9 +44,11 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from animal_sync.api import HOME_PATH
 from animal_sync.journal import writer_pid_path
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_once
 
@@ -520,9 +528,258 @@ def lock_deletion_case(work: Path, figures: Figures) -> None:
     figures.verdicts["lock-deletion refused"] = ok
 
 
+# --------------------------------------------------------------------------- hostile fronts: a redirect, a 2xx unread
+
+FRONT_ANIMALS = 800  # 32 batches of 25: every redirect status meets a POST both before and after its body
+FRONT_BATCH = "25"
+REDIRECTS = (301, 302, 303, 307, 308)
+FRONT_KILLS = 2  # SIGKILLs while a redirected POST is held, its body read and its answer not yet given
+EARLY_POSTS = 12  # POSTs answered 200 before 100 Continue, their bodies never read, before the front forwards again
+
+
+class FrontHandler(BaseHTTPRequestHandler):
+    """One connection to a HostileFront: GETs proxied to the simulator, POSTs to /home met as the front's mode says."""
+
+    protocol_version = "HTTP/1.1"
+    server: "FrontServer"
+
+    def handle_expect_100(self) -> bool:
+        return True  # 100 Continue only when the body is read, as uvicorn does (never before an early answer)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def do_GET(self) -> None:
+        front = self.server.front
+        if self.path == "/elsewhere":  # where the redirects point: a client that follows them gets a 200 here
+            with front.lock:
+                front.followed += 1
+            return self.answer(200, b"{}")
+        self.forward(None)
+
+    def do_POST(self) -> None:
+        front = self.server.front
+        with front.lock:
+            mode, posts = front.mode, front.posts
+            front.posts += 1
+        if self.path == "/elsewhere":  # a 307/308 followed: the batch goes to the simulator, past the release gate
+            with front.lock:
+                front.followed += 1
+            return self.forward(self.read_body(), HOME_PATH)
+        if self.path != HOME_PATH or mode == "forward" or posts not in front.faulty:
+            return self.forward(self.read_body())
+        if mode == "early-2xx":  # the API's word before it read a byte: the batch is on no server
+            with front.lock:
+                front.early += 1
+            return self.answer(200, json.dumps({"message": "Helped 25 find home"}).encode(), close=True)
+        status = REDIRECTS[posts % len(REDIRECTS)]
+        before_body = (posts // len(REDIRECTS)) % 2 == 1  # five after the body, five before it, and round again
+        with front.lock:
+            front.redirects[status] += 1
+        location = (("Location", "/elsewhere"),)
+        if before_body:
+            return self.answer(status, b"", location, close=True)
+        self.read_body()  # read, and dropped: nothing reaches the simulator
+        if front.hold_next.is_set():  # keep this redirected POST open until the harness has killed its client
+            front.hold_next.clear()
+            front.holding.set()
+            front.release.wait(10)
+        self.answer(status, b"", location)
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return self.rfile.read(length)
+
+    def forward(self, body: bytes | None, path: str | None = None) -> None:
+        """Ask the simulator on a fresh connection and relay its answer (502 if it gave none)."""
+        upstream = http.client.HTTPConnection(*self.server.front.upstream, timeout=30)
+        try:
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/json")} if body is not None else {}
+            upstream.request(self.command, path or self.path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+            self.answer(answer.status, data, (("Content-Type", answer.getheader("Content-Type", "text/plain")),))
+        except (OSError, http.client.HTTPException) as exc:
+            self.answer(502, f"front: {exc}".encode(), (("Content-Type", "text/plain"),), close=True)
+        finally:
+            upstream.close()
+
+    def answer(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (), close: bool = False) -> None:
+        self.send_response(status)
+        if not any(name == "Content-Type" for name, _ in headers):
+            self.send_header("Content-Type", "application/json")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if close:  # an unread body must not be parsed as the next request
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    front: "HostileFront"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client SIGKILLed mid-answer breaks its connection: expected here, not a fault of the front
+
+
+class HostileFront:
+    """A front on 127.0.0.1 before a simulator: lists and details proxied, POST /home redirected (statuses in turn,
+    after the body is read or before), answered 200 before 100 Continue with the body unread, or forwarded."""
+
+    def __init__(self, upstream_url: str, mode: str, faulty: range = range(sys.maxsize)) -> None:
+        host, port = upstream_url.removeprefix("http://").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.mode = mode  # "redirect", "early-2xx" or "forward"; switched by the harness
+        self.faulty = faulty  # the POSTs (numbered from 0 as they come) the mode applies to; the rest are forwarded
+        self.lock = threading.Lock()
+        self.posts = self.early = self.followed = 0
+        self.redirects: Counter[int] = Counter()
+        self.hold_next, self.holding, self.release = threading.Event(), threading.Event(), threading.Event()
+        self.server = FrontServer(("127.0.0.1", 0), FrontHandler)
+        self.server.front = self
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def hold(self) -> None:
+        """Hold the next redirected POST (its body read) open until `let_go()`."""
+        self.release.clear()
+        self.holding.clear()
+        self.hold_next.set()
+
+    def let_go(self) -> None:
+        self.hold_next.clear()
+        self.release.set()
+
+    def __enter__(self) -> HostileFront:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.let_go()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def posted_ids(journal: Path) -> set[int]:
+    """The ids the journal calls delivered (posted, or settled by a person)."""
+    return {row[0] for row in query(journal, "SELECT id FROM animals WHERE state IN ('posted', 'settled')")}
+
+
+def false_promises(journal: Path, sim: Simulator) -> tuple[set[int], bool, int, dict[str, Any]]:
+    """Animals the journal calls delivered that the simulator never received, and whether `audit` said OK while
+    any discovered animal was not on the server (both must stay empty and False after every step); then the
+    audit's exit code and report."""
+    on_server = delivered_ids(sim)
+    assert on_server is not None, "more missing ids than the simulator lists: use fewer animals"
+    code, report = audit(journal)
+    discovered = {row[0] for row in query(journal, "SELECT id FROM animals")}
+    said_ok = (code == 0 or report.get("ok") is True) and bool(discovered - on_server)
+    return posted_ids(journal) - on_server, said_ok, code, report
+
+
+def redirect_case(work: Path, figures: Figures) -> None:
+    journal = work / "redirect.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=FRONT_ANIMALS, seed=SEED, chaos=0, strict=True)
+    false_deliveries: set[int] = set()
+    false_oks = kills = code = 0
+    report: dict[str, Any] = {}
+    with Simulator(config) as sim, HostileFront(sim.url, "redirect") as front, (work / "redirect.log").open("w") as log:
+        first = cli("run", "--base-url", front.url, "--batch-size", FRONT_BATCH, "--post-workers", "2", "--retries", "2",
+                    "--post-timeout", "5", *common)
+        resume = cli("resume", *common)
+
+        def judged() -> None:  # after every step: nothing called delivered that is not on the server
+            nonlocal false_oks, code, report
+            false, ok_said, code, report = false_promises(journal, sim)
+            false_deliveries.update(false)
+            false_oks += ok_said
+
+        for attempt in range(FRONT_KILLS):  # killed while a redirected POST is held, its body read and unanswered
+            front.hold()
+            process = subprocess.Popen(first if attempt == 0 else resume, stdout=subprocess.DEVNULL, stderr=log)
+            if wait_until(front.holding.is_set, process, timeout=60):
+                kill(process)
+                kills += 1
+            else:
+                process.wait()
+            front.let_go()
+            judged()
+        redirected = subprocess.run(resume, stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT)  # to its end
+        judged()
+        mid = sim.verify()["delivered"]
+        front.mode = "forward"  # the redirect phase is over
+        final = subprocess.run(resume, stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT)
+        judged()
+        verdict = sim.verify()
+    figures.tally(journal, verdict)
+    traceback = "Traceback" in (work / "redirect.log").read_text()
+    kinds = set(report.get("exception_counts", {}))
+    answered = sum(front.redirects.values())
+    ok = all([
+        figures.check(kills == FRONT_KILLS, f"redirect: {kills} of {FRONT_KILLS} kills landed on a held redirect"),
+        figures.check(len(front.redirects) == len(REDIRECTS), f"redirect: statuses met: {dict(front.redirects)}"),
+        figures.check(front.followed == 0, f"redirect: {front.followed} redirects followed to /elsewhere"),
+        figures.check(mid == 0, f"redirect: {mid} animals reached the simulator while every POST was redirected"),
+        figures.check(not false_deliveries, f"redirect: {len(false_deliveries)} animals called delivered, not on the server"),
+        figures.check(false_oks == 0, f"redirect: audit said OK with animals missing on the server ({false_oks} steps)"),
+        figures.check(redirected.returncode == 1 and not traceback, f"redirect: the redirected resume exit "
+                      f"{redirected.returncode} (or a traceback in redirect.log)"),
+        # at_least_once: a batch in doubt after its redirect, re-sent; the strict API took it, so it was not there
+        figures.check(exactly_once(verdict) and kinds <= {"at_least_once"} and final.returncode == code,
+                      f"redirect: after the redirects, resume exit {final.returncode}, audit exit {code} {kinds}: "
+                      f"{verdict['missing']} missing, {verdict['duplicates_rejected']} repeats"),
+    ])
+    figures.verdicts[f"redirect ({answered} 3xx, {kills} kills, {front.followed} followed, {len(false_deliveries)} false "
+                     f"deliveries, {false_oks} false OKs) exactly once"] = ok
+
+
+def early_2xx_case(work: Path, figures: Figures) -> None:
+    journal = work / "early-2xx.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=FRONT_ANIMALS, seed=SEED, chaos=0, strict=True)
+    # POST 0 is forwarded, so the client knows the server speaks 100-continue (as the real API does) and never sends
+    # a body without one: an early answer stays early however late it comes on a loaded machine. One POST at a
+    # time, so none is out before that first 100 Continue. Then EARLY_POSTS early 200s, then forwarding, mid-run.
+    early = range(1, 1 + EARLY_POSTS)
+    with Simulator(config) as sim, HostileFront(sim.url, "early-2xx", early) as front, \
+            (work / "early-2xx.log").open("w") as log:
+        run = subprocess.run(
+            cli("run", "--base-url", front.url, "--batch-size", FRONT_BATCH, "--post-workers", "1", *common),
+            stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT,
+        )
+        false_deliveries, false_oks, _, _ = false_promises(journal, sim)
+        final = subprocess.run(cli("resume", *common), stdout=subprocess.DEVNULL, stderr=log, timeout=TIMEOUT)
+        false, ok_said, code, report = false_promises(journal, sim)
+        false_deliveries, false_oks = false_deliveries | false, false_oks + ok_said
+        verdict = sim.verify()
+    figures.tally(journal, verdict)
+    traceback = "Traceback" in (work / "early-2xx.log").read_text()
+    ok = all([
+        figures.check(front.early == EARLY_POSTS, f"early-2xx: {front.early} early answers, not {EARLY_POSTS}"),
+        figures.check(not false_deliveries, f"early-2xx: {len(false_deliveries)} animals called delivered, not on the server"),
+        figures.check(false_oks == 0, f"early-2xx: audit said OK with animals missing on the server ({false_oks} steps)"),
+        figures.check(run.returncode == 1 and not traceback, f"early-2xx: the run exit {run.returncode} (or a traceback)"),
+        figures.check(exactly_once(verdict) and final.returncode == 0 and code == 0 and report.get("ok") is True,
+                      f"early-2xx: resume exit {final.returncode}, audit exit {code}: {verdict['missing']} missing, "
+                      f"{verdict['duplicates_rejected']} repeats"),
+    ])
+    figures.verdicts[f"early-2xx ({front.early} 200s unread, {len(false_deliveries)} false deliveries, {false_oks} false "
+                     f"OKs) exactly once"] = ok
+
+
 # Name -> case, run in this order by default; a new case is one function taking (work, figures) and one entry here.
 CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
 CASES |= {"disk-full": disk_full_case, "lock-deletion": lock_deletion_case, "kill-loop": kill_loop_case}
+CASES |= {"redirect": redirect_case, "early-2xx": early_2xx_case}
 
 
 def main(names: list[str]) -> int:
