@@ -16,13 +16,11 @@ from typing import Any
 
 from .api import AnimalsApi
 from .attempt import Progress, RunOutcome, RunResult, summary
-from .audit import audit
 from .config import Settings
 from .errors import JournalError
 from .journal import AnimalState, BatchState, Journal, RunRow, RunState
 from .settle import unsettled_resends
 from .shards import check_same_shard
-from .status import status
 from .sync import Sync
 from .urls import redact_url
 
@@ -86,6 +84,8 @@ def _work_left(journal: Journal, run: RunRow, settings: Settings) -> bool:
     """Whether a resume of this finished run has anything to do: animals to fetch or retry, batches to send, pages
     to list. A finished run with nothing left is not resumed at all, so no check of the data set and no outage can
     turn a proven run back into an unfinished one (cron and Indexed Jobs resume whatever the journal holds)."""
+    from .status import status  # the reports load only for a resume that has to ask them, not for a run
+
     report = status(journal, run.id)
     animals, batches = report.animals, report.batches
     retried = (AnimalState.QUARANTINED, AnimalState.FAILED, AnimalState.DISCOVERED, AnimalState.FETCHED)
@@ -97,6 +97,8 @@ def _work_left(journal: Journal, run: RunRow, settings: Settings) -> bool:
 
 def _already_finished(journal: Journal, run: RunRow, settings: Settings) -> RunResult:
     """A finished run with nothing to resume: said as it is, with the audit's verdict, and nothing written."""
+    from .audit import audit
+
     verdict = audit(journal, run.id)
     counts = journal.count_animals(run.id)
     in_doubt = tuple(batch.id for batch in journal.batches(run.id, BatchState.IN_DOUBT))
