@@ -168,7 +168,7 @@ class _GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut.observe)
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut)
 
 
 def _root_cause(exc: BaseException) -> BaseException | None:

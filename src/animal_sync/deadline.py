@@ -20,6 +20,8 @@ from typing import Any
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .latency import AdaptiveCut
+
 __all__ = ["Abandoned", "Attempt", "Watchdog", "guarded_pool_classes"]
 
 
@@ -118,20 +120,26 @@ def _shut(sock: socket.socket) -> None:
         pass  # already closed: nothing is waiting on it
 
 
-def guarded_pool_classes(
-    watchdog: Watchdog, on_answer: Callable[[float], None] | None = None
-) -> dict[str, type[HTTPConnectionPool]]:
+def guarded_pool_classes(watchdog: Watchdog, cut: AdaptiveCut | None = None) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pools whose connections report each socket to `watchdog` before waiting on it.
 
-    `on_answer` is told how many seconds each try waited for its status line and headers, when they came.
+    With a `cut`, each try (urllib3's retries included) waits for its status line and headers as long as the cut
+    says at that moment, not as long as it said when the GET began, and tells the cut how long it waited, or that
+    it was cut: a cut raised by other threads' cut tries already helps this GET's next try.
     """
 
-    def answer(sock: socket.socket | None, read: Callable[[], Any]) -> Any:
-        watchdog.watch(sock)
+    def answer(conn: HTTPConnection, read: Callable[[], Any]) -> Any:
+        watchdog.watch(conn.sock)
+        if cut is None:
+            return read()
+        conn.timeout = cut.seconds  # urllib3 set the GET's read timeout; this try takes the current cut instead
         started = time.monotonic()
-        response = read()
-        if on_answer is not None:
-            on_answer(time.monotonic() - started)
+        try:
+            response = read()
+        except TimeoutError:  # the read timeout, not the watchdog (its shutdown ends the read as a closed socket)
+            cut.cut()
+            raise
+        cut.observe(time.monotonic() - started)
         return response
 
     class GuardedHTTPConnection(HTTPConnection):
@@ -140,7 +148,7 @@ def guarded_pool_classes(
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            return answer(self.sock, super().getresponse)
+            return answer(self, super().getresponse)
 
     class GuardedHTTPSConnection(HTTPSConnection):
         def request(self, *args: Any, **kwargs: Any) -> None:
@@ -148,7 +156,7 @@ def guarded_pool_classes(
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            return answer(self.sock, super().getresponse)
+            return answer(self, super().getresponse)
 
     class GuardedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
