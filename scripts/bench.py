@@ -23,7 +23,8 @@ Legs (`--legs`):
 
 Server CPU is given per 1,000 animals and per request (requests = first tries + retries, as each client counted
 them), beside the client's CPU per 1,000 animals, for both clients: a server that works harder per animal for
-one client shows there, and on 2 cores its CPU is time the client does not get.
+one client shows there, and on 2 cores its CPU is time the client does not get. Server wakes per request (its
+voluntary context switches) show whether its event loop takes requests in batches or one at a time.
 
 Usage: .venv/bin/python scripts/bench.py [--legs real,calm,journal,startup,scale,shards] [--pairs 5] [--repeat 3]
        [--scale 10000,40000] [--quick] [--markdown docs/bench-table.md] [--sync-args "--workers 32"]
@@ -165,6 +166,7 @@ class Measurement:
     own_seconds: float | None  # what the client reports for its own work (no interpreter start-up)
     client_cpu: float  # user + system seconds of the client process(es)
     server_cpu: float  # user + system seconds of the simulator process during the client's run
+    server_wakes: int  # voluntary context switches of the simulator process during the client's run
     peak_rss_mb: float  # the client process's peak RSS
     journal_bytes: int | None
     exit_code: int
@@ -198,6 +200,27 @@ class Measurement:
     @property
     def server_ms_per_request(self) -> float | None:
         return self.server_cpu / self.requests * 1000 if self.requests else None
+
+    @property
+    def server_wakes_per_request(self) -> float | None:
+        return self.server_wakes / self.requests if self.requests else None
+
+
+def _process_wakes(pid: int) -> int:
+    """Voluntary context switches of all a process's threads: how often it went to sleep waiting (epoll, a lock).
+
+    Per request it says whether the server's event loop handles requests in batches (one wake, many ready
+    sockets) or one at a time (a wake, a syscall round and a loop pass for each).
+    """
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return total
 
 
 def _process_cpu(pid: int) -> float:
@@ -286,12 +309,13 @@ def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -
     with SimulatorProcess(*sim_args) as sim, open(log, "w") as errors:
         assert sim.process is not None
         commands = _client_commands(case, sim.url, journals, options)
-        server_before = _process_cpu(sim.process.pid)
+        server_before, wakes_before = _process_cpu(sim.process.pid), _process_wakes(sim.process.pid)
         with tempfile.TemporaryFile("w+") as out:
             wall, code, client_cpu, peak_rss = _run_children(commands, options.timeout, out, errors)
             out.seek(0)
             printed = out.read()
         server_cpu = _process_cpu(sim.process.pid) - server_before
+        server_wakes = _process_wakes(sim.process.pid) - wakes_before
         verdict = sim.verify()
     if code != 0 and case.strict_verdict:
         print(f"  client exited {code}: {log.read_text()[-2000:]}", file=sys.stderr)
@@ -314,7 +338,7 @@ def measure(case: Case, seed: int, options: argparse.Namespace, workdir: Path) -
             side.unlink(missing_ok=True)
     return Measurement(
         case=case, seed=seed, animals=verdict["animals"], wall=wall, own_seconds=own,
-        client_cpu=client_cpu, server_cpu=server_cpu, peak_rss_mb=peak_rss / 1024,
+        client_cpu=client_cpu, server_cpu=server_cpu, server_wakes=server_wakes, peak_rss_mb=peak_rss / 1024,
         journal_bytes=journal_bytes, exit_code=code, retries=retries, requests=requests, tail=tail, verdict=verdict,
     )
 
@@ -538,8 +562,9 @@ def _pair_table(title: str, first: str, second: str, measured: list[tuple[Measur
         "",
         f"| pair | seed | animals | {first} s / 1k | {second} s / 1k | ratio | {first} verdict | {second} verdict"
         f" | client CPU s / 1k: {first} | {second} | server CPU s / 1k: {first} | {second}"
-        f" | server CPU ms / request: {first} | {second} | requests: {first} | {second} |",
-        "|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f" | server CPU ms / request: {first} | {second} | server wakes / request: {first} | {second}"
+        f" | requests: {first} | {second} |",
+        "|--:|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for number, (a, b, ratio) in enumerate(measured, 1):
         lines.append(
@@ -548,6 +573,7 @@ def _pair_table(title: str, first: str, second: str, measured: list[tuple[Measur
             f" | {a.client_cpu_per_1000:.2f} | {b.client_cpu_per_1000:.2f}"
             f" | {a.server_cpu_per_1000:.3f} | {b.server_cpu_per_1000:.3f}"
             f" | {_fmt(a.server_ms_per_request, '.3f')} | {_fmt(b.server_ms_per_request, '.3f')}"
+            f" | {_fmt(a.server_wakes_per_request)} | {_fmt(b.server_wakes_per_request)}"
             f" | {_fmt(a.requests, ',')} | {_fmt(b.requests, ',')} |"
         )
     return lines
@@ -567,8 +593,8 @@ def render(info: dict[str, str], rows: list[Row], startups: list[Startup], targe
         lines += [
             "",
             "| leg | client | animals | wall s | s / 1k animals | client CPU s / 1k | server CPU s / 1k"
-            " | server CPU ms / request | requests | peak RSS MB | journal B / animal | retries | POST tail s | simulator verdict |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            " | server CPU ms / request | server wakes / request | requests | peak RSS MB | journal B / animal | retries | POST tail s | simulator verdict |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         for row in rows:
             per_animal = row.median(lambda m: None if m.journal_bytes is None else m.journal_bytes / m.animals)
@@ -576,7 +602,8 @@ def render(info: dict[str, str], rows: list[Row], startups: list[Startup], targe
                 f"| {row.case.leg} | {row.case.label} | {_fmt(row.median(lambda m: m.animals), ',.0f')}"
                 f" | {row.wall:.2f} | {row.per_1000:.3f}"
                 f" | {_fmt(row.median(lambda m: m.client_cpu_per_1000))} | {_fmt(row.median(lambda m: m.server_cpu_per_1000), '.3f')}"
-                f" | {_fmt(row.median(lambda m: m.server_ms_per_request), '.3f')} | {_fmt(row.median(lambda m: m.requests), ',.0f')}"
+                f" | {_fmt(row.median(lambda m: m.server_ms_per_request), '.3f')}"
+                f" | {_fmt(row.median(lambda m: m.server_wakes_per_request))} | {_fmt(row.median(lambda m: m.requests), ',.0f')}"
                 f" | {row.rss:.1f} | {_fmt(per_animal, '.0f')} | {_fmt(row.median(lambda m: m.retries), '.0f')}"
                 f" | {_fmt(row.median(lambda m: m.tail), '.1f')} | {row.verdict()} |"
             )
