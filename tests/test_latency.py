@@ -179,10 +179,11 @@ class _JumpingHandler(BaseHTTPRequestHandler):
 
 
 def test_a_tenfold_jump_in_the_api_pace_mid_run_fails_no_animal(tmp_path):
-    # Answers in 60 ms bring the cut down to about 4 x 60 ms; then every GET takes 600 ms, well above that cut.
+    # Answers in 80 ms bring the cut down to about 4 x 80 ms; then every GET takes 800 ms, well above that cut
+    # (a loaded machine would have to push the p99 of the fast answers past 200 ms to hide the jump).
     # Before repeated cuts raised the cut, every later GET was cut on all its tries and its animal failed.
     pages = 25
-    server = JumpingApi(pages, fast=0.06, slow=0.6, jump_after=150)
+    server = JumpingApi(pages, fast=0.08, slow=0.8, jump_after=150)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
