@@ -109,6 +109,18 @@ def test_after_a_raise_the_slower_answers_set_the_cut():
     assert abs(cut.seconds - 2.0) < 1e-9
 
 
+def test_a_raise_is_not_undone_by_the_answers_that_were_already_due():
+    cut = AdaptiveCut(floor=0.25, ceiling=4.0)
+    feed(cut, 0.01, MIN_SAMPLES + RECOMPUTE_EVERY - 1)  # one answer short of the next percentile
+    for _ in range(CUTS_TO_RAISE):
+        cut.cut()
+    assert cut.seconds == 1.0
+    cut.observe(0.5)  # the first answer at the new pace: one sample of 150 is no p99 yet
+    assert cut.seconds == 1.0
+    feed(cut, 0.5, RECOMPUTE_EVERY - 1)
+    assert abs(cut.seconds - 2.0) < 1e-9
+
+
 def test_a_fixed_cut_is_not_raised():
     cut = AdaptiveCut(floor=1.0, ceiling=1.0)
     for _ in range(CUTS_TO_RAISE * 2):

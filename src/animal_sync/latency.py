@@ -74,6 +74,9 @@ class AdaptiveCut:
             self._seconds = min(self.ceiling, FACTOR * self._seconds)
             self._recent.clear()  # the next raise needs fresh evidence, gathered under the new cut
             self._recent_cuts = 0
+            # The percentile is next taken after RECOMPUTE_EVERY answers under the raised cut: by then the new pace
+            # is 5 % of the window or more, so it holds the p99 and the cut cannot fall back below it at once.
+            self._since = 0
             self.raised += 1
 
     def _remember(self, *, cut: bool) -> None:
