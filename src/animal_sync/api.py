@@ -173,13 +173,13 @@ class _GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut.observe)
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         """Through an HTTP proxy a GET keeps its deadline too."""
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut.observe)
+            manager.pool_classes_by_scheme = guarded_pool_classes(self._watchdog, self._cut)
         return manager
 
 

@@ -21,6 +21,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .continue100 import AnswerResponse
+from .latency import AdaptiveCut
 
 __all__ = ["Abandoned", "Attempt", "Watchdog", "guarded_pool_classes"]
 
@@ -48,6 +49,7 @@ class Watchdog:
         self._attempts: dict[int, Attempt] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wakes_at: float | None = None  # when the watchdog thread wakes next; None: it waits for a notify
         self._closed = False
         self.abandoned = False
 
@@ -79,7 +81,11 @@ class Watchdog:
             return
         with self._cond:
             current.deadline, current.sock, current.expired = time.monotonic() + self.seconds, sock, False
-            self._cond.notify()
+            # Wake the watchdog only when this deadline comes before its next wake: every try's deadline is the
+            # same span from now, so that is almost never, and a GET no longer costs the watchdog a wake-up
+            # (thousands a run, each a GIL hand-off and a pass over every attempt, under 16 GET threads).
+            if self._wakes_at is None or current.deadline < self._wakes_at:
+                self._cond.notify()
 
     def abandon(self) -> None:
         """Cut every GET in flight now and refuse new ones: their results will not be looked at."""
@@ -109,7 +115,10 @@ class Watchdog:
                             _shut(current.sock)
                     else:
                         waits.append(current.deadline - now)
-                self._cond.wait(min(waits, default=None))
+                wait = min(waits, default=None)
+                self._wakes_at = None if wait is None else now + wait
+                self._cond.wait(wait)
+                self._wakes_at = None
 
 
 def _shut(sock: socket.socket) -> None:
@@ -120,21 +129,27 @@ def _shut(sock: socket.socket) -> None:
         pass  # already closed: nothing is waiting on it
 
 
-def guarded_pool_classes(
-    watchdog: Watchdog, on_answer: Callable[[float], None] | None = None
-) -> dict[str, type[HTTPConnectionPool]]:
+def guarded_pool_classes(watchdog: Watchdog, cut: AdaptiveCut | None = None) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pools whose connections report each socket to `watchdog` before waiting on it.
 
-    `on_answer` is told how many seconds each try waited for its status line and headers, when they came.
+    With a `cut`, each try (urllib3's retries included) waits for its status line and headers as long as the cut
+    says at that moment, not as long as it said when the GET began, and tells the cut how long it waited, or that
+    it was cut: a cut raised by other threads' cut tries already helps this GET's next try.
     A connection that carried a 5xx is closed after it (AnswerResponse): a failing server may drop it unsaid.
     """
 
-    def answer(sock: socket.socket | None, read: Callable[[], Any]) -> Any:
-        watchdog.watch(sock)
+    def answer(conn: HTTPConnection, read: Callable[[], Any]) -> Any:
+        watchdog.watch(conn.sock)
+        if cut is None:
+            return read()
+        conn.timeout = cut.seconds  # urllib3 set the GET's read timeout; this try takes the current cut instead
         started = time.monotonic()
-        response = read()
-        if on_answer is not None:
-            on_answer(time.monotonic() - started)
+        try:
+            response = read()
+        except TimeoutError:  # the read timeout, not the watchdog (its shutdown ends the read as a closed socket)
+            cut.cut()
+            raise
+        cut.observe(time.monotonic() - started)
         return response
 
     class GuardedHTTPConnection(HTTPConnection):
@@ -145,7 +160,7 @@ def guarded_pool_classes(
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            return answer(self.sock, super().getresponse)
+            return answer(self, super().getresponse)
 
     class GuardedHTTPSConnection(HTTPSConnection):
         response_class = AnswerResponse
@@ -155,7 +170,7 @@ def guarded_pool_classes(
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
-            return answer(self.sock, super().getresponse)
+            return answer(self, super().getresponse)
 
     class GuardedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection

@@ -14,21 +14,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
-from rich.text import Text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .bars import ProgressBars
     from .pipeline import Progress
 
 __all__ = [
@@ -54,12 +44,20 @@ class ProgressMode(StrEnum):
     OFF = "off"
 
 
-def choose_mode(mode: ProgressMode, *, quiet: bool, console: Console) -> ProgressMode:
-    """Resolve AUTO: `--quiet` silences progress, a real terminal gets bars, cron/CI/pipes/Kubernetes get events."""
+def choose_mode(mode: ProgressMode, *, quiet: bool, console: Console | None = None) -> ProgressMode:
+    """Resolve AUTO: `--quiet` silences progress, a real terminal gets bars, cron/CI/pipes/Kubernetes get events.
+
+    Only AUTO without --quiet asks a terminal (a Rich console on stderr unless given): a quiet or logged run never
+    loads the bars.
+    """
     if mode is not ProgressMode.AUTO:
         return mode
     if quiet:
         return ProgressMode.OFF
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
     if console.is_terminal and not console.is_dumb_terminal:
         return ProgressMode.BARS
     return ProgressMode.LOG
@@ -161,69 +159,6 @@ class ProgressLog:
             self._emit(self._latest, self.clock(), final=True)
 
 
-# -- on a terminal: live bars ---------------------------------------------------------------------------------
-
-
-class RateColumn(ProgressColumn):
-    """Items per second, from Rich's own sliding estimate of the task's speed."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
-
-
-class ProgressBars:
-    """Three live bars on stderr (pages listed, animals fetched, animals posted), with rate and ETA.
-
-    While the bars are live, Rich swaps `sys.stderr` for a proxy that prints above them; the loggers from
-    `logs.configure_logging` write to whatever `sys.stderr` is per line, so log lines scroll above the bars.
-    """
-
-    def __init__(self, console: Console | None = None, *, limit: int | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self.limit = limit
-        self.bars = RichProgress(
-            TextColumn("{task.description:<16}"),
-            BarColumn(bar_width=None),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            expand=True,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> ProgressBars:
-        self.bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bars.stop()
-
-    def __call__(self, progress: Progress) -> None:
-        animals = expected_animals(progress, self.limit)
-        pages = progress.pages_planned
-        if self.limit is not None and progress.discovered >= self.limit:
-            pages = progress.pages_listed  # test mode stops listing once it has its animals: that is all of it
-        rows = {
-            "pages listed": (progress.pages_listed, pages, f"retries {progress.retries}"),
-            "animals fetched": (progress.fetched, animals, f"quarantined {progress.quarantined}"),
-            # An incremental run's unchanged animals are done without a POST: they fill the bar too, named apart.
-            "animals posted": (
-                progress.posted + progress.unchanged, animals,
-                f"failed {progress.failed}" + (f", unchanged {progress.unchanged}" if progress.unchanged else ""),
-            ),
-        }
-        for name, (done, total, note) in rows.items():
-            if name not in self.tasks:
-                # Added at the first figures, not at zero: a resume's head start is not counted as speed.
-                self.tasks[name] = self.bars.add_task(name, total=total, completed=done, note=note)
-            else:
-                self.bars.update(self.tasks[name], total=total, completed=done, note=note)
-
-
 # -- choosing and wiring --------------------------------------------------------------------------------------
 
 
@@ -237,6 +172,8 @@ def reporting(
 ) -> Iterator[OnProgress | None]:
     """The `on_progress` callback for a resolved mode (None for OFF), live for the length of the block."""
     if mode is ProgressMode.BARS:
+        from .bars import ProgressBars  # Rich's live display loads only when there are bars to draw
+
         with ProgressBars(console, limit=limit) as bars:
             yield bars
     elif mode is ProgressMode.LOG:
@@ -244,3 +181,12 @@ def reporting(
             yield events
     else:
         yield None
+
+
+def __getattr__(name: str) -> object:
+    """`ProgressBars` lives in bars.py (Rich); it is still importable from here without loading Rich up front."""
+    if name == "ProgressBars":
+        from .bars import ProgressBars
+
+        return ProgressBars
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

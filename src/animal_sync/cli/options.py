@@ -64,10 +64,12 @@ HoldOpt = Annotated[
 
 def progress_reporter(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> AbstractContextManager[OnProgress | None]:
     """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
-    from rich.console import Console
-
     from ..progress import choose_mode, reporting
 
-    console = Console(stderr=True)
+    console = None
+    if mode is ProgressMode.BARS or (mode is ProgressMode.AUTO and not quiet):
+        from rich.console import Console  # only bars, or the question whether stderr is a terminal, need Rich
+
+        console = Console(stderr=True)
     chosen = choose_mode(mode, quiet=quiet, console=console)
     return reporting(chosen, console=console, every=every, limit=limit)

@@ -1,0 +1,75 @@
+"""Start-up: `run` loads only what a run needs before its first request (issue 19).
+
+Structural, not timed: a child process runs the real CLI until it opens its first connection, and lists the modules
+loaded by then. The reports, the HTML page, the simulator and Rich's live bars must not be among them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Loaded by then, each would cost a run start-up time for something it never uses before its first request.
+NOT_BEFORE_FIRST_REQUEST = (
+    "animal_sync.audit",  # reports: a finished run's resume asks them, a run does not
+    "animal_sync.status",
+    "animal_sync.render",
+    "animal_sync.union",
+    "animal_sync.watch",
+    "animal_sync.html_report",
+    "animal_sync.simulator",
+    "animal_sync.demo",
+    "animal_sync.bars",  # Rich's live display: only for bars on a terminal
+    "rich.progress",
+    "rich.live",
+    "uvicorn",
+    "starlette",
+)
+
+# Patches the socket's connect to report the loaded modules and end the process: the first request never leaves.
+CHILD = """
+import json, os, socket, sys
+def first_request(self, address):
+    sys.__stdout__.write(json.dumps(sorted(sys.modules)))
+    sys.__stdout__.flush()
+    os._exit(0)
+socket.socket.connect = first_request
+from animal_sync.cli import main
+main(sys.argv[1:])
+"""
+
+
+def modules_at_first_request(tmp_path: Path, *flags: str) -> set[str]:
+    args = ["run", "--base-url", "http://127.0.0.1:9", "--journal", str(tmp_path / "j.db"), *flags]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--quiet", "--log-format", "json"),  # the bench's and cron's run
+        ("--log-format", "json"),  # not quiet, stderr not a terminal: progress as log events, no bars
+        ("--progress", "log",),
+    ],
+)
+def test_run_loads_no_report_simulator_or_bars_before_its_first_request(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    loaded = modules_at_first_request(tmp_path, *flags)
+    assert "requests" in loaded and "animal_sync.pipeline" in loaded  # the child did reach the first request
+    early = sorted(name for name in loaded if name.startswith(NOT_BEFORE_FIRST_REQUEST))
+    assert early == []
+
+
+def test_importing_the_cli_loads_no_engine_report_or_simulator() -> None:
+    """`--help`, a bad flag and `status` pay nothing for the engine or the simulator either."""
+    code = "import json, sys; import animal_sync.cli; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
+    heavy = ("animal_sync.pipeline", "animal_sync.api", "requests", *NOT_BEFORE_FIRST_REQUEST)
+    assert sorted(name for name in loaded if name.startswith(heavy)) == []
