@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from animal_sync.simulator import Chaos, exactly_once
-from conftest import cli
+from conftest import cli, in_doubt_ids, wait_until
 
 KILLS = 3
 
@@ -37,12 +37,6 @@ def kill_after_progress(process: subprocess.Popen[bytes], journal: Path, target:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-
-
-def in_doubt_ids(journal: Path) -> set[int]:
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT ids FROM batches WHERE in_doubt_at IS NOT NULL").fetchall()
-    return {animal_id for (ids,) in rows for animal_id in json.loads(ids)}
 
 
 def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_only_in_doubt(
@@ -95,11 +89,11 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     # the --get-timeout wait (0.3 s) and the API, once the stall ends, takes it: the window no client can close.
     run = cli("run", "--base-url", sim.url, "--retries", "2", "--post-workers", "1", "--get-timeout", "0.3", *common)
     process = subprocess.Popen(run, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not (sim.stalled_requests and batches_in(journal, "sending")):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(0.7)  # past the 0.3 s wait: the body has left, the handler has not read it yet
+    wait_until(lambda: sim.stalled_requests and batches_in(journal, "sending"), 30, "the body's release", process)
+    # `sending` is journaled just before the body's first byte is written; the simulator stalls before reading it,
+    # so nothing it exposes says the bytes arrived. 0.5 s after the release covers the write itself, and the
+    # 1.5 s stall still holds the handler for the kill below.
+    time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait()
     while sim.stalled_requests:  # the API wakes up and delivers the batch nobody is waiting for
