@@ -56,6 +56,7 @@ def _cli(*args: str, cwd: Path, env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output", type=Path, default=TARGET, help=f"the PNG to write (default {TARGET.relative_to(ROOT)})")
+    parser.add_argument("--animals", type=int, help="animals in the simulator (default: its own, 5,000-6,000)")
     parser.add_argument("--require", action="store_true", help="exit 1, not 0, when there is no Chromium")
     args = parser.parse_args(argv)
     browser = chromium()
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="animal-sync-screenshot-") as name:
         scratch = Path(name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANIMAL_SYNC_")}
-        with SimulatorProcess("--strict", "--fault", "7=bad_born_at", "--fault", "8=html") as simulator:
+        size = ["--animals", str(args.animals)] if args.animals else []
+        with SimulatorProcess("--strict", "--fault", "7=bad_born_at", "--fault", "8=html", *size) as simulator:
             env["ANIMAL_SYNC_BASE_URL"] = simulator.url
             subprocess.run([sys.executable, "-m", "animal_sync", "run", "--quiet"], cwd=scratch, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)  # exit 1: 2 quarantined

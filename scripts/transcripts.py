@@ -10,7 +10,7 @@ A transcript is a fenced block between two markers:
     <!-- /transcript -->
 
 `python scripts/transcripts.py` runs every scenario below against the bundled simulator (a fresh one per scenario,
-in its own process, in a fresh directory) and rewrites each marked block in place; `--check` only compares and
+in its own process, in a fresh directory) and rewrites each stale block in place; `--check` only compares and
 exits 1 when a block is stale; `--only NAME` reruns the scenario holding that block. tests/test_transcripts.py
 runs `--check`'s comparison, so a change of wording fails the suite until the docs are regenerated.
 
@@ -49,6 +49,7 @@ BLOCK = re.compile(
     re.S,
 )
 REGENERATE = "python scripts/transcripts.py"
+COMMAND_SECONDS = 120  # no command of a transcript takes a tenth of that
 
 
 def doc_files() -> list[Path]:
@@ -64,9 +65,10 @@ class Command:
     """One line a reader types, and how to show what it printed.
 
     `run` is what is executed when it differs from `shown` (a free port instead of 3123). `hidden` commands set
-    the scene and print nothing; `background` ones keep running while the next ones run. `interrupt_after` sends
-    Ctrl-C (SIGINT to the process group, as a terminal does) that many seconds in; `until` sends it once a line
-    matches. `head` lines are shown, then only lines matching `keep`, each run of others as one `...`.
+    the scene and print nothing; `background` ones keep running while the next ones run. Ctrl-C (SIGINT to the
+    process group, as a terminal does) is sent `interrupt_after` seconds after a line matches `until` (after the
+    start without `until`): a loaded machine may take seconds just to start Python, and a Ctrl-C then would stop
+    nothing the reader sees. `head` lines are shown, then only lines matching `keep`, each run of others as one `...`.
     For the comparison, `vary` patterns (re.M) are masked, `numbers` masks every number, `unordered` sorts lines.
     """
 
@@ -108,7 +110,7 @@ SCENARIOS: dict[str, Scenario] = {
             "animal-sync simulate --strict --animals 10000",
             run="animal-sync simulate --strict --animals 10000 --port 0", until=r"^Animals API simulator on",
         ),),
-        "first-run": (Command("animal-sync run --log-format console", interrupt_after=2.0, **_CONSOLE_RUN),),
+        "first-run": (Command("animal-sync run --log-format console", until=r"run_started", interrupt_after=1.5, **_CONSOLE_RUN),),
         "run-refused": (
             Command("animal-sync run", vary=(r"started \S+",)),
             Command("echo $?"),
@@ -124,7 +126,7 @@ SCENARIOS: dict[str, Scenario] = {
             Command("animal-sync export --format csv --what raw --output raw.csv"),
         ),
     }),
-    "dry-run": Scenario(("--strict",), {
+    "dry-run": Scenario(("--strict", "--animals", "2000"), {
         "dry-run": (
             Command("animal-sync run --journal try.db --dry-run --quiet"),
             Command("animal-sync audit --journal try.db"),
@@ -152,9 +154,9 @@ SCENARIOS: dict[str, Scenario] = {
             numbers=True, vary=(r'"eta_seconds": (?:null|[\d.]+)',),
         ),),
     }),
-    "shards": Scenario(("--strict",), {
+    "shards": Scenario(("--strict", "--animals", "2000"), {
         "shards-status": (
-            *(hidden(f"animal-sync run --shard {i}/4 --journal shard-{i}.db --quiet") for i in range(4)),
+            hidden("for i in 0 1 2 3; do animal-sync run --shard $i/4 --journal shard-$i.db --quiet & done; wait"),
             Command(f"animal-sync status {_SHARDS}"),
         ),
         "shards-audit": (Command(f"animal-sync audit {_SHARDS}"),),
@@ -227,18 +229,25 @@ def _shape(command: Command, output: str) -> str:
     return "\n".join(shown)
 
 
+def _default_signals() -> None:
+    """In the child: Ctrl-C as in a terminal. A shell that runs a job in the background (CI, `cmd &`) has its
+    children ignore SIGINT, and an ignored SIGINT would never reach the run the transcript stops."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _execute(command: Command, cwd: Path, env: dict[str, str], last_code: int) -> tuple[str, int, subprocess.Popen[bytes] | None]:
     line = command.run or command.shown
     script = f"(exit {last_code}); {line}"  # `echo $?` sees the previous command's exit code, as in a shell
     if command.background:
         process = subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+                                   stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals)
         return "", 0, process
     process = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_signals)
     assert process.stdout is not None
     chunks: list[bytes] = []
     started = time.monotonic()
+    armed_at = None if command.until else started  # when the interrupt's clock starts
     interrupted = False
     while True:
         timeout = 0.05
@@ -248,15 +257,16 @@ def _execute(command: Command, cwd: Path, env: dict[str, str], last_code: int) -
             if not chunk:
                 break
             chunks.append(chunk)
-        if not interrupted and (
-            (command.interrupt_after is not None and time.monotonic() - started >= command.interrupt_after)
-            or (command.until is not None and re.search(command.until, b"".join(chunks).decode(errors="replace"), re.M))
-        ):
+        if armed_at is None and re.search(command.until or "", b"".join(chunks).decode(errors="replace"), re.M):
+            armed_at = time.monotonic()
+        wanted = command.interrupt_after is not None or command.until is not None
+        if wanted and not interrupted and armed_at is not None and time.monotonic() - armed_at >= (command.interrupt_after or 0.0):
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
             interrupted = True
-        if time.monotonic() - started > 300:
+        if time.monotonic() - started > COMMAND_SECONDS:
             os.killpg(process.pid, signal.SIGKILL)
-            raise RuntimeError(f"{command.shown!r} ran for over 300 s")
+            process.wait()
+            raise RuntimeError(f"{command.shown!r} ran for over {COMMAND_SECONDS} s; it printed: {b''.join(chunks)[-2000:]!r}")
     code = process.wait()
     return b"".join(chunks).decode("utf-8", "replace"), code, None
 
@@ -377,8 +387,11 @@ def check(names: list[str] | None = None) -> list[str]:
     return problems
 
 
-def rewrite(names: list[str] | None = None) -> list[str]:
-    """Rerun and write the fresh text into each block in place; the blocks written."""
+def rewrite(names: list[str] | None = None, *, force: bool = False) -> list[str]:
+    """Rerun and write the fresh text into each stale block in place (every block with `force`); those written.
+
+    A block that matches after normalizing is left as it is, so a regeneration changes only what the tool now
+    prints differently, not every timestamp."""
     documented = read_blocks()
     wanted = {scenario_of(name) for name in names} if names else set(SCENARIOS)
     written: list[str] = []
@@ -387,7 +400,9 @@ def rewrite(names: list[str] | None = None) -> list[str]:
             if block not in documented:
                 print(f"warning: {block} is made by scenario {scenario} but placed in no doc", file=sys.stderr)
                 continue
-            path = documented[block][0]
+            path, body = documented[block]
+            if not force and compare(block, body, fresh) is None:
+                continue
             text = path.read_text(encoding="utf-8")
             pattern = re.compile(rf"(<!-- transcript: {re.escape(block)} -->\n```text\n).*?(```\n<!-- /transcript -->)", re.S)
             path.write_text(pattern.sub(lambda m: m[1] + fresh + m[2], text, count=1), encoding="utf-8")
@@ -399,6 +414,7 @@ def _iter_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 if a block is stale")
     parser.add_argument("--only", action="append", metavar="BLOCK", help="only the scenario holding this block (repeatable)")
+    parser.add_argument("--force", action="store_true", help="rewrite every block, not only the stale ones")
     return parser.parse_args(argv)
 
 
@@ -414,8 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print(f"stale transcripts: run `{REGENERATE}`", file=sys.stderr)
         return 1 if problems else 0
-    for block in rewrite(args.only):
+    written = rewrite(args.only, force=args.force)
+    for block in written:
         print(f"rewrote {block}")
+    if not written:
+        print("every transcript is current")
     return 0
 
 

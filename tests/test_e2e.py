@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from animal_sync.simulator import Chaos, exactly_once
@@ -39,6 +40,7 @@ def kill_after_progress(process: subprocess.Popen[bytes], journal: Path, target:
     process.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_only_in_doubt(
     simulator, tmp_path: Path
 ) -> None:
@@ -78,6 +80,7 @@ def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_on
     assert final.returncode == audit.returncode
 
 
+@pytest.mark.slow
 def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journaled(simulator, tmp_path: Path) -> None:
     """The one window no client can close: the batch must come back in doubt, be named, and be handled as asked."""
     sim = simulator(animals=300, strict=True, stall_min=1.5, stall_max=1.5)
@@ -121,6 +124,7 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     assert "on a re-send" in reason and "repeat" in reason
 
 
+@pytest.mark.slow
 def test_sigkill_while_a_post_waits_for_100_continue_leaves_it_unsent_and_resume_sends_it_once(
     simulator, tmp_path: Path
 ) -> None:
@@ -173,6 +177,7 @@ def batches_in(journal: Path, state: str) -> list[tuple[int, str]]:
         return []
 
 
+@pytest.mark.slow
 def test_animal_0_is_synced_once_and_audited_clean(simulator, tmp_path: Path) -> None:
     """Upstream's ids start at 0: animal 0 is journaled, posted in exactly one batch, and counted once by the API."""
     sim = simulator(animals=30)  # lenient: a second delivery of 0 would be taken and counted, not refused

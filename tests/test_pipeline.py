@@ -25,6 +25,7 @@ from conftest import FAST, assert_exactly_once, audited, query, settings, wait_u
 
 
 
+@pytest.mark.slow
 def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=1_240, chaos=20, stall_min=0.2, stall_max=0.4, strict=True)
     journal = tmp_path / "j.db"

@@ -290,6 +290,7 @@ def finished_journal(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
     return sim, journal
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp_path: Path, capsys, restore_signals) -> None:
     sim = simulator(animals=2_000, strict=True)
     journal = tmp_path / "j.db"
@@ -311,6 +312,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
     assert sim.verify()["delivered"] == 2_000 and audited(journal)["ok"]
 
 
+@pytest.mark.slow
 def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulator, tmp_path: Path, capsys, restore_signals) -> None:
     """The `.lock` beside the journal only shows the writer's pid; the exclusion is a lock on the journal itself."""
     sim = simulator(animals=600, strict=True, stall_min=3.0, stall_max=3.0)
@@ -551,6 +553,7 @@ def on_small_disk(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_once(
     simulator, tmp_path: Path, capsys, restore_signals
 ) -> None:
@@ -639,6 +642,7 @@ def handled_posts(sim: Simulator) -> int:
     return verdict["posts"] + verdict["posts_rejected"]
 
 
+@pytest.mark.slow
 def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resume_on_the_full_disk_sends_nothing(
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
@@ -675,6 +679,7 @@ def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resum
     assert set(audited(journal)["exception_counts"]) <= {"in_doubt"}
 
 
+@pytest.mark.slow
 def test_a_disk_filling_while_a_post_waits_for_100_continue_withholds_the_body_and_nothing_is_in_doubt(
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
@@ -792,6 +797,7 @@ TOKEN = "tok-3f9a1c7e55d2"
 USER, PASSWORD = "keeper", "pw-8b41d07c9e"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bearer-token", "url-password"])
 def test_credentials_are_sent_but_never_logged_journaled_or_reported(
     simulator, tmp_path: Path, capsys, kind: str
@@ -935,6 +941,7 @@ def test_posts_refused_for_the_credential_stop_the_run_and_fail_no_animal(simula
     assert query(journal, "SELECT state FROM runs") == [("interrupted",)]
 
 
+@pytest.mark.slow
 def test_sighup_stops_a_run_cleanly_and_audit_says_a_live_run_is_running(simulator, tmp_path: Path, capsys) -> None:
     sim = simulator(animals=2_000, strict=True)
     journal = tmp_path / "j.db"

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from animal_sync.cli import main
@@ -31,6 +32,7 @@ def run_in_journal(path: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_watch_follows_a_live_run_until_it_finishes(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=300, strict=True)
     path = tmp_path / "j.db"
