@@ -98,7 +98,8 @@ def hidden(line: str, **kwargs: object) -> Command:
     return Command(shown=line, hidden=True, **kwargs)  # type: ignore[arg-type]
 
 
-_CONSOLE_RUN = dict(numbers=True, head=3, keep=r"stopping|run_finished|final=True|^run \d")
+# A run stopped by Ctrl-C: how far it got is timing, and so is which states its counts name (animals_batched=...).
+_CONSOLE_RUN = dict(numbers=True, head=3, keep=r"stopping|run_finished|final=True|^run \d", vary=(r"(?:animals_\w+=\S+ )+",))
 _STATUS_VARY = (r"^ retries .*(?:\n {15,}\S.*)*", r"^ POSTs .*(?:\n {15,}\S.*)*")
 _SHARDS = " ".join(f"--journal shard-{i}.db" for i in range(4))
 
