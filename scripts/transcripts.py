@@ -230,21 +230,26 @@ def _shape(command: Command, output: str) -> str:
     return "\n".join(shown)
 
 
-def _default_signals() -> None:
-    """In the child: Ctrl-C as in a terminal. A shell that runs a job in the background (CI, `cmd &`) has its
-    children ignore SIGINT, and an ignored SIGINT would never reach the run the transcript stops."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The child as a terminal would start it: with Ctrl-C at its default. A shell that runs a job in the background
+# (CI, `cmd &`) has its children ignore SIGINT, an ignored signal stays ignored across exec, and bash cannot reset
+# one it was started with; so a tiny Python resets it, then execs bash. (A preexec_fn would do it in the forked
+# child, which is unsafe in a process with threads, such as pytest with its timeout watchdog.)
+_WITH_CTRL_C = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def _shell(script: str) -> list[str]:
+    return [sys.executable, "-S", "-c", _WITH_CTRL_C, "bash", "-c", script]
 
 
 def _execute(command: Command, cwd: Path, env: dict[str, str], last_code: int) -> tuple[str, int, subprocess.Popen[bytes] | None]:
     line = command.run or command.shown
     script = f"(exit {last_code}); {line}"  # `echo $?` sees the previous command's exit code, as in a shell
     if command.background:
-        process = subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals)
+        process = subprocess.Popen(_shell(line), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
         return "", 0, process
-    process = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_signals)
+    process = subprocess.Popen(_shell(script), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     assert process.stdout is not None
     chunks: list[bytes] = []
     started = time.monotonic()
@@ -275,6 +280,8 @@ def _execute(command: Command, cwd: Path, env: dict[str, str], last_code: int) -
 def run_scenario(name: str) -> dict[str, str]:
     """Run one scenario; its blocks' texts, as the docs show them, by block name."""
     scenario = SCENARIOS[name]
+    if shutil.which("animal-sync", path=str(BIN)) is None:
+        raise RuntimeError(f"no animal-sync beside {sys.executable}: run this with the project's venv python")
     blocks: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="animal-sync-transcript-") as scratch:
         cwd = Path(scratch)

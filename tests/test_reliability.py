@@ -494,6 +494,7 @@ def as_nobody(nobody_cli: tuple[list[str], dict[str, str], Path]) -> Callable[..
     return run
 
 
+@pytest.mark.slow
 def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_journal, nobody_dir: Path, as_nobody) -> None:
     """The usual read-only journal: someone else's file in someone else's directory (no -wal/-shm can be made)."""
     _, journal = finished_journal
