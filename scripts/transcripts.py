@@ -99,7 +99,7 @@ def hidden(line: str, **kwargs: object) -> Command:
 
 
 # A run stopped by Ctrl-C: how far it got is timing, and so is which states its counts name (animals_batched=...).
-_CONSOLE_RUN = dict(numbers=True, head=3, keep=r"stopping|run_finished|final=True|^run \d", vary=(r"(?:animals_\w+=\S+ )+",))
+_CONSOLE_RUN = dict(numbers=True, head=3, keep=r"stopping|run_finished|final=True|^run \d", vary=(r"(?:animals_\w+=\S+ )+", r"resent=\w+"))
 _STATUS_VARY = (r"^ retries .*(?:\n {15,}\S.*)*", r"^ POSTs .*(?:\n {15,}\S.*)*")
 _SHARDS = " ".join(f"--journal shard-{i}.db" for i in range(4))
 
@@ -116,7 +116,8 @@ SCENARIOS: dict[str, Scenario] = {
             Command("animal-sync run", vary=(r"started \S+",)),
             Command("echo $?"),
         ),
-        "first-resume": (Command("animal-sync resume --log-format console", numbers=True, head=2, keep=r"run_finished|final=True|^run \d"),),
+        "first-resume": (Command("animal-sync resume --log-format console", numbers=True, head=2,
+                                 keep=r"run_finished|final=True|^run \d", vary=(r"resent=\w+",)),),
         "first-audit": (Command("animal-sync audit"),),
         "first-report": (Command("animal-sync report --html report.html"),),
         "status-finished": (Command("animal-sync status", vary=_STATUS_VARY),),
@@ -166,7 +167,8 @@ SCENARIOS: dict[str, Scenario] = {
         "watch": (
             hidden("animal-sync run --journal watch.db --quiet", background=True),
             hidden("while [ ! -s watch.db ]; do sleep 0.05; done; sleep 0.5"),
-            Command("animal-sync status --journal watch.db --watch --interval 2 | cat", numbers=True, head=2, keep=r"^run \d+: "),
+            Command("animal-sync status --journal watch.db --watch --interval 2 | cat", numbers=True, head=2,
+                    keep=r"^run \d+: ", vary=(r"pages \d+/\?",)),  # before the first page, the total is unknown
         ),
     }),
 }
