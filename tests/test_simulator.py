@@ -372,11 +372,11 @@ def test_chaos_rates_at_40_percent(simulator):
 
 
 def test_chaos_spares_root_and_verify(simulator):
-    # Every other request would stall 30 s: forty answers well inside that prove none of them stalled.
+    # Any request chaos hits here stalls 30 s (past get()'s 5 s timeout): forty quick answers prove none was hit.
     sim = simulator(animals=10, chaos=100, stall_min=30, stall_max=30)
     started = time.perf_counter()
     assert all(get(sim, path).status_code == 200 for path in ["/", "/_verify"] * 20)
-    assert time.perf_counter() - started < 15 and sim.stalled_requests == 0
+    assert time.perf_counter() - started < 15
 
 
 def test_a_chaos_failure_is_plain_text_delivers_nothing_and_closes_the_unread_connection(simulator):
