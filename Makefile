@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test torture conformance bench clean
+.PHONY: demo test test-fast docs torture conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/animal-sync demo
 
-## test: the whole fast suite (unit, integration, end-to-end)
+## test: the whole suite (unit, integration, end-to-end, the docs' transcripts); prints its 15 slowest tests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+## test-fast: the suite without the tests marked slow (a minute or so), for the edit-test loop
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow"
+
+## docs: rerun every transcript in README.md and docs/*.md against the bundled simulator, regenerate
+## docs/cli.md, and retake docs/report-example.png (skipped, with its reason, where no headless Chromium is)
+docs: $(STAMP)
+	$(BIN)/python scripts/transcripts.py
+	$(BIN)/python scripts/gen_cli_docs.py
+	$(BIN)/python scripts/report_screenshot.py
 
 ## torture: the long reliability suite (20 SIGKILLs, chaos, outage, 10 rounds of the kill loop); prints one line of figures
 torture: $(STAMP)

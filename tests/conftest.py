@@ -6,6 +6,8 @@ Helpers are imported by name (`from conftest import audited`); each exists here 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import socketserver
@@ -23,9 +25,18 @@ import pytest
 import structlog
 
 from animal_sync.cli import main
+from animal_sync.config import Settings
 from animal_sync.journal import Journal
 from animal_sync.audit import audit
 from animal_sync.simulator import Simulator, SimulatorConfig
+from continue_server import ContinueServer
+
+FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)  # a loopback API answers in milliseconds
+
+
+def settings(url: str, journal: Path, **overrides: Any) -> Settings:
+    """Settings for a run against a local test server: short timeouts, many quick retries; overrides win."""
+    return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -68,8 +79,13 @@ def copy_of(journal: Path, where: Path) -> Path:
     return copy
 
 
-def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:
-    """Change a journal behind the job's back with plain sqlite3, as a person or a faulty disk would."""
+def tamper(journal: Path | Journal, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Change a journal behind the job's back, as a person or a faulty disk would: with plain sqlite3 for a
+    file, or through an open Journal's own connection. A statement that changes no row is a broken test."""
+    if isinstance(journal, Journal):
+        with journal.transaction():
+            assert journal.db.execute(sql, params).rowcount >= 1, sql
+        return
     with closing(sqlite3.connect(journal)) as db, db:
         assert db.execute(sql, params).rowcount >= 1, sql
 
@@ -81,6 +97,32 @@ def query(journal: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
             return db.execute(sql, params).fetchall()
     except sqlite3.OperationalError:  # not created yet
         return []
+
+
+def in_doubt_ids(journal: Path) -> set[int]:
+    """Every animal of a batch that was ever in doubt in this journal (read as an outside observer)."""
+    rows = query(journal, "SELECT ids FROM batches WHERE in_doubt_at IS NOT NULL")
+    return {animal_id for (ids,) in rows for animal_id in json.loads(ids)}
+
+
+def delivered_ids(sim: Simulator) -> set[int]:
+    """The ids this simulator's ledger holds as delivered: all but the missing and the faulted (never deliverable)."""
+    verdict = sim.verify()
+    assert len(verdict["missing_ids"]) == verdict["missing"], "missing_ids is capped: use fewer animals"
+    return set(range(sim.total_animals)) - set(verdict["missing_ids"]) - set(verdict["faulted_ids"])
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition",
+    process: Any = None,
+) -> None:
+    """Poll `predicate` until it holds: an observable state, never a fixed sleep. Fails after `timeout` s, or
+    at once if `process` (a subprocess.Popen) ends first, naming `what` it waited for."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process is None or process.poll() is None, f"the child ended (code {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
 
 
 def assert_exactly_once(sim: Simulator) -> None:
@@ -109,6 +151,22 @@ def simulator() -> Iterator[Callable[..., Simulator]]:
     yield start
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture
+def continuing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ContinueServer]]:
+    """Factory: a raw server that sends 100 Continue only when its handler starts reading the body, as uvicorn does."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    servers: list[ContinueServer] = []
+
+    def start(**kwargs: Any) -> ContinueServer:
+        servers.append(ContinueServer(**kwargs).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

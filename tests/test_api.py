@@ -450,13 +450,12 @@ def test_after_enough_fast_answers_a_stalled_get_is_cut_at_the_adapted_timeout_n
             api.fetch_detail(animal_id)  # the server's default answer, at once
         assert api.get_cut.seconds == 0.3
         upstream.answer(Answer(200, b"late", stall=2.0), Answer(200, b'{"id": 7}'))
-        started = time.monotonic()
         detail = api.fetch_detail(7)
-        took = time.monotonic() - started
     finally:
         api.close()
+    # Waiting up to the ceiling would have got the stalled try's "late" answer: the second answer, after a read
+    # timeout, proves the try was cut below the stall, without timing anything on a loaded machine.
     assert detail.body == b'{"id": 7}' and detail.retries == ("read_timeout",)
-    assert took < 1.5
     assert api.get_cut.seconds == 0.3  # the cut try was no answer: it did not raise the cut
 
 
@@ -568,13 +567,12 @@ def test_an_answer_that_trickles_is_cut_at_the_deadline_and_resent(trickler, mod
     trickler.bodies = lambda path: DETAIL
     trickler.script.append(mode)
     api = trickle_api(trickler.url)
-    started = time.monotonic()
     try:
         detail = api.fetch_detail(7)
     finally:
         api.close()
-    assert detail.body == DETAIL and detail.retries == ("get_deadline",)
-    assert time.monotonic() - started < 2.0 and len(trickler.seen) == 2
+    # The deadline, not the read timeout and not the trickle's end, ended the first try: it is named, and re-sent.
+    assert detail.body == DETAIL and detail.retries == ("get_deadline",) and len(trickler.seen) == 2
 
 
 def test_an_answer_that_always_trickles_fails_after_the_budget_not_never(trickler):
@@ -608,11 +606,11 @@ def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(tric
     while not trickler.seen and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # well inside the trickle
-    started = time.monotonic()
     api.abandon_gets()
-    worker.join(5)
+    worker.join(30)
     try:
-        assert not worker.is_alive() and time.monotonic() - started < 1.0
+        # Left alone, the trickle would end in a fetched animal: an "abandoned" failure proves the GET was cut.
+        assert not worker.is_alive()
         assert [str(exc) for exc in outcome] == ["abandoned: the run is stopping"]
         with pytest.raises(FetchFailed, match="abandoned"):
             api.fetch_detail(8)
@@ -622,22 +620,6 @@ def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(tric
 
 
 # --- Expect: 100-continue against a server that behaves like uvicorn (tests/continue_server.py) -------
-
-
-@pytest.fixture
-def continuing(monkeypatch):
-    """Factory: a raw server that sends 100 Continue only when its handler starts reading the body."""
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    servers: list[ContinueServer] = []
-
-    def start(**kwargs) -> ContinueServer:
-        servers.append(ContinueServer(**kwargs).start())
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def batch(*ids: int) -> list[dict]:
@@ -656,13 +638,12 @@ def test_a_post_stalled_before_handling_is_resent_and_delivered_exactly_once_wit
     api = real_api(server.url, get_timeout=0.3, post_timeout=5.0)
     try:
         assert api.post_batch(batch(1)).release is BodyRelease.AFTER_CONTINUE  # the server has spoken 100 once
-        started = time.monotonic()
         result = api.post_batch(batch(2, 3))
-        elapsed = time.monotonic() - started
     finally:
         api.close()
+    # Not the 1.5 s stall: the first try was closed with its body withheld (named) and the re-send took it; the
+    # stalled handler later finds its client gone (abandoned, below). Evidence, not a stopwatch.
     assert (result.outcome, result.release, result.retries) == (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE, ("body_withheld",))
-    assert elapsed < 1.0  # the 0.3 s wait and a re-send, not the 1.5 s stall
     settle_handlers(server, 3)  # the stalled handler wakes, goes to read the body, finds the client gone
     assert server.ledger.delivered == {1: 1, 2: 1, 3: 1}
     assert (server.ledger.posts, server.ledger.bodies_read, server.ledger.abandoned) == (3, 2, 1)

@@ -17,6 +17,7 @@ from animal_sync.journal import Journal, RunState
 from animal_sync.journal import duplicate_deliverable_ids, orphans
 from animal_sync.cli.render import render_audit
 from animal_sync.transform import canonical_json, transform
+from conftest import tamper
 
 IDS = list(range(6))
 
@@ -41,11 +42,6 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
             opened.mark_posted(opened.batch(batch_id), 200, '{"message":"Helped 6 find home"}')
         opened.end_run(run_id, RunState.FINISHED, {"message": "done"})
         yield opened
-
-
-def tamper(journal: Journal, sql: str) -> None:
-    with journal.transaction():
-        journal.db.execute(sql)
 
 
 def test_an_untouched_journal_passes(journal: Journal) -> None:

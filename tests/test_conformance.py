@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "conformance.py"
 ANIMALS = 3_000
 
@@ -25,6 +27,7 @@ def figure(line: str, name: str) -> int:
     return int(found.group(1))
 
 
+@pytest.mark.slow
 def test_one_sync_killed_three_times_delivers_every_animal_once_and_says_so_in_one_line(tmp_path: Path) -> None:
     done = conformance("--animals", str(ANIMALS), "--journal", str(tmp_path / "c"))
     lines = done.stdout.splitlines()

@@ -10,10 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from animal_sync.simulator import Chaos, exactly_once
-from conftest import cli
+from conftest import cli, in_doubt_ids, wait_until
 
 KILLS = 3
 
@@ -39,12 +40,7 @@ def kill_after_progress(process: subprocess.Popen[bytes], journal: Path, target:
     process.wait()
 
 
-def in_doubt_ids(journal: Path) -> set[int]:
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT ids FROM batches WHERE in_doubt_at IS NOT NULL").fetchall()
-    return {animal_id for (ids,) in rows for animal_id in json.loads(ids)}
-
-
+@pytest.mark.slow
 def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_only_in_doubt(
     simulator, tmp_path: Path
 ) -> None:
@@ -84,6 +80,7 @@ def test_sigkill_mid_run_three_times_then_resume_loses_nothing_and_duplicates_on
     assert final.returncode == audit.returncode
 
 
+@pytest.mark.slow
 def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journaled(simulator, tmp_path: Path) -> None:
     """The one window no client can close: the batch must come back in doubt, be named, and be handled as asked."""
     sim = simulator(animals=300, strict=True, stall_min=1.5, stall_max=1.5)
@@ -95,11 +92,11 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     # the --get-timeout wait (0.3 s) and the API, once the stall ends, takes it: the window no client can close.
     run = cli("run", "--base-url", sim.url, "--retries", "2", "--post-workers", "1", "--get-timeout", "0.3", *common)
     process = subprocess.Popen(run, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not (sim.stalled_requests and batches_in(journal, "sending")):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(0.7)  # past the 0.3 s wait: the body has left, the handler has not read it yet
+    wait_until(lambda: sim.stalled_requests and batches_in(journal, "sending"), 30, "the body's release", process)
+    # `sending` is journaled just before the body's first byte is written; the simulator stalls before reading it,
+    # so nothing it exposes says the bytes arrived. 0.5 s after the release covers the write itself, and the
+    # 1.5 s stall still holds the handler for the kill below.
+    time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait()
     while sim.stalled_requests:  # the API wakes up and delivers the batch nobody is waiting for
@@ -127,6 +124,7 @@ def test_sigkill_after_the_api_handled_a_post_but_before_its_answer_was_journale
     assert "on a re-send" in reason and "repeat" in reason
 
 
+@pytest.mark.slow
 def test_sigkill_while_a_post_waits_for_100_continue_leaves_it_unsent_and_resume_sends_it_once(
     simulator, tmp_path: Path
 ) -> None:
@@ -179,6 +177,7 @@ def batches_in(journal: Path, state: str) -> list[tuple[int, str]]:
         return []
 
 
+@pytest.mark.slow
 def test_animal_0_is_synced_once_and_audited_clean(simulator, tmp_path: Path) -> None:
     """Upstream's ids start at 0: animal 0 is journaled, posted in exactly one batch, and counted once by the API."""
     sim = simulator(animals=30)  # lenient: a second delivery of 0 would be taken and counted, not refused

@@ -140,6 +140,7 @@ def _big_journal(path: Path, animals: int) -> None:
             )
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_whatever_the_number_of_animals(tmp_path: Path) -> None:
     """Exporting 10x more animals must not take 10x the memory: rows are streamed, never gathered."""
     peaks = []

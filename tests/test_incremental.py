@@ -15,26 +15,20 @@ from animal_sync.journal import AnimalState, Decision, Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
-from conftest import assert_exactly_once, audited, copy_of, query, run_cli, tamper
+from conftest import assert_exactly_once, audited, copy_of, delivered_ids, query, run_cli, settings, tamper
 
-FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01, batch_size=20)
+NIGHTLY = dict(batch_size=20, incremental=True)
 ANIMALS = 200
 REVISED = frozenset({0, 17, 99, 150, 199})
 
 
-def settings(url: str, journal: Path, **overrides: object) -> Settings:
-    return Settings(base_url=url, journal=journal, **{**FAST, "incremental": True, **overrides})
+def nightly(url: str, journal: Path, **overrides: object) -> Settings:
+    """conftest's settings() for an incremental run in batches of 20."""
+    return settings(url, journal, **{**NIGHTLY, **overrides})
 
 
 def _port(sim: Simulator) -> int:
     return int(sim.url.rsplit(":", 1)[1])
-
-
-def delivered_ids(sim: Simulator) -> set[int]:
-    """The ids the simulator's ledger holds as delivered (its missing ids are complete below 1,000 animals)."""
-    verdict = sim.verify()
-    assert sim.total_animals <= 1_000
-    return set(range(sim.total_animals)) - set(verdict["missing_ids"])
 
 
 def pointers(journal: Path, run_id: int) -> dict[int, tuple[str, int | None, int | None]]:
@@ -51,12 +45,12 @@ def test_an_incremental_run_posts_nothing_when_nothing_changed_then_exactly_the_
     sim = simulator(animals=ANIMALS, seed=5, strict=True)
     port = _port(sim)
 
-    first = start_run(settings(sim.url, journal))  # nothing to compare with: a full sync, and it says so
+    first = start_run(nightly(sim.url, journal))  # nothing to compare with: a full sync, and it says so
     assert first.outcome is RunOutcome.CLEAN and "full sync" in first.message
     assert_exactly_once(sim)
     sim.reset_verification()  # strict: the next run's POSTs, if any, are judged afresh
 
-    second = start_run(settings(sim.url, journal))
+    second = start_run(nightly(sim.url, journal))
 
     assert (second.state, second.outcome) == (RunState.FINISHED, RunOutcome.CLEAN), second.message
     assert second.counts == {"unchanged": ANIMALS} and "compared with the deliveries of run 1" in second.message
@@ -69,7 +63,7 @@ def test_an_incremental_run_posts_nothing_when_nothing_changed_then_exactly_the_
     sim.stop()  # the upstream revises some animals: same seed, same pages, same URL
     changed = simulator(port=port, animals=ANIMALS, seed=5, strict=True, revised=REVISED)
 
-    third = start_run(settings(changed.url, journal))
+    third = start_run(nightly(changed.url, journal))
 
     assert third.outcome is RunOutcome.CLEAN and third.counts == {"posted": len(REVISED), "unchanged": ANIMALS - len(REVISED)}
     assert delivered_ids(changed) == REVISED
@@ -81,7 +75,7 @@ def test_an_incremental_run_posts_nothing_when_nothing_changed_then_exactly_the_
     assert {run for state, run, _ in pointers(journal, 3).values() if state == "unchanged"} == {1}
 
     changed.reset_verification()
-    fourth = start_run(settings(changed.url, journal))  # nothing changed since run 3: the revised now point at it
+    fourth = start_run(nightly(changed.url, journal))  # nothing changed since run 3: the revised now point at it
 
     assert fourth.counts == {"unchanged": ANIMALS} and changed.verify()["posts"] == 0
     now = pointers(journal, 4)
@@ -92,8 +86,8 @@ def test_an_incremental_run_posts_nothing_when_nothing_changed_then_exactly_the_
 
 def test_without_incremental_a_new_run_posts_every_animal_again(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=60)
-    start_run(settings(sim.url, tmp_path / "j.db"))
-    again = start_run(settings(sim.url, tmp_path / "j.db", incremental=False))
+    start_run(nightly(sim.url, tmp_path / "j.db"))
+    again = start_run(nightly(sim.url, tmp_path / "j.db", incremental=False))
     assert again.counts == {"posted": 60} and "incremental" not in again.message
     assert sim.verify()["duplicates_delivered"] == 60
 
@@ -102,7 +96,7 @@ def test_a_resumed_incremental_run_stays_incremental(simulator, tmp_path: Path) 
     journal = tmp_path / "j.db"
     sim = simulator(animals=ANIMALS, seed=6)
     port = _port(sim)
-    assert start_run(settings(sim.url, journal, incremental=False)).outcome is RunOutcome.CLEAN
+    assert start_run(nightly(sim.url, journal, incremental=False)).outcome is RunOutcome.CLEAN
     sim.stop()
     changed = simulator(port=port, animals=ANIMALS, seed=6, revised=REVISED)
     stop = threading.Event()
@@ -111,7 +105,7 @@ def test_a_resumed_incremental_run_stays_incremental(simulator, tmp_path: Path) 
         if progress.unchanged >= 20:
             stop.set()
 
-    stopped = start_run(settings(changed.url, journal, workers=2), stop=stop, on_progress=stop_halfway)
+    stopped = start_run(nightly(changed.url, journal, workers=2), stop=stop, on_progress=stop_halfway)
     assert stopped.outcome is RunOutcome.STOPPED
     with Journal.open(journal, readonly=True) as opened:
         assert opened.run(2).settings["incremental"] is True
@@ -144,10 +138,10 @@ def test_only_earlier_finished_runs_against_the_same_api_count(tmp_path: Path) -
 def test_without_an_earlier_run_against_this_api_it_is_a_full_sync(simulator, tmp_path: Path) -> None:
     journal = tmp_path / "j.db"
     elsewhere = simulator(animals=40)
-    start_run(settings(elsewhere.url, journal))
+    start_run(nightly(elsewhere.url, journal))
     here = simulator(animals=40)  # another port: another API, so nothing there was delivered here
 
-    result = start_run(settings(here.url, journal))
+    result = start_run(nightly(here.url, journal))
 
     assert result.counts == {"posted": 40} and "full sync: the journal holds no earlier finished run" in result.message
     with Journal.open(journal, readonly=True) as opened:

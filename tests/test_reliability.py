@@ -38,39 +38,17 @@ from animal_sync.journal import Journal, RunState
 from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
 from animal_sync.status import status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
-from conftest import assert_exactly_once, assert_one_line, audited, cli, query, run_cli
+from conftest import (
+    FAST, assert_exactly_once, assert_one_line, audited, cli, delivered_ids, in_doubt_ids, query, run_cli, settings,
+    wait_until,
+)
 
-FAST = dict(get_timeout=0.15, post_timeout=3.0, retries=12, backoff=0.01)
 CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def settings(url: str, journal: Path, **overrides: Any) -> Settings:
-    return Settings(base_url=url, journal=journal, **{**FAST, **overrides})
 
 
 def animals_in(journal: Path, state: str) -> int:
     rows = query(journal, "SELECT count(*) FROM animals WHERE state = ?", (state,))
     return rows[0][0] if rows else 0
-
-
-def in_doubt_ids(journal: Path) -> set[int]:
-    rows = query(journal, "SELECT ids FROM batches WHERE in_doubt_at IS NOT NULL")
-    return {animal_id for (ids,) in rows for animal_id in json.loads(ids)}
-
-
-def wait_for(condition: Any, what: str, process: subprocess.Popen[Any] | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process is None or process.poll() is None, f"the child ended (code {process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-def delivered_ids(sim: Simulator) -> set[int]:
-    """The ids this simulator's ledger holds (from its complete list of missing ids)."""
-    verdict = sim.verify()
-    assert len(verdict["missing_ids"]) == verdict["missing"], "missing_ids is capped: use fewer animals"
-    return set(range(sim.total_animals)) - set(verdict["missing_ids"]) - set(verdict["faulted_ids"])
 
 
 # --------------------------------------------------------------------------- 1. crashes
@@ -84,7 +62,7 @@ def test_sigkill_while_listing_and_fetching_then_resume_delivers_each_animal_onc
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: animals_in(journal, "fetched") >= 20, "fetches", process)
+    wait_until(lambda: animals_in(journal, "fetched") >= 20, 60, "fetches", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     fetched_before = query(journal, "SELECT count(*) FROM animals WHERE state != 'discovered'")[0][0]
@@ -312,6 +290,7 @@ def finished_journal(simulator, tmp_path: Path) -> tuple[Simulator, Path]:
     return sim, journal
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp_path: Path, capsys, restore_signals) -> None:
     sim = simulator(animals=2_000, strict=True)
     journal = tmp_path / "j.db"
@@ -319,7 +298,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+    wait_until(lambda: animals_in(journal, "posted") >= 100, 60, "posts", process)
 
     for command in (["resume"], ["run", "--base-url", sim.url, "--abandon"]):
         code, _, err = run_cli(capsys, *command, "--journal", str(journal))
@@ -333,6 +312,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_journal(simulator, tmp
     assert sim.verify()["delivered"] == 2_000 and audited(journal)["ok"]
 
 
+@pytest.mark.slow
 def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulator, tmp_path: Path, capsys, restore_signals) -> None:
     """The `.lock` beside the journal only shows the writer's pid; the exclusion is a lock on the journal itself."""
     sim = simulator(animals=600, strict=True, stall_min=3.0, stall_max=3.0)
@@ -342,10 +322,10 @@ def test_deleting_the_lock_file_mid_run_does_not_let_a_second_writer_in(simulato
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", "--get-timeout", "5"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+    wait_until(lambda: animals_in(journal, "posted") >= 100, 60, "posts", process)
     sim.queue_chaos(Chaos.STALL, method="POST")  # the next batch is held 3 s: in flight, journaled `withheld`
-    wait_for(lambda: sim.stalled_requests >= 1, "a stalled POST", process)
-    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'withheld'")), "a withheld batch", process)
+    wait_until(lambda: sim.stalled_requests >= 1, 60, "a stalled POST", process)
+    wait_until(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'withheld'")), 60, "a withheld batch", process)
     stalled = query(journal, "SELECT id FROM batches WHERE state = 'withheld' ORDER BY id")
     journal.with_name("j.db.lock").unlink()
 
@@ -514,6 +494,7 @@ def as_nobody(nobody_cli: tuple[list[str], dict[str, str], Path]) -> Callable[..
     return run
 
 
+@pytest.mark.slow
 def test_a_journal_another_user_owns_refuses_writers_and_still_reports(finished_journal, nobody_dir: Path, as_nobody) -> None:
     """The usual read-only journal: someone else's file in someone else's directory (no -wal/-shm can be made)."""
     _, journal = finished_journal
@@ -573,6 +554,7 @@ def on_small_disk(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_disk_filling_up_mid_run_gives_one_line_and_resume_finishes_exactly_once(
     simulator, tmp_path: Path, capsys, restore_signals
 ) -> None:
@@ -652,7 +634,7 @@ def stalled_post_on(simulator, tiny_disk: Path, *flags: str) -> tuple[Simulator,
         cli("run", "--base-url", sim.url, "--journal", str(journal), "--log-format", "json", "--quiet", *flags),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    wait_for(lambda: sim.stalled_requests >= 1, "the stalled POST", process)
+    wait_until(lambda: sim.stalled_requests >= 1, 60, "the stalled POST", process)
     return sim, journal, process
 
 
@@ -661,12 +643,13 @@ def handled_posts(sim: Simulator) -> int:
     return verdict["posts"] + verdict["posts_rejected"]
 
 
+@pytest.mark.slow
 def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resume_on_the_full_disk_sends_nothing(
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
     sim, journal, process = stalled_post_on(simulator, tiny_disk)
     # No 100 yet from this server, so the body follows the wait: released (journaled `sending`) into the stall.
-    wait_for(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), "the body released", process)
+    wait_until(lambda: bool(query(journal, "SELECT 1 FROM batches WHERE state = 'sending'")), 60, "the body released", process)
     # The disk fills while the API holds the POST: its answer (100 animals' rows) no longer fits; smaller commits do.
     ballast = fill(tiny_disk, leave=28 * 1024)
     process.wait(timeout=60)
@@ -697,6 +680,7 @@ def test_a_disk_filling_while_an_answer_is_journaled_names_the_batch_and_a_resum
     assert set(audited(journal)["exception_counts"]) <= {"in_doubt"}
 
 
+@pytest.mark.slow
 def test_a_disk_filling_while_a_post_waits_for_100_continue_withholds_the_body_and_nothing_is_in_doubt(
     simulator, tiny_disk: Path, capsys, restore_signals
 ) -> None:
@@ -814,6 +798,7 @@ TOKEN = "tok-3f9a1c7e55d2"
 USER, PASSWORD = "keeper", "pw-8b41d07c9e"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bearer-token", "url-password"])
 def test_credentials_are_sent_but_never_logged_journaled_or_reported(
     simulator, tmp_path: Path, capsys, kind: str
@@ -842,7 +827,7 @@ def test_credentials_are_sent_but_never_logged_journaled_or_reported(
         logs = tmp_path / "run.log"
         with logs.open("w") as stderr:
             first = subprocess.Popen(cli("run", "--base-url", url, *common), env=env, stdout=stderr, stderr=stderr)
-            wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", first)
+            wait_until(lambda: animals_in(journal, "posted") >= 100, 60, "posts", first)
             first.send_signal(signal.SIGTERM)  # a clean stop: the resume must bring the credentials back itself
             assert first.wait(timeout=60) == 130
         second = subprocess.run(cli("resume", *common, *resume_flags), env=env, capture_output=True, text=True, timeout=120)
@@ -957,6 +942,7 @@ def test_posts_refused_for_the_credential_stop_the_run_and_fail_no_animal(simula
     assert query(journal, "SELECT state FROM runs") == [("interrupted",)]
 
 
+@pytest.mark.slow
 def test_sighup_stops_a_run_cleanly_and_audit_says_a_live_run_is_running(simulator, tmp_path: Path, capsys) -> None:
     sim = simulator(animals=2_000, strict=True)
     journal = tmp_path / "j.db"
@@ -965,7 +951,7 @@ def test_sighup_stops_a_run_cleanly_and_audit_says_a_live_run_is_running(simulat
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=CHILD_ENV,
     )
     try:
-        wait_for(lambda: animals_in(journal, "posted") >= 100, "posts", process)
+        wait_until(lambda: animals_in(journal, "posted") >= 100, 60, "posts", process)
         code, out, _ = run_cli(capsys, "audit", "--journal", str(journal))
         assert code == 1
         assert f"the run is still running (pid {process.pid})" in out and "animal-sync resume" not in out

@@ -24,7 +24,7 @@ from animal_sync.cli.render import render_audit
 from animal_sync.settle import BlankReason, NoResendHere, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
-from conftest import assert_one_line, run_cli
+from conftest import assert_one_line, run_cli, wait_until
 
 A, B = AnimalState, BatchState
 REASON = "checked downstream: every id of the batch is there"
@@ -289,13 +289,6 @@ def test_settle_all_in_doubt_then_audit_exits_0_and_lists_them(capsys, doubted_j
 # --------------------------------------------------------------------------- end to end on a real simulator
 
 FAST = dict(get_timeout=0.15, post_timeout=0.2, retries=2, backoff=0.01)
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def lost_answer(simulator: Any, tmp_path: Path, *, delivered: bool) -> tuple[Simulator, Path]:

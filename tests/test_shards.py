@@ -18,7 +18,7 @@ from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.shards import Shard
 from animal_sync.simulator import Simulator, SimulatorConfig
 from animal_sync.union import union_audit
-from conftest import assert_one_line, query, run_cli
+from conftest import assert_one_line, query, run_cli, tamper
 
 N = 4
 PAGES = 9  # not a multiple of N: shard 0 owns 3 pages, the others 2
@@ -49,11 +49,6 @@ def journals(synced: list[Path], tmp_path: Path) -> list[Path]:
 
 def flags(paths: list[Path]) -> list[str]:
     return [flag for path in paths for flag in ("--journal", str(path))]
-
-
-def tamper(journal: Path, sql: str, params: tuple[object, ...] = ()) -> None:
-    with closing(sqlite3.connect(journal)) as db, db:
-        db.execute(sql, params)
 
 
 # -- the shard value -------------------------------------------------------------------------------------------

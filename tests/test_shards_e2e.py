@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from animal_sync.simulator import exactly_once
 from conftest import assert_exactly_once, cli, query
 
@@ -43,6 +45,7 @@ def kill_with_no_body_in_flight(process: subprocess.Popen[bytes], journal: Path,
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_four_shards_at_once_one_killed_and_resumed_audit_as_one_exactly_once(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=2_000, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
     journals = [tmp_path / f"shard-{index}.db" for index in range(SHARDS)]

@@ -357,9 +357,11 @@ def test_null_born_at_must_stay_null(simulator):
 # --------------------------------------------------------------------------- chaos
 
 
+@pytest.mark.slow
 def test_chaos_rates_at_40_percent(simulator):
-    # Stalls far above a normal answer even on a loaded 2-core CI machine, so timing tells them apart.
-    sim = simulator(animals=1000, chaos=40, stall_min=0.5, stall_max=0.6, seed=11)
+    # Stalls far above a normal answer even on a loaded 2-core CI machine (where one can take half a second), so
+    # timing tells them apart: a stall is at least 1 s, a normal answer is taken as one under 0.75 s.
+    sim = simulator(animals=1000, chaos=40, stall_min=1.0, stall_max=1.1, seed=11)
 
     def one(batch: range) -> list[tuple[int, float, Any]]:
         out = []
@@ -373,21 +375,22 @@ def test_chaos_rates_at_40_percent(simulator):
     with ThreadPoolExecutor(32) as pool:
         results = [r for part in pool.map(one, [range(k, 1000, 32) for k in range(32)]) for r in part]
     failed = [r for r in results if r[0] != 200]
-    stalled = [r for r in results if r[0] == 200 and r[1] > 0.4]
+    stalled = [r for r in results if r[0] == 200 and r[1] > 0.75]
     print(f"{len(failed)} failed, {len(stalled)} stalled of {len(results)}")
     assert 150 <= len(failed) <= 250, len(failed)
     assert 150 <= len(stalled) <= 250, len(stalled)
     assert {status for status, _, _ in failed} == {500, 502, 503, 504}
     phrases = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
     assert all(body == phrases[status] for status, _, body in failed), [r for r in failed if r[2] != phrases[r[0]]][:3]
-    assert all(0.5 <= seconds < 2.0 for _, seconds, _ in stalled)
+    assert all(seconds >= 1.0 for _, seconds, _ in stalled)  # never shorter than asked; longer is the machine's load
 
 
 def test_chaos_spares_root_and_verify(simulator):
-    sim = simulator(animals=10, chaos=100, stall_min=1, stall_max=1)
+    # Any request chaos hits here stalls 30 s (past get()'s 5 s timeout): forty quick answers prove none was hit.
+    sim = simulator(animals=10, chaos=100, stall_min=30, stall_max=30)
     started = time.perf_counter()
     assert all(get(sim, path).status_code == 200 for path in ["/", "/_verify"] * 20)
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 15
 
 
 def test_a_chaos_failure_is_plain_text_and_delivers_nothing(simulator):

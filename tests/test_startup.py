@@ -17,12 +17,17 @@ import pytest
 NOT_BEFORE_FIRST_REQUEST = (
     "animal_sync.audit",  # reports: a finished run's resume asks them, a run does not
     "animal_sync.status",
-    "animal_sync.render",
+    "animal_sync.cli.render",
     "animal_sync.union",
-    "animal_sync.watch",
+    "animal_sync.cli.watch",
     "animal_sync.html_report",
-    "animal_sync.simulator",
-    "animal_sync.demo",
+    "animal_sync.simulator.app",  # the served simulator (its package and `data`, the --fault kinds, are light)
+    "animal_sync.simulator.server",
+    "animal_sync.simulator.models",
+    "animal_sync.simulator.process",
+    "animal_sync.cli.demo",
+    "animal_sync.web",  # serve and the metrics: loaded only when asked for
+    "prometheus_client",
     "animal_sync.bars",  # Rich's live display: only for bars on a terminal
     "rich.progress",
     "rich.live",

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from animal_sync.cli import main
@@ -20,29 +21,26 @@ from animal_sync.cli.render import status_table
 from animal_sync.status import status
 from animal_sync.writer import WriterProcess, writer_process
 from animal_sync.cli.watch import watch_status
+from conftest import wait_until
 
 
-def wait_for_run(path: Path, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                with Journal.open(path, readonly=True) as journal:
-                    if journal.last_run() is not None:
-                        return
-            except Exception:
-                pass
-        time.sleep(0.01)
-    raise AssertionError("the run never appeared in the journal")
+def run_in_journal(path: Path) -> bool:
+    """Whether the journal exists and holds a run yet (a run being created may not be readable for a moment)."""
+    try:
+        with Journal.open(path, readonly=True) as journal:
+            return journal.last_run() is not None
+    except Exception:
+        return False
 
 
+@pytest.mark.slow
 def test_watch_follows_a_live_run_until_it_finishes(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=300, strict=True)
     path = tmp_path / "j.db"
     settings = Settings(base_url=sim.url, journal=path, workers=1, post_workers=1, batch_size=20)
     runner = threading.Thread(target=start_run, args=(settings,))
     runner.start()
-    wait_for_run(path)
+    wait_until(lambda: path.exists() and run_in_journal(path), what="the run in the journal")
     screen = io.StringIO()
     code = watch_status(path, interval=0.05, console=Console(file=screen, width=120))
     runner.join(30)

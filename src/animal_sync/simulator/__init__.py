@@ -46,35 +46,78 @@ pydantic models and FastAPI's answer path), `app` (the Starlette app: chaos midd
 
 from __future__ import annotations
 
-from .app import (
-    FAILURE_STATUSES,
-    HUGE_BODY_BYTES,
-    MAX_BATCH,
-    WRONG_ID_OFFSET,
-    Chaos,
-    SimulatorConfig,
-)
-from .data import (
-    ANIMAL_NAMES,
-    BORN_MAX_MS,
-    BORN_MIN_MS,
-    LONG_NAME_CHARS,
-    PAGE_SIZE,
-    UNICODE_NAME,
-    Fault,
-    check_animal_count,
-    default_total_animals,
-    generate_animal,
-)
-from .ledger import (
-    DUPLICATE_IDS_CAP,
-    MISMATCH_EXAMPLES_CAP,
-    MISSING_IDS_CAP,
-    exactly_once,
-    expected_home_record,
-)
-from .process import START_SECONDS, SimulatorProcess, serve
-from .server import Simulator
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Each public name and the module that holds it, loaded on first use: `import animal_sync.simulator.data` (the
+# CLI's --fault kinds) must not pull in uvicorn, Starlette and pydantic, which only a served simulator needs.
+_WHERE = {
+    "FAILURE_STATUSES": "app",
+    "HUGE_BODY_BYTES": "app",
+    "MAX_BATCH": "app",
+    "WRONG_ID_OFFSET": "app",
+    "Chaos": "app",
+    "SimulatorConfig": "app",
+    "ANIMAL_NAMES": "data",
+    "BORN_MAX_MS": "data",
+    "BORN_MIN_MS": "data",
+    "LONG_NAME_CHARS": "data",
+    "PAGE_SIZE": "data",
+    "UNICODE_NAME": "data",
+    "Fault": "data",
+    "check_animal_count": "data",
+    "default_total_animals": "data",
+    "generate_animal": "data",
+    "DUPLICATE_IDS_CAP": "ledger",
+    "MISMATCH_EXAMPLES_CAP": "ledger",
+    "MISSING_IDS_CAP": "ledger",
+    "exactly_once": "ledger",
+    "expected_home_record": "ledger",
+    "START_SECONDS": "process",
+    "SimulatorProcess": "process",
+    "serve": "process",
+    "Simulator": "server",
+}
+
+if TYPE_CHECKING:
+    from .app import (
+        FAILURE_STATUSES,
+        HUGE_BODY_BYTES,
+        MAX_BATCH,
+        WRONG_ID_OFFSET,
+        Chaos,
+        SimulatorConfig,
+    )
+    from .data import (
+        ANIMAL_NAMES,
+        BORN_MAX_MS,
+        BORN_MIN_MS,
+        LONG_NAME_CHARS,
+        PAGE_SIZE,
+        UNICODE_NAME,
+        Fault,
+        check_animal_count,
+        default_total_animals,
+        generate_animal,
+    )
+    from .ledger import (
+        DUPLICATE_IDS_CAP,
+        MISMATCH_EXAMPLES_CAP,
+        MISSING_IDS_CAP,
+        exactly_once,
+        expected_home_record,
+    )
+    from .process import START_SECONDS, SimulatorProcess, serve
+    from .server import Simulator
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ANIMAL_NAMES",
