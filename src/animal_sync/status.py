@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .journal import AnimalState, BatchState, Decision, Journal, RunState, select_run, writer_pid_path
+from .journal import AnimalState, BatchState, Decision, Journal, RunState, read_side_file, select_run
 from .settle import standing
 from .shards import WHOLE, journaled_shard
 
@@ -109,27 +109,16 @@ def _seconds_between(start: str, end: str | None) -> float:
     return max(0.0, (finish - datetime.fromisoformat(start)).total_seconds())
 
 
-def writer_process(journal_path: Path) -> WriterProcess:
-    """Which process holds the journal for writing, and whether it is alive on this machine.
+def writer_process(journal: Journal) -> WriterProcess:
+    """Which process holds the journal for writing, and whether it is alive.
 
-    Reads the pid a writer leaves beside the journal (`writer_pid_path`); the file is never locked
-    or created here, so a watcher cannot get in a writer's way. A pid from another host or container
-    cannot be checked and counts as alive: "gone" is only said when it is certain.
+    Liveness is the writer's lock itself (an flock on the journal file, dropped by the kernel when its process
+    dies), never the pid left beside the journal: a pid is reused (pid 1 in a container always exists) and says
+    nothing about a writer killed long ago. The pid is shown for people only. The probe holds a shared lock for
+    an instant and creates nothing, so a watcher never gets in a writer's way.
     """
-    try:
-        text = writer_pid_path(journal_path).read_text().strip()
-    except OSError:
-        return WriterProcess(None, False)  # no writer ever locked this journal
-    if not text.isdigit():
-        return WriterProcess(None, False)
-    pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return WriterProcess(pid, False)
-    except PermissionError:
-        pass  # someone else's live process
-    return WriterProcess(pid, True)
+    side = read_side_file(journal.path)
+    return WriterProcess(side.pid if side is not None else None, journal.writer_alive())
 
 
 def settled(journal: Journal, run_id: int) -> tuple[SettledBatch, ...]:
@@ -184,6 +173,6 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
         ),
         settled=settled(journal, run.id),
         message=(run.outcome or {}).get("message"),
-        process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+        process=writer_process(journal) if run.state == RunState.RUNNING else None,
         shard=None if shard is None else str(shard),
     )
