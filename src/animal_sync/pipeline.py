@@ -26,23 +26,46 @@ from .status import status
 from .sync import Sync
 from .urls import redact_url
 
-__all__ = ["Progress", "RunOutcome", "RunResult", "resume_run", "start_run"]
+__all__ = ["AlreadySynced", "Progress", "RunOutcome", "RunResult", "resume_run", "start_run"]
+
+
+class AlreadySynced(JournalError):
+    """A plain `run` on a journal that already finished a full sync against the same API: it would post every
+    animal again. Refused, with no request sent, unless the caller chose it (`full_resync`)."""
+
+    def __init__(self, path: os.PathLike[str] | str, run: RunRow) -> None:
+        self.path, self.run = path, run
+        journal = f"--journal {path}"
+        super().__init__(
+            f"journal {path} already holds run {run.id}, a full sync against {run.base_url} that finished"
+            f" {run.finished_at}; a second `run` would post every animal again, so nothing was sent. Choose:"
+            f" `animal-sync run --incremental {journal}` posts only what is new or changed;"
+            f" `animal-sync run --full-resync {journal}` sends everything again, knowingly;"
+            " or give the new sync a journal of its own (--journal NEW.db)"
+        )
 
 
 def start_run(
     settings: Settings,
     *,
     abandon: bool = False,
+    full_resync: bool = False,
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it,
-    or if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only."""
+    if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only, or if
+    a full sync against the same API already finished in it (AlreadySynced), unless `full_resync` or the new run
+    is incremental or dry. A damaged journal is refused too: it must never look like a journal to start over in."""
     journal = Journal.open(settings.journal, exclusive=True)
     try:
         last = journal.last_run()
         if last is not None:
+            journal.check_integrity()
             check_same_shard(journal.path, last.settings, settings.shard)
+            done = journal.last_full_sync(redact_url(settings.base_url))
+            if done is not None and not (full_resync or settings.incremental or settings.dry_run):
+                raise AlreadySynced(settings.journal, done)
         if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             if not abandon:
                 raise JournalError(

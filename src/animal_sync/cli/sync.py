@@ -96,6 +96,7 @@ def run(
     incremental: Annotated[bool, typer.Option("--incremental", envvar="ANIMAL_SYNC_INCREMENTAL", help="Post only animals new or changed since the journal's earlier finished runs against this API; journal the rest `unchanged`.")] = False,
     shard: Annotated[Optional[str], typer.Option(envvar="ANIMAL_SYNC_SHARD", metavar="I/N", help="Sync only shard I of N (0-based): pages p with (p-1) % N == I, in this shard's own journal.")] = None,
     abandon: Annotated[bool, typer.Option("--abandon", help="Abandon the journal's unfinished run and start a new one.")] = False,
+    full_resync: Annotated[bool, typer.Option("--full-resync", help="Send every animal again, although a full sync against this API already finished in the journal (without it, such a `run` is refused).")] = False,
     hold_in_doubt: HoldOpt = False,
     log_format: LogFormatOpt = LogFormat.AUTO,
     quiet: QuietOpt = False,
@@ -112,7 +113,7 @@ def run(
         shard=None if shard is None else Shard.parse(shard),
     )
     configure_logging(log_format, quiet=quiet)
-    _sync(lambda **live: start_run(settings, abandon=abandon, **live), progress_reporter(progress, quiet, progress_every, limit))
+    _sync(lambda **live: start_run(settings, abandon=abandon, full_resync=full_resync, **live), progress_reporter(progress, quiet, progress_every, limit))
 
 
 def resume(

@@ -19,7 +19,7 @@ from ..errors import JournalError
 
 __all__ = ["SideFile", "lock_journal", "lock_is_held", "read_side_file", "write_side_file", "writer_pid_path"]
 
-LOCK_PATIENCE = 1.0  # a reader's liveness probe holds a shared lock for a moment: a writer waits this long for it
+LOCK_PATIENCE = 0.1  # a reader's liveness probe holds a shared lock for an instant: a writer waits this long for it
 
 
 def writer_pid_path(journal_path: Path) -> Path:
