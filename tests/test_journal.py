@@ -1066,3 +1066,16 @@ def test_a_deleted_wal_then_a_kill_is_caught_by_every_opener(path, capsys):
         assert main([*command, "--journal", str(path)]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "lost committed state" in err
+
+
+def test_a_side_file_left_beside_a_deleted_journal_is_not_a_false_alarm(path):
+    """Starting over by deleting a killed run's journal is a person's choice: the new journal is not 'rolled back'."""
+    proc = child(ENDS_RUNS, str(path), "2")
+    wait_for(proc, "committed")
+    kill_9(proc)
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    assert path.with_name(path.name + ".lock").exists()
+    with Journal.open(path) as journal:
+        assert journal.last_run() is None
+    assert not path.with_name(path.name + ".lock").exists()

@@ -203,3 +203,30 @@ def test_a_damaged_journal_stops_the_patterns_instead_of_starting_over(synced, p
     assert run_pattern(pattern, sim, journal) == 2
     assert sim.verify()["posts"] == 1  # the first run's batch only: nothing started over
     assert query(journal, "SELECT id FROM runs") == [(1,)]
+
+
+# --- nothing left behind ----------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_clean_exit_leaves_nothing_beside_the_journal(simulator, tmp_path: Path, capsys) -> None:
+    sim = simulator(animals=40, strict=True)
+    journal = tmp_path / "j.db"
+    for command in (["run", "--base-url", sim.url, "--quiet"], ["resume", "--quiet"], ["status"], ["audit"],
+                    ["run", "--base-url", sim.url, "--incremental", "--quiet"]):
+        code, _, err = run_cli(capsys, *command, "--journal", str(journal))
+        assert code == 0, err
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert not [name for name in left if name.endswith(".lock")], command
+        if command[0] in ("run", "resume"):  # a writer's clean close checkpoints and removes the -wal, -shm and side file
+            assert left == ["j.db"], command
+
+
+def test_make_clean_removes_and_git_ignores_what_the_demo_writes() -> None:
+    written = ["demo.db", "demo.db-wal", "demo.db-shm", "demo.db.lock", "report.html", "raw.csv"]
+    done = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert set(written) <= set(done.stdout.split()), done.stdout
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(ignored.stdout.split()) == sorted(written), ignored.stdout

@@ -137,6 +137,7 @@ class JournalFile:
         self._lock_fd = lock_fd  # the writer's flock on the journal file (a reader's probe); closed after the connection
         self._mark: int | None = None  # the writer's durable commits (PRAGMA user_version), mirrored in the side file
         self._recorded: int | None = None  # a reader: the mark the side file held before the connection opened
+        self._fresh = False  # a writer that created the file: a side file beside it belonged to a journal deleted since
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, exclusive: bool = True) -> Self:
@@ -172,6 +173,7 @@ class JournalFile:
                 raise JournalError(f"journal {path} is read-only")
             if not path.exists() and not os.access(path.parent, os.W_OK):
                 raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
+            fresh = not path.exists() or path.stat().st_size == 0  # a side file left beside no journal is stale
             if exclusive:
                 lock_fd = lock_journal(path)  # before SQLite opens the file: see lock_journal
             try:
@@ -183,6 +185,7 @@ class JournalFile:
         journal = cls(Database(conn), path, readonly, lock_fd)
         if readonly and side is not None:
             journal._recorded = side.mark
+        journal._fresh = not readonly and fresh
         try:
             journal._check_mark()  # first: a rolled-back journal is not migrated, nor read
             journal._check_and_migrate()
@@ -240,7 +243,7 @@ class JournalFile:
         elif self._lock_fd is None:
             return  # a writer without the lock (tests) keeps no mark: it cannot vouch for one
         else:
-            side = read_side_file(self.path)
+            side = None if self._fresh else read_side_file(self.path)
             recorded = side.mark if side is not None else None
         if recorded is not None and recorded > found:
             raise JournalRolledBack(self.path, recorded, found)
