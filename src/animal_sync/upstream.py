@@ -3,10 +3,10 @@ under the journaled ids, and one run must never mix two data sets.
 
 The check lists one page again and compares its total and its digest with what the run journaled for that page
 (any page listed again is compared with its stored digest). A resume is checked before anything is fetched or sent;
-a failed detail, and a long run now and then, check again. And no batch's body is released before a check that
-started after the batch was built has come back the same (`covers`): a restart with the same page count between a
-detail's fetch and its batch's POST is then caught before any animal of the new data set is sent. One check covers
-every batch built before it started, so this costs at most about one GET a batch.
+a failed detail, and a long run now and then, check again. And no batch leaves before a check that started after the
+batch was built has come back the same (`covers`): a restart with the same page count between a detail's fetch and
+its batch's POST is then caught before any animal of the new data set is sent. One check covers every batch built
+before it started, so this costs at most one GET a batch (measured: see the note in docs/incoming/safety.md).
 `UpstreamCheck` holds that state and decides; the coordinator schedules its GETs and journals nothing of a change.
 """
 
