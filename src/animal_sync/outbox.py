@@ -19,7 +19,7 @@ from .config import Settings
 from .errors import JournalError
 from .journal import BatchRow, BatchState, Journal, NoRoomForAnswer
 from .outcomes import Action, PostResult, Verdict, classify
-from .release import ReleaseDesk, ReleaseRequest
+from .release import ReleaseDesk
 
 __all__ = ["Outbox"]
 
@@ -37,7 +37,6 @@ class Outbox:
         self.desk = ReleaseDesk()  # where POST threads ask for their body's release to be journaled
         self.no_room: NoRoomForAnswer | None = None  # sending stopped: the journal could not record more answers
         self._built: dict[int, float] = {}  # batch id -> when this attempt built it (monotonic)
-        self._deferred: list[ReleaseRequest] = []  # releases waiting for a check of the data set to cover their batch
 
     def built_at(self, batch: BatchRow) -> float:
         """When this attempt built the batch; one journaled before it counts as built before the attempt began."""
@@ -85,51 +84,31 @@ class Outbox:
         """Every POST out whose body left, with its answer (waits for them): for a journal that failed."""
         return [(batch, f.result()) for f, batch in self.posts.items() if batch.state is BatchState.SENDING]
 
-    def due(self) -> list[BatchRow]:
-        """Batches to send now, journaled `withheld` in the caller's transaction: committed before they leave."""
+    def due(self, covered: Callable[[float], bool] = lambda built_at: True) -> list[BatchRow]:
+        """Batches to send now, journaled `withheld` in the caller's transaction: committed before they leave.
+
+        Only those `covered` (given when each was built) by a check of the data set: the rest wait, in order.
+        """
         due = []
         while self.to_post and len(self.posts) + len(due) < self.settings.post_workers:
+            if not covered(self.built_at(self.to_post[0])):
+                break
             batch = self.to_post.popleft()
             self.journal.mark_withheld(batch)
             due.append(self.journal.batch(batch.id))
         return due
 
-    def awaiting_check(self) -> BatchRow | None:
-        """A batch whose body waits for a check of the data set before it may be released, if any."""
-        if not self._deferred:
-            return None
-        futures = {batch.id: batch for batch in self.posts.values()}
-        return futures.get(self._deferred[0].batch_id)
-
-    def unreleased_only(self) -> bool:
-        """Whether every POST out is held at its release for a check: a stopping attempt need not wait for them
-        (`close` withholds their bodies, and their batches stay `withheld`, provably unsent)."""
-        return len(self._deferred) == len(self.posts)
-
-    def close(self) -> None:
-        """The coordinator is leaving: every body not released yet is withheld, so no POST thread waits for ever."""
-        self.desk.close()
-        deferred, self._deferred = self._deferred, []
-        self.desk.answer(deferred, False)
-
-    def serve_releases(self, covered: Callable[[float], bool] = lambda built_at: True) -> None:
+    def serve_releases(self) -> None:
         """Journal `sending` for each body about to leave, fsynced, then let them go: the one durable commit of a send.
 
         The POST threads wait meanwhile; if the commit fails they withhold their bodies (the batches stay
         `withheld`, provably unsent) and the JournalError ends the attempt. With no room left for the answers,
         they withhold them too, and sending stops as when `due` finds no room.
         """
-        futures = {batch.id: future for future, batch in self.posts.items()}
-        requests = []
-        waiting, self._deferred = [*self._deferred, *self.desk.take()], []
-        for request in waiting:  # a body leaves only once a check that started after its batch was built vouched
-            batch = self.posts[futures[request.batch_id]]
-            if batch.state is BatchState.SENDING or covered(self.built_at(batch)):
-                requests.append(request)
-            else:
-                self._deferred.append(request)
+        requests = self.desk.take()
         if not requests:
             return
+        futures = {batch.id: future for future, batch in self.posts.items()}
         released: dict[Future[PostResult], BatchRow] = {}
         try:
             with self.journal.transaction(durable=True):  # on disk before the body leaves, power cut or not

@@ -146,8 +146,11 @@ class Sync:
             self.gets[pool.submit(self.api.list_page, page)] = ("check", page)
 
     def _waiting_batch(self) -> BatchRow | None:
-        """A batch whose body waits for its release because no check has vouched for the data set since it was built."""
-        return self.outbox.awaiting_check()
+        """The next batch to send, if no check has vouched for the data set since it was built."""
+        if not self.outbox.to_post:
+            return None
+        head = self.outbox.to_post[0]
+        return None if self.check.covers(self.outbox.built_at(head)) else head
 
     def _listing_done(self) -> bool:
         return not self._pages_left() and not any(kind == "page" for kind, _ in self.gets.values())
@@ -304,14 +307,14 @@ class Sync:
         try:
             self._loop(get_pool, post_pool)
         except JournalError as exc:
-            self.outbox.close()  # a body not yet released is withheld now: its batch stays provably unsent
+            self.outbox.desk.close()  # a body not yet released is withheld now: its batch stays provably unsent
             post_pool.shutdown(wait=True)  # the POSTs out still get answers the journal cannot take: name them
             released = self.outbox.released()
             if released:
                 raise self.outbox.answers_not_journaled(released, exc) from None
             raise
         finally:
-            self.outbox.close()  # never leave a POST thread waiting for a coordinator that has gone
+            self.outbox.desk.close()  # never leave a POST thread waiting for a coordinator that has gone
             # GETs are safe to drop: cut those in flight, cancel the queued ones, and do not wait for their threads.
             self.api.abandon_gets()
             get_pool.shutdown(wait=False, cancel_futures=True)
@@ -320,9 +323,7 @@ class Sync:
 
     def _loop(self, get_pool: ThreadPoolExecutor, post_pool: ThreadPoolExecutor) -> None:
         while True:
-            # First: a POST thread is waiting with the API's `100 Continue` in hand. A body leaves only once a check of
-            # the data set that started after its batch was built came back the same (upstream.py).
-            self.outbox.serve_releases(self.check.covers)
+            self.outbox.serve_releases()  # first: a POST thread is waiting with the API's `100 Continue` in hand
             stopping = self._halted()
             step_started = time.monotonic()
             if stopping and self.gets:  # dropped unread: a late result must not touch the journal
@@ -357,14 +358,14 @@ class Sync:
             if not stopping and self.check.verified and self.outbox.has_room():
                 try:
                     with self.journal.transaction():  # not fsynced: lost to a power cut, the batch is just pending
-                        due = self.outbox.due()
+                        due = self.outbox.due(self.check.covers)
                 except NoRoomForAnswer as exc:  # send nothing more; the answers in flight still have room
                     self.outbox.no_room = exc
             # Committed as `withheld`: a kill before serve_releases() leaves them unsent.
             self.outbox.send(post_pool, self.api, due)
             if self.on_progress:
                 self.on_progress(self.progress)
-            if (stopping or self.outbox.no_room is not None) and (not self.outbox.posts or self.outbox.unreleased_only()):
+            if (stopping or self.outbox.no_room is not None) and not self.outbox.posts:
                 if self.outbox.no_room is not None:
                     raise self.outbox.no_room  # no room to end the run in the journal either: one line, exit 2
                 return  # in-flight GETs are dropped: their animals stay discovered and are fetched next time
