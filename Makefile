@@ -44,5 +44,6 @@ conformance: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 
+## clean: remove the venv and what the demo and the README's next steps write
 clean:
-	rm -rf $(VENV) .pytest_cache demo.db demo.db-wal demo.db-shm
+	rm -rf $(VENV) .pytest_cache demo.db demo.db-wal demo.db-shm demo.db.lock report.html raw.csv sync.log

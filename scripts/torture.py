@@ -25,6 +25,10 @@ judges by that ledger and by the journal. Prints ONE line of figures; exits 1 if
                forwards and `resume` runs: after every step nothing is called delivered that the simulator lacks and
                `audit` never says OK with an animal missing; at the end every animal is delivered exactly once
     early-2xx  a front answers 200 to POSTs before 100 Continue, bodies unread, then forwards: the same checks
+    wal-deletion   the journal's `-wal` is deleted under a running sync, which is then killed: the journal has lost
+               committed state, and `resume`, `status` and `audit` each stop with one line; nothing more is sent
+    same-count-swap  the API restarts mid-run on another data set with the same page count: the run stops with one
+               line naming the change, and not one record of the new data set is posted
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from animal_sync.api import HOME_PATH
-from animal_sync.journal import writer_pid_path
+from animal_sync.journal import read_side_file, writer_pid_path
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_once
 
 SEED = 20261122
@@ -774,12 +778,81 @@ def early_2xx_case(work: Path, figures: Figures) -> None:
     ])
     figures.verdicts[f"early-2xx ({front.early} 200s unread, {len(false_deliveries)} false deliveries, {false_oks} false "
                      f"OKs) exactly once"] = ok
+# --------------------------------------------------------------------------- a journal rolled back by `rm J.db-wal`
+
+
+def _mark(journal: Path) -> int:
+    side = read_side_file(journal)
+    return side.mark if side is not None and side.mark is not None else -1
+
+
+def wal_deletion_case(work: Path, figures: Figures) -> None:
+    journal = work / "wal-deletion.db"
+    common = ["--journal", str(journal), *QUIET]
+    config = SimulatorConfig(port=0, animals=3_000, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    with Simulator(config) as sim:
+        with (work / "wal-deletion.log").open("w") as stderr:
+            first = subprocess.Popen(cli("run", "--base-url", sim.url, *common), stdout=subprocess.DEVNULL, stderr=stderr)
+        running = wait_until(lambda: posted(journal) >= 300, first)
+        marked = _mark(journal)
+        journal.with_name(journal.name + "-wal").unlink(missing_ok=True)
+        # A durable commit (a batch's `sending` mark) after the deletion: it lives only in the deleted -wal now.
+        running = running and wait_until(lambda: _mark(journal) > marked + 1, first, timeout=60)
+        kill(first)
+        posts = sim.verify()["posts"]
+        said = {}
+        for command in (["resume", *QUIET], ["status"], ["audit"]):
+            done = subprocess.run(cli(*command, "--journal", str(journal)), capture_output=True, text=True, timeout=TIMEOUT)
+            said[command[0]] = (done.returncode, done.stderr.strip())
+        after = sim.verify()["posts"]
+    refused = all(code == 2 and err.count("\n") == 0 and "lost committed state" in err for code, err in said.values())
+    ok = all([
+        figures.check(running, f"wal-deletion: the run ended (exit {first.returncode}) before the deletion was tested"),
+        figures.check(refused, f"wal-deletion: a rolled-back journal was not refused: {said}"),
+        figures.check(after == posts, f"wal-deletion: {after - posts} POSTs sent after the rollback"),
+    ])
+    figures.verdicts["wal-deletion refused"] = ok
+
+
+# --------------------------------------------------------------------------- a restart with the same page count
+
+
+def same_count_swap_case(work: Path, figures: Figures) -> None:
+    journal = work / "same-count-swap.db"
+    config = SimulatorConfig(port=0, animals=3_000, seed=SEED, chaos=2, stall_min=0.2, stall_max=0.6, strict=True)
+    first = Simulator(config).start()
+    port = int(first.url.rsplit(":", 1)[1])
+    second: list[Simulator] = []
+    try:
+        with (work / "same-count-swap.log").open("w") as stderr:
+            run = subprocess.Popen(cli("run", "--base-url", first.url, "--journal", str(journal), *QUIET),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            running = wait_until(lambda: posted(journal) >= 300, run)
+            first.stop()
+            second.append(Simulator(dataclasses.replace(config, port=port, seed=SEED + 1)).start())
+            _, err = run.communicate(timeout=TIMEOUT)
+            stderr.write(err)
+        verdict = second[0].verify()
+    finally:
+        for sim in (first, *second):
+            sim.stop()
+    said = err.strip().splitlines()[-1] if err.strip() else ""
+    ok = all([
+        figures.check(running, f"same-count-swap: the run ended (exit {run.returncode}) before the swap"),
+        figures.check(run.returncode == 1 and "now lists other animals under the same ids" in said,
+                      f"same-count-swap: exit {run.returncode}, said {said!r}"),
+        # Whatever the new server got is the old data set's (a mismatch to it), never a record of its own.
+        figures.check(verdict["delivered"] == verdict["content_mismatches"],
+                      f"same-count-swap: {verdict['delivered'] - verdict['content_mismatches']} records of the new data set posted"),
+    ])
+    figures.verdicts["same-count-swap caught"] = ok
 
 
 # Name -> case, run in this order by default; a new case is one function taking (work, figures) and one entry here.
 CASES = {"kills": kills_case, "targeted": targeted_case, "chaos": chaos_case, "outage": outage_case}
 CASES |= {"disk-full": disk_full_case, "lock-deletion": lock_deletion_case, "kill-loop": kill_loop_case}
 CASES |= {"redirect": redirect_case, "early-2xx": early_2xx_case}
+CASES |= {"wal-deletion": wal_deletion_case, "same-count-swap": same_count_swap_case}
 
 
 def main(names: list[str]) -> int:

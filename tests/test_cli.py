@@ -295,6 +295,7 @@ def test_status_and_report_show_the_api_the_last_attempt_used(capsys, simulator,
 
 EXIT_CODES = {
     "clean": 0, "exceptions": 1, "upstream_changed": 1, "unreachable": 1, "check_failed": 1, "never_listed": 1,
+    "empty_pages": 1,
     "credential_refused": 2, "stopped": 130,
 }
 

@@ -6,6 +6,7 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -170,10 +171,12 @@ def test_every_suggestion_runs_as_printed_against_the_same_journal(
         assert expected in printed, (expected, sorted(printed))
 
     monkeypatch.setenv("ANIMAL_SYNC_BASE_URL", sim.url)  # the missing journal's `run` goes to the API set up here
+    (tmp_path / "as-printed").mkdir()
     with Simulator(SimulatorConfig(port=port, animals=50, chaos=0)):  # the unreached API answers now
         for text, journal in suggestions:
             argv = shlex.split(text)[1:]
             before = _runs(journal) if journal.exists() else None
+            kept = copy_of(journal, tmp_path / "as-printed") if journal.exists() else None
             code, out, err = run_cli(capsys, *argv)
             assert code in (0, 1), (text, out, err)
             assert not (home / "animal-sync.db").exists(), text  # never the default journal
@@ -181,6 +184,8 @@ def test_every_suggestion_runs_as_printed_against_the_same_journal(
                 assert f"run {_runs(journal)[0][-1][0]}" in out, (text, out)
             elif argv[0] != "settle":
                 assert journal.exists() and _runs(journal) != before, text  # it acted on this journal
+            if kept is not None:  # the next suggestion meets the journal as it was when it was printed
+                shutil.move(kept, journal)
     print("\n".join(sorted(printed)))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from animal_sync.cli import main
 from animal_sync.errors import JournalEmpty, JournalError
 from animal_sync.journal import (
     ANIMAL_TRANSITIONS,
@@ -27,6 +28,7 @@ from animal_sync.journal import (
     Delivery,
     IllegalTransition,
     Journal,
+    JournalRolledBack,
     NoRoomForAnswer,
     RunState,
     check_animal_transition,
@@ -901,7 +903,7 @@ def test_a_second_writer_cannot_open_until_the_first_closes(path):
     finally:
         first.close()
     with Journal.open(path, exclusive=True):
-        assert path.with_name(path.name + ".lock").read_text() == str(os.getpid())
+        assert path.with_name(path.name + ".lock").read_text().split("\n")[0] == str(os.getpid())
 
 
 HOLD_THE_JOURNAL = """
@@ -941,12 +943,12 @@ def test_deleting_the_pid_file_does_not_let_a_second_writer_in(path):
     finally:
         kill_9(proc)
     with Journal.open(path, exclusive=True):
-        assert pid_file.read_text() == str(os.getpid())
+        assert pid_file.read_text().split("\n")[0] == str(os.getpid())
 
 
 def test_a_state_changed_by_another_process_is_one_journal_error_not_a_bug_report(path):
     """Two writers that bypass the lock (library use): the loser of a race gets a JournalError naming the journal."""
-    with Journal.open(path) as first, Journal.open(path) as second:
+    with Journal.open(path, exclusive=False) as first, Journal.open(path, exclusive=False) as second:
         run_id = first.start_run({}, "http://api.test").id
         batch = batch_of(first, run_id, 1, 2)
         first.mark_withheld(batch)
@@ -1021,3 +1023,82 @@ def test_iter_animals_with_a_filter_pages_past_a_thousand(journal, many):
 def test_iter_animals_of_several_states_skips_the_others(journal, many):
     rows = list(iter_animals(journal, many, [A.FETCHED, A.DISCOVERED]))
     assert len(rows) == 2500 and not list(iter_animals(journal, many, [A.POSTED]))
+
+
+# --- a journal that lost committed state (issue 17 item 10) -------------------------------
+
+
+ENDS_RUNS = """
+    import sys
+    from animal_sync.journal import Journal, RunState
+    journal = Journal.open(sys.argv[1])
+    for _ in range(int(sys.argv[2])):
+        run = journal.start_run({}, "http://api.test")
+        journal.end_run(run.id, RunState.FINISHED, {})  # a durable commit, as a batch's `sending` mark is
+    print("committed", flush=True)
+    sys.stdin.read()
+    """
+
+
+def test_a_clean_close_checkpoints_and_leaves_nothing_beside_the_journal(path):
+    with Journal.open(path) as journal:
+        run = journal.start_run({}, "http://api.test")
+        journal.end_run(run.id, RunState.FINISHED, {})
+        assert path.with_name(path.name + ".lock").read_text().split("\n")[1] == "mark 1"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no -wal, -shm or .lock
+
+
+def test_a_kill_never_makes_the_journal_look_rolled_back(path):
+    proc = child(ENDS_RUNS, str(path), "3")
+    wait_for(proc, "committed")
+    kill_9(proc)
+    assert path.with_name(path.name + ".lock").exists()  # a killed writer leaves its side file: it is how we know
+    for readonly in (True, False):
+        with Journal.open(path, readonly=readonly) as journal:
+            assert journal.last_run().id == 3
+
+
+def test_a_deleted_wal_then_a_kill_is_caught_by_every_opener(path, capsys):
+    """Deleting the -wal under a live writer, then a kill, rolls the journal back to its last checkpoint; the
+    mark kept outside the WAL says what it had committed, so no reader or writer reasons from what is left."""
+    with Journal.open(path) as journal:  # a first run, checkpointed into the journal file by its clean close
+        journal.end_run(journal.start_run({}, "http://api.test").id, RunState.FINISHED, {})
+    proc = child(
+        """
+        import os, sys
+        from animal_sync.journal import Journal, RunState
+        journal = Journal.open(sys.argv[1])
+        run = journal.start_run({}, "http://api.test")
+        os.unlink(sys.argv[1] + "-wal")  # the WAL is deleted under the live writer
+        for _ in range(4):
+            journal.end_run(journal.start_run({}, "http://api.test").id, RunState.FINISHED, {})
+        print("committed", flush=True)
+        sys.stdin.read()
+        """,
+        str(path),
+    )
+    wait_for(proc, "committed")
+    kill_9(proc)
+    for opener in (lambda: Journal.open(path, readonly=True), lambda: Journal.open(path)):
+        with pytest.raises(JournalRolledBack) as exc_info:
+            opener().close()
+        message = one_line(exc_info)
+        assert message.startswith(f"journal {path} lost committed state:") and "records 5 durable commits" in message
+        assert "holds 1" in message
+    for command in (["status"], ["audit"], ["resume", "--quiet"], ["run", "--quiet", "--base-url", "http://127.0.0.1:9"]):
+        assert main([*command, "--journal", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "lost committed state" in err
+
+
+def test_a_side_file_left_beside_a_deleted_journal_is_not_a_false_alarm(path):
+    """Starting over by deleting a killed run's journal is a person's choice: the new journal is not 'rolled back'."""
+    proc = child(ENDS_RUNS, str(path), "2")
+    wait_for(proc, "committed")
+    kill_9(proc)
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    assert path.with_name(path.name + ".lock").exists()
+    with Journal.open(path) as journal:
+        assert journal.last_run() is None
+    assert not path.with_name(path.name + ".lock").exists()

@@ -145,19 +145,43 @@ def test_the_first_listed_page_is_the_baseline_and_a_resume_is_unverified_until_
 
 
 @pytest.mark.parametrize(
-    ("listing", "total", "difference"),
+    ("listing", "total", "stored", "difference"),
     [
-        (page(1, 5, "abc"), 5, None),
-        (page(2, 5, "other"), 5, None),  # not the baseline page: only its total is compared
-        (page(1, 5, "other"), 5, "page 1 now lists other animals under the same ids"),
-        (page(1, 4, "abc"), 5, "total_pages was 5, the API now says 4 (fewer pages: ids it listed are gone)"),
-        (page(1, 6, "abc"), 5, "total_pages was 5, the API now says 6 (more pages)"),
-        (page(1, 9, "other"), None, "page 1 now lists other animals under the same ids"),
+        (page(1, 5, "abc"), 5, "abc", None),
+        (page(2, 5, "other"), 5, None, None),  # a page not listed before: only its total is compared
+        (page(2, 5, "other"), 5, "b", "page 2 now lists other animals under the same ids"),  # any page listed again
+        (page(1, 5, "other"), 5, "abc", "page 1 now lists other animals under the same ids"),
+        (page(1, 4, "abc"), 5, "abc", "total_pages was 5, the API now says 4 (fewer pages: ids it listed are gone)"),
+        (page(1, 6, "abc"), 5, "abc", "total_pages was 5, the API now says 6 (more pages)"),
+        (page(1, 9, "other"), None, "abc", "page 1 now lists other animals under the same ids"),
+        (page(1, 5, None), 5, "abc", None),  # nothing to compare a digest with
     ],
 )
-def test_a_listing_that_contradicts_the_run_is_a_change(listing: Page, total: int | None, difference: str | None) -> None:
+def test_a_listing_that_contradicts_the_run_is_a_change(
+    listing: Page, total: int | None, stored: str | None, difference: str | None
+) -> None:
     check = UpstreamCheck(baseline=(1, "abc"))
-    assert check.difference(listing, total) == difference
+    assert check.difference(listing, total, stored) == difference
+
+
+def test_a_batch_may_go_only_once_a_check_that_started_after_it_was_built_found_the_data_set_the_same() -> None:
+    check = UpstreamCheck(baseline=(1, "abc"))
+    assert check.covers(float("-inf")) and not check.covers(5.0)  # built before the attempt: the resume check covers it
+    assert check.start(6.0, page=7) == 7  # the page a waiting batch holds
+    assert not check.covers(5.0)  # not before its answer
+    check.same()
+    assert check.covers(5.0) and check.covers(6.0) and not check.covers(6.5)
+    check.start(7.0)
+    check.could_not_check(1, "HTTP 503", now=7.5, gating=True)  # a failed check vouches for nothing
+    assert not check.covers(6.5) and check.failures == 1 and check.failed is None
+
+
+def test_a_check_that_keeps_failing_while_a_batch_waits_stops_the_run_after_check_tries() -> None:
+    check = UpstreamCheck(baseline=(1, "abc"))
+    for attempt in range(CHECK_TRIES):
+        check.start(10.0 * attempt)
+        check.could_not_check(3, "HTTP 503", now=10.0 * attempt + 1, gating=True)
+    assert check.failed == f"page 3 could not be listed again to check the data set (HTTP 503; {CHECK_TRIES} checks failed)"
 
 
 def test_only_the_first_change_is_news() -> None:

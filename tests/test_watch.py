@@ -71,7 +71,8 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
     path = tmp_path / "j.db"
     with Journal.open(path) as journal:
         journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
-    assert writer_process(path) == WriterProcess(pid=None, alive=False)  # no writer ever locked it
+    with Journal.open(path, readonly=True) as journal:
+        assert writer_process(journal) == WriterProcess(pid=None, alive=False)  # no writer left a pid
     path.with_name("j.db.lock").write_text(str(dead_pid()))
     screen = io.StringIO()
     slept: list[float] = []
@@ -82,10 +83,37 @@ def test_a_run_left_running_by_a_killed_process_is_named_and_ends_the_watch(tmp_
         assert status(journal).process.alive is False
 
 
+def test_a_stale_pid_that_names_a_live_process_is_not_a_live_writer(tmp_path: Path) -> None:
+    """pid 1 always exists (in a container it is the entrypoint): only the writer's lock says a run is alive."""
+    path = tmp_path / "j.db"
+    with Journal.open(path) as journal:
+        journal.start_run({}, "http://127.0.0.1:9")  # running, as a SIGKILL leaves it
+    path.with_name("j.db.lock").write_text("1")  # as a killed writer left it, in a container
+    with Journal.open(path, readonly=True) as journal:
+        assert writer_process(journal) == WriterProcess(pid=1, alive=False)
+    screen = io.StringIO()
+    slept: list[float] = []
+    code = watch_status(path, interval=5, console=Console(file=screen, width=140), sleep=slept.append)
+    assert code == 1 and slept == []  # --watch returns at once instead of following a dead run for ever
+    assert "no live process is running it" in screen.getvalue()
+    assert main(["status", "--journal", str(path), "--json"]) == 0
+
+
+HOLD = "import sys; from animal_sync.journal import Journal; j = Journal.open(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
+
+
 def test_a_live_writer_counts_as_alive(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    path.with_name("j.db.lock").write_text("1")  # pid 1 always exists
-    assert writer_process(path).alive is True
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with Journal.open(path, readonly=True) as journal:
+            assert writer_process(journal) == WriterProcess(pid=holder.pid, alive=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    with Journal.open(path, readonly=True) as journal:  # killed: the kernel dropped its lock, its pid file stays
+        assert writer_process(journal) == WriterProcess(pid=holder.pid, alive=False)
 
 
 def test_status_table_rows(capsys, simulator, tmp_path: Path) -> None:

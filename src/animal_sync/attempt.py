@@ -56,6 +56,7 @@ class RunOutcome(StrEnum):
     STOPPED = "stopped"  # a stop was asked for (Ctrl-C, SIGTERM, SIGHUP)
     CHECK_FAILED = "check_failed"  # a resume could not re-list a page to check the data set
     NEVER_LISTED = "never_listed"  # page 1 never answered with a listing
+    EMPTY_PAGES = "empty_pages"  # pages inside the claimed total listed nothing: the total cannot be believed
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Seen:
     listing_started: bool  # page 1 answered with a listing
     failed_pages: dict[int, str]
     dry_run: bool
+    empty_pages: tuple[int, ...] = ()  # pages inside the claimed total that listed no item
+    total_pages: int | None = None  # the total the API claimed
 
 
 def conclude(
@@ -107,6 +110,14 @@ def conclude(
     if seen.stopped:
         return RunState.INTERRUPTED, RunOutcome.STOPPED, (
             "stopped; the journal is consistent"
+        )
+    if seen.empty_pages:
+        pages = sorted(seen.empty_pages)
+        named = ", ".join(map(str, pages[:10])) + (f" and {len(pages) - 10} more" if len(pages) > 10 else "")
+        return RunState.INTERRUPTED, RunOutcome.EMPTY_PAGES, (
+            f"the Animals API claims {seen.total_pages} pages, but page{'s' if len(pages) > 1 else ''} {named} inside"
+            " that range listed no animals, so its page count cannot be believed and the run stopped (nothing of"
+            " the empty pages was journaled)"
         )
     if seen.check_failed is not None:
         return RunState.INTERRUPTED, RunOutcome.CHECK_FAILED, (

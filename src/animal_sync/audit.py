@@ -185,5 +185,5 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         ),
         exception_counts=found.counts,
         exceptions={kind: tuple(items) for kind, items in found.found.items()},
-        process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+        process=writer_process(journal) if run.state == RunState.RUNNING else None,
     )

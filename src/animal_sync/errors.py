@@ -6,10 +6,11 @@ words them with the flag or variable that sets the field.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = [
-    "AnimalSyncError", "ApiNotReached", "ConfigError", "CredentialMissing", "JournalEmpty", "JournalError",
+    "AlreadySynced", "AnimalSyncError", "ApiNotReached", "ConfigError", "CredentialMissing", "JournalEmpty", "JournalError",
     "JournalMissing", "JournalNeedsUpgrade", "JournaledSettingsInvalid", "NoRunToResume", "OutputError", "PortTaken",
     "SimulatorError", "UNSHOWN", "UnfinishedRun",
 ]
@@ -121,3 +122,15 @@ class PortTaken(SimulatorError):
 
 class OutputError(AnimalSyncError):
     """A report or export cannot be written where it was asked for (a missing directory, a directory, no room)."""
+
+
+class AlreadySynced(JournalError):
+    """A plain `run` on a journal that already finished a full sync against the same API: it would post every
+    animal again. Refused, with no request sent, unless the caller chose it (`full_resync`)."""
+
+    def __init__(self, path: os.PathLike[str] | str, run: Any) -> None:  # run: journal.RunRow
+        self.path, self.run = path, run
+        super().__init__(
+            f"journal {path} already holds run {run.id}, a full sync against {run.base_url} that finished"
+            f" {run.finished_at}; a second full sync would post every animal again, so nothing was sent"
+        )

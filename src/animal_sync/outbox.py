@@ -7,7 +7,9 @@ What an answer means is decided by `outcomes.classify`; the Outbox only applies 
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +36,16 @@ class Outbox:
         self.posts: dict[Future[PostResult], BatchRow] = {}  # each POST out and its batch as last journaled
         self.desk = ReleaseDesk()  # where POST threads ask for their body's release to be journaled
         self.no_room: NoRoomForAnswer | None = None  # sending stopped: the journal could not record more answers
+        self._built: dict[int, float] = {}  # batch id -> when this attempt built it (monotonic)
+
+    def built_at(self, batch: BatchRow) -> float:
+        """When this attempt built the batch; one journaled before it counts as built before the attempt began."""
+        return self._built.get(batch.id, float("-inf"))
+
+    def _build(self, ids: list[int]) -> int:
+        batch_id = self.journal.create_batch(self.run_id, ids)
+        self._built[batch_id] = time.monotonic()
+        return batch_id
 
     def queue_journaled(self) -> None:
         """Queue the batches the journal holds unsent, and with `resend_in_doubt` those in doubt (at-least-once).
@@ -60,7 +72,7 @@ class Outbox:
         size = self.settings.batch_size
         while len(ids) >= size or (final and ids):
             batch_ids, ids = ids[:size], ids[size:]
-            self.to_post.append(self.journal.batch(self.journal.create_batch(self.run_id, batch_ids)))
+            self.to_post.append(self.journal.batch(self._build(batch_ids)))
         return ids
 
     def has_room(self) -> bool:
@@ -82,10 +94,15 @@ class Outbox:
         """Every POST out whose body left, with its answer (waits for them): for a journal that failed."""
         return [(batch, f.result()) for f, batch in self.posts.items() if batch.state is BatchState.SENDING]
 
-    def due(self) -> list[BatchRow]:
-        """Batches to send now, journaled `withheld` in the caller's transaction: committed before they leave."""
+    def due(self, covered: Callable[[float], bool] = lambda built_at: True) -> list[BatchRow]:
+        """Batches to send now, journaled `withheld` in the caller's transaction: committed before they leave.
+
+        Only those `covered` (given when each was built) by a check of the data set: the rest wait, in order.
+        """
         due = []
         while self.to_post and len(self.posts) + len(due) < self.settings.post_workers:
+            if not covered(self.built_at(self.to_post[0])):
+                break
             batch = self.to_post.popleft()
             self.journal.mark_withheld(batch)
             due.append(self.journal.batch(batch.id))
@@ -176,6 +193,6 @@ class Outbox:
         """A batch refused for a malformed record: re-send it in halves, so only the bad record(s) end up failed."""
         self.journal.mark_refused_for_split(batch, result.status, result.body, result.error or "refused")
         middle = len(batch.ids) // 2
-        halves = [self.journal.create_batch(self.run_id, part) for part in (batch.ids[:middle], batch.ids[middle:])]
+        halves = [self._build(part) for part in (batch.ids[:middle], batch.ids[middle:])]
         self.to_post.extendleft(self.journal.batch(batch_id) for batch_id in reversed(halves))
         self.log.warning("batch_split", batch_id=batch.id, status=result.status, into=halves, body=result.body)

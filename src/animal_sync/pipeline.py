@@ -19,7 +19,7 @@ from .api import AnimalsApi
 from .attempt import Progress, RunOutcome, RunResult, Seen, conclude
 from .config import Settings
 from .contact import Unanswered, reach
-from .errors import JournalMissing, NoRunToResume, UnfinishedRun
+from .errors import AlreadySynced, JournalMissing, NoRunToResume, UnfinishedRun
 from .journal import AnimalState, BatchState, Journal, RunRow, RunState
 from .settle import unsettled_resends
 from .shards import WHOLE, check_same_shard, journaled_shard
@@ -33,18 +33,25 @@ def start_run(
     settings: Settings,
     *,
     abandon: bool = False,
+    full_resync: bool = False,
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_waiting: Callable[[Unanswered], None] | None = None,
     reach_within: float | None = None,
 ) -> RunResult:
     """Start a new run in the journal; refuse (JournalError) if an unfinished one exists, unless abandoning it,
-    or if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only."""
+    if the journal's runs were for another shard (ShardMismatch): a shard's journal proves that shard only, or if
+    a full sync against the same API already finished in it (AlreadySynced), unless `full_resync` or the new run
+    is incremental or dry. A damaged journal is refused too: it must never look like a journal to start over in."""
     journal = Journal.open(settings.journal, exclusive=True)
     try:
         last = journal.last_run()
         if last is not None:
+            journal.check_integrity()
             check_same_shard(journal.path, last.settings, settings.shard)
+            done = journal.last_full_sync(redact_url(settings.base_url))
+            if done is not None and not (full_resync or settings.incremental or settings.dry_run):
+                raise AlreadySynced(settings.journal, done)
         if last is not None and last.state in (RunState.RUNNING, RunState.INTERRUPTED):
             if not abandon:
                 raise UnfinishedRun(settings.journal, last.id, last.started_at, redact_url(settings.base_url))

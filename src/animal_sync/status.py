@@ -115,6 +115,6 @@ def status(journal: Journal, run_id: int | None = None) -> Status:
         ),
         settled=settled(journal, run.id),
         message=(run.outcome or {}).get("message"),
-        process=writer_process(journal.path) if run.state == RunState.RUNNING else None,
+        process=writer_process(journal) if run.state == RunState.RUNNING else None,
         shard=None if shard is None else str(shard),
     )

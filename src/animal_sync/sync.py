@@ -27,7 +27,7 @@ from .config import Settings
 from .errors import JournalError
 from .fetch import Fetched, fetch
 from .incremental import Baseline
-from .journal import AnimalState, BatchState, Journal, NoRoomForAnswer, RunRow
+from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow
 from .listing import Listing
 from .outbox import Outbox
 from .outcomes import Action, Halt
@@ -69,6 +69,7 @@ class Sync:
         self.unbatched: list[int] = []
         self.listing = Listing(settings.shard)  # the pages this attempt asks for, and those it could not list
         self.unreachable: str | None = None
+        self.empty_pages: list[int] = []  # pages inside the claimed total that listed nothing: the total is not believed
         self.refused: str | None = None  # the API turned the credential away (401/403): set with `unreachable`
         # The data set is checked before anything of a resumed run is fetched or sent (upstream.py).
         self.check = UpstreamCheck()
@@ -129,15 +130,27 @@ class Sync:
             or self.check.changed is not None
             or self.check.failed is not None
             or self.outbox.no_room is not None
+            or bool(self.empty_pages)
         )
 
-    def _schedule_check(self, pool: ThreadPoolExecutor) -> None:
-        """List the baseline page again: its total and digest tell whether the upstream drew a new data set."""
-        if self.check.baseline is not None and any(kind == "check" for kind, _ in self.gets.values()):
+    def _check_in_flight(self) -> bool:
+        return any(kind == "check" for kind, _ in self.gets.values())
+
+    def _schedule_check(self, pool: ThreadPoolExecutor, page: int | None = None) -> None:
+        """List a page again (the baseline unless `page` is given): its total and digest tell whether the upstream
+        drew a new data set."""
+        if self.check.baseline is not None and self._check_in_flight():
             return
-        page = self.check.start(time.monotonic())
+        page = self.check.start(time.monotonic(), page)
         if page is not None:  # None: nothing listed yet, nothing to compare with
             self.gets[pool.submit(self.api.list_page, page)] = ("check", page)
+
+    def _waiting_batch(self) -> BatchRow | None:
+        """The next batch to send, if no check has vouched for the data set since it was built."""
+        if not self.outbox.to_post:
+            return None
+        head = self.outbox.to_post[0]
+        return None if self.check.covers(self.outbox.built_at(head)) else head
 
     def _listing_done(self) -> bool:
         return not self._pages_left() and not any(kind == "page" for kind, _ in self.gets.values())
@@ -151,6 +164,10 @@ class Sync:
         idle = not self.to_fetch and not self.gets  # nothing else to wait for: check at once
         if self.check.wanted(now, idle):
             self._schedule_check(pool)
+        waiting = self._waiting_batch()
+        if waiting is not None and not self._check_in_flight() and (self.check.failures == 0 or self.check.retry_due(now)):
+            # The next batch to send was built after the last check: list again a page it holds before it may go.
+            self._schedule_check(pool, self.journal.animal_page(self.run.id, waiting.ids[-1]))
         capacity = self.settings.workers * QUEUE_DEPTH
         low_water = self.settings.workers * 8  # list ahead only while the fetch queue runs low: memory stays flat
         pages_in_flight = sum(1 for kind, _ in self.gets.values() if kind == "page")
@@ -199,7 +216,7 @@ class Sync:
         self.counters[f"error_{kind}_failed"] += 1
         if kind == "check":
             self.log.warning("check_failed", page=key, reason=reason)
-            self.check.could_not_check(key, reason, time.monotonic())
+            self.check.could_not_check(key, reason, time.monotonic(), gating=self._waiting_batch() is not None)
             return
         if kind == "page":
             self.listing.failed[key] = reason
@@ -212,7 +229,7 @@ class Sync:
 
     def _upstream_changed(self, page: Page) -> bool:
         """Whether this listing shows another data set; the first time, count and log it."""
-        what = self.check.difference(page, self.progress.total_pages)
+        what = self.check.difference(page, self.progress.total_pages, self.journal.page_digest(self.run.id, page.page))
         if what is not None and self.check.change(what):
             self.counters["upstream_changed"] += 1
             self.log.error("upstream_changed", change=what)
@@ -221,7 +238,7 @@ class Sync:
     def _checked(self, page: Page) -> None:
         count_retries(self.counters, self.progress, page.retries)
         if not self._upstream_changed(page):
-            self.check.verified = True
+            self.check.same()
 
     def _listed(self, page: Page) -> None:
         count_retries(self.counters, self.progress, page.retries)
@@ -232,6 +249,10 @@ class Sync:
             self.listing.listed.add(page.page)
             self.progress.total_pages = page.total_pages
             self._plan_pages(page.total_pages)
+            return
+        if not page.ids and not page.bad_items:  # inside the claimed total, yet empty: the total is not believed
+            self.empty_pages.append(page.page)
+            self.log.error("empty_page", page=page.page, total_pages=page.total_pages)
             return
         room = None if self.settings.limit is None else self.settings.limit - self.progress.discovered
         new_ids = self.journal.record_page(
@@ -337,7 +358,7 @@ class Sync:
             if not stopping and self.check.verified and self.outbox.has_room():
                 try:
                     with self.journal.transaction():  # not fsynced: lost to a power cut, the batch is just pending
-                        due = self.outbox.due()
+                        due = self.outbox.due(self.check.covers)
                 except NoRoomForAnswer as exc:  # send nothing more; the answers in flight still have room
                     self.outbox.no_room = exc
             # Committed as `withheld`: a kill before serve_releases() leaves them unsent.
@@ -373,7 +394,8 @@ class Sync:
         }
         seen = Seen(
             refused=self.refused, changed=self.check.changed, unreachable=self.unreachable,
-            stopped=self.stop.is_set(), check_failed=self.check.failed,
+            stopped=self.stop.is_set(), check_failed=self.check.failed, empty_pages=tuple(self.empty_pages),
+            total_pages=self.progress.total_pages,
             listing_started=self.progress.total_pages is not None, failed_pages=self.listing.failed,
             dry_run=self.settings.dry_run,
         )

@@ -1,42 +1,29 @@
-"""Which process holds a journal for writing, read from the pid file a writer leaves beside it, never locked here."""
+"""Which process holds a journal for writing: liveness from the writer's lock, the pid only for people."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from .journal import writer_pid_path
+from .journal import Journal, read_side_file
 
 __all__ = ["WriterProcess", "writer_process"]
 
 
 @dataclass(frozen=True)
 class WriterProcess:
-    """The pid a writer left beside the journal, and whether that process is alive on this machine."""
+    """The pid a writer left beside the journal, and whether a writer holds the journal's lock now."""
 
     pid: int | None
     alive: bool
 
 
-def writer_process(journal_path: Path) -> WriterProcess:
-    """Which process holds the journal for writing, and whether it is alive on this machine.
+def writer_process(journal: Journal) -> WriterProcess:
+    """Which process holds the journal for writing, and whether it is alive.
 
-    Reads the pid a writer leaves beside the journal (`writer_pid_path`); the file is never locked
-    or created here, so a watcher cannot get in a writer's way. A pid from another host or container
-    cannot be checked and counts as alive: "gone" is only said when it is certain.
+    Liveness is the writer's lock itself (an flock on the journal file, dropped by the kernel when its process
+    dies), never the pid left beside the journal: a pid is reused (pid 1 in a container always exists) and says
+    nothing about a writer killed long ago. The pid is shown for people only. The probe holds a shared lock for
+    an instant and creates nothing, so a watcher never gets in a writer's way.
     """
-    try:
-        text = writer_pid_path(journal_path).read_text().strip()
-    except OSError:
-        return WriterProcess(None, False)  # no writer ever locked this journal
-    if not text.isdigit():
-        return WriterProcess(None, False)
-    pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return WriterProcess(pid, False)
-    except PermissionError:
-        pass  # someone else's live process
-    return WriterProcess(pid, True)
+    side = read_side_file(journal.path)
+    return WriterProcess(side.pid if side is not None else None, journal.writer_alive())

@@ -26,7 +26,7 @@ from typer.exceptions import TyperException
 
 from ..config import DEFAULT_JOURNAL
 from ..errors import (
-    AnimalSyncError, ConfigError, CredentialMissing, JournalEmpty, JournaledSettingsInvalid, JournalMissing,
+    AlreadySynced, AnimalSyncError, ConfigError, CredentialMissing, JournalEmpty, JournaledSettingsInvalid, JournalMissing,
     JournalNeedsUpgrade, NoRunToResume, PortTaken, UnfinishedRun,
 )
 from . import reports, sync, tools, web
@@ -103,6 +103,12 @@ def error_words(exc: AnimalSyncError) -> str:
         return (
             f"{exc}; continue it with {command('resume', journal=exc.path)}, or start over knowingly with"
             f" {command('run', '--abandon', journal=exc.path, base_url=exc.base_url)}"
+        )
+    if isinstance(exc, AlreadySynced):
+        return (
+            f"{exc}. Choose: {command('run', '--incremental', journal=exc.path, url=True)} posts only what is new or"
+            f" changed; {command('run', '--full-resync', journal=exc.path, url=True)} sends everything again,"
+            " knowingly; or give the new sync a journal of its own (--journal NEW.db)"
         )
     if isinstance(exc, (JournalMissing, JournalEmpty, NoRunToResume)):
         return f"{exc}; start a run with {command('run', journal=exc.path, url=True)}"

@@ -36,7 +36,7 @@ def run_demo(
     """
     if animals is not None:
         check_animal_count(animals)  # here, in one line, rather than as the child simulator's dying words
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".lock"):  # a fresh journal: nothing of an earlier demo stays beside it
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
     extra = ["--animals", str(animals)] if animals is not None else []
     with SimulatorProcess("--strict", "--chaos", str(chaos), *extra) as simulator:

@@ -22,7 +22,14 @@ from ..terminal import printable
 from ..union import UnionAudit, UnionStatus, partial_run
 from .suggest import command, plural
 
-__all__ = ["render_audit", "render_union_audit", "settled_line", "status_line", "status_table", "union_status_table"]
+__all__ = [
+    "render_audit", "render_union_audit", "settled_line", "status_hints", "status_line", "status_table", "union_status_table",
+]
+
+def status_hints(report: Status) -> list[str]:
+    """What to type next after the status table, as whole lines: a table cell would wrap a command in two."""
+    return [_gone()] if report.process and not report.process.alive else []
+
 
 def _gone() -> str:
     return f"no live process is running it (killed?): {command('resume')} continues it from the journal"
@@ -92,7 +99,7 @@ def status_table(report: Status) -> Table:
     if report.message:
         table.add_row("last outcome", _cell(report.message))
     if report.process and not report.process.alive:
-        table.add_row("process", Text(_gone(), style="bold red"))
+        table.add_row("process", Text("no live process is running it (killed?): see below", style="bold red"))
     return table
 
 

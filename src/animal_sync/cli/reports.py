@@ -66,7 +66,7 @@ def status(
     """
     from rich.console import Console
 
-    from .render import status_table, union_status_table
+    from .render import status_hints, status_table, union_status_table
     from ..status import Status
     from ..status import status as build_status
     from ..union import union_status
@@ -88,6 +88,8 @@ def status(
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         Console().print(status_table(report) if isinstance(report, Status) else union_status_table(report))
+        for line in status_hints(report) if isinstance(report, Status) else ():
+            typer.echo(line)
 
 
 def audit(journal: JournalsOpt = None, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:

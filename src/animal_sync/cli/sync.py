@@ -137,6 +137,8 @@ def next_steps(result: RunResult) -> str:
         return f": run {resume} when it is back"
     if outcome is RunOutcome.STOPPED:
         return f": run {resume} to continue"
+    if outcome is RunOutcome.EMPTY_PAGES:
+        return f": check the API, then {resume} lists them again"
     if outcome in (RunOutcome.CHECK_FAILED, RunOutcome.NEVER_LISTED):
         return f"; run {resume} to try again"
     if outcome is RunOutcome.EXCEPTIONS:
@@ -252,6 +254,7 @@ def run(
     incremental: Annotated[bool, typer.Option("--incremental", envvar="ANIMAL_SYNC_INCREMENTAL", help="Post only animals new or changed since the journal's earlier finished runs against this API; journal the rest `unchanged`.")] = False,
     shard: Annotated[Optional[str], typer.Option(envvar="ANIMAL_SYNC_SHARD", metavar="I/N", help="Sync only shard I of N (0-based): pages p with (p-1) % N == I, in this shard's own journal.")] = None,
     abandon: Annotated[bool, typer.Option("--abandon", help="Abandon the journal's unfinished run and start a new one.")] = False,
+    full_resync: Annotated[bool, typer.Option("--full-resync", help="Send every animal again, although a full sync against this API already finished in the journal (without it, such a `run` is refused).")] = False,
     hold_in_doubt: HoldOpt = False,
     log_format: LogFormatOpt = LogFormat.AUTO,
     quiet: QuietOpt = False,
@@ -272,7 +275,7 @@ def run(
     configure_logging(log_format, quiet=quiet)
     invoked(journal, base_url)
     _sync(
-        lambda **live: start_run(settings, abandon=abandon, **live), progress_reporter(progress, quiet, progress_every, limit),
+        lambda **live: start_run(settings, abandon=abandon, full_resync=full_resync, **live), progress_reporter(progress, quiet, progress_every, limit),
         "run", (journal, pushgateway, metrics_textfile),
     )
 

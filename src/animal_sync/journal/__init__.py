@@ -8,7 +8,7 @@ No SQL is written outside this package.
 
 from .browse import BatchSummary, Event, count_matching_animals, find_animals, find_batches, recent_events, runs
 from .journal import ANSWER_ROOM_BASE, ANSWER_ROOM_PER_ANIMAL, Journal, NoRoomForAnswer
-from .lock import writer_pid_path
+from .lock import SideFile, read_side_file, writer_pid_path
 from .queries import (
     AnimalRecord,
     ListedAnimal,
@@ -28,6 +28,7 @@ from .queries import (
 )
 from .rows import BatchRow, Delivery, RunRow, SettlementRow, now
 from .schema import MIGRATION_SET, migrations
+from .store import JournalRolledBack
 from .states import ANIMAL_TRANSITIONS, BATCH_TRANSITIONS, AnimalState, BatchState, Decision, RunState
 from .states import IllegalTransition, JournalChanged, check_animal_transition, check_batch_transition
 
@@ -48,12 +49,14 @@ __all__ = [
     "IllegalTransition",
     "Journal",
     "JournalChanged",
+    "JournalRolledBack",
     "ListedAnimal",
     "NoRoomForAnswer",
     "Orphan",
     "RunRow",
     "RunState",
     "SettlementRow",
+    "SideFile",
     "UnchangedClaim",
     "check_animal_transition",
     "check_batch_transition",
@@ -70,6 +73,7 @@ __all__ = [
     "now",
     "orphans",
     "posted_batch_sizes",
+    "read_side_file",
     "recent_events",
     "runs",
     "select_run",

@@ -33,6 +33,27 @@ class JournalReads(JournalFile):
         return run_row(row) if row else None
 
     @reading
+    def last_full_sync(self, base_url: str) -> RunRow | None:
+        """The latest finished run against this (redacted) API that posted, not a dry run: a full sync done."""
+        for row in self.db.query(
+            "SELECT * FROM runs WHERE state = ? AND base_url = ? ORDER BY id DESC", [RunState.FINISHED, base_url]
+        ):
+            run = run_row(row)
+            if not run.settings.get("dry_run"):
+                return run
+        return None
+
+    @reading
+    def check_integrity(self) -> None:
+        """Refuse a damaged journal (SQLite's quick_check): what it holds cannot be reasoned from."""
+        problems = [" ".join(row[0].split()) for row in self.db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise JournalError(
+                f"journal {self.path} is damaged ({'; '.join(problems)[:300]}); nothing was done:"
+                " restore it from a copy, or start a new journal"
+            )
+
+    @reading
     def attempt_url(self, run_id: int) -> str:
         """The API URL the run's latest attempt used (its first URL if no attempt recorded one)."""
         row = self.db.execute("SELECT coalesce(attempt_url, base_url) FROM runs WHERE id = ?", [run_id]).fetchone()
@@ -51,6 +72,18 @@ class JournalReads(JournalFile):
             "SELECT page, digest FROM pages WHERE run_id = ? ORDER BY page LIMIT 1", [run_id]
         ).fetchone()
         return (row[0], row[1]) if row else None
+
+    @reading
+    def page_digest(self, run_id: int, page: int) -> str | None:
+        """The digest journaled for a listed page (None: not listed, or listed before digests were kept)."""
+        row = self.db.execute("SELECT digest FROM pages WHERE run_id = ? AND page = ?", [run_id, page]).fetchone()
+        return row[0] if row else None
+
+    @reading
+    def animal_page(self, run_id: int, animal_id: int) -> int | None:
+        """The page that listed this animal first."""
+        row = self.db.execute("SELECT page FROM animals WHERE run_id = ? AND id = ?", [run_id, animal_id]).fetchone()
+        return row[0] if row else None
 
     @reading
     def bad_listing_items(self, run_id: int) -> list[dict[str, Any]]:

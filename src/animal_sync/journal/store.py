@@ -20,11 +20,25 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 from sqlite_utils import Database
 
-from ..errors import JournalEmpty, JournalError, JournalMissing, JournalNeedsUpgrade
-from .lock import lock_journal
+from ..errors import JournalEmpty, JournalError, JournalMissing
+from .lock import lock_is_held, lock_journal, read_side_file, write_side_file, writer_pid_path
 from .schema import migration_files, migrations
 
-__all__ = ["JournalFile", "atomic", "chunks", "placeholders", "reading"]
+__all__ = ["JournalFile", "JournalRolledBack", "atomic", "chunks", "placeholders", "reading"]
+
+
+class JournalRolledBack(JournalError):
+    """The journal holds fewer durable commits than its side file recorded: committed state was lost (a deleted
+    `-wal`, a copy restored over it), so nothing it says about what was sent can be trusted."""
+
+    def __init__(self, path: Path, recorded: int, found: int) -> None:
+        self.path, self.recorded, self.found = path, recorded, found
+        super().__init__(
+            f"journal {path} lost committed state: {writer_pid_path(path).name} records {recorded} durable commits,"
+            f" the journal holds {found} (was its -wal file deleted, or an older copy put in its place?);"
+            " it cannot say what was sent, so nothing was done: restore the missing -wal or a complete copy,"
+            " or start a new journal and reconcile with the API's owner"
+        )
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,13 +134,18 @@ class JournalFile:
         self.db = db
         self.path = path
         self.readonly = readonly
-        self._lock_fd = lock_fd  # the writer's flock on the journal file; closed after the connection
+        self._lock_fd = lock_fd  # the writer's flock on the journal file (a reader's probe); closed after the connection
+        self._mark: int | None = None  # the writer's durable commits (PRAGMA user_version), mirrored in the side file
+        self._recorded: int | None = None  # a reader: the mark the side file held before the connection opened
+        self._fresh = False  # a writer that created the file: a side file beside it belonged to a journal deleted since
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, exclusive: bool = False) -> Self:
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False, exclusive: bool = True) -> Self:
         """Open (and for writers create and migrate) a journal; every failure is a one-line JournalError.
 
-        `exclusive` takes the writer's lock first, so no process migrates a journal another one is using.
+        A writer takes the writer's lock first (`exclusive`, the default), so no process migrates or writes a journal
+        another one is using; `exclusive=False` is for tests that play a second writer on purpose. A reader never
+        writes: a journal of an older schema is read through a migrated copy in memory.
         """
         path = Path(path)
         lock_fd = None
@@ -135,7 +154,16 @@ class JournalFile:
                 raise JournalMissing(path)
             if not os.access(path, os.R_OK):
                 raise JournalError(f"journal {path} is not readable")
-            conn = sqlite3.connect(_read_only_uri(path), uri=True)
+            side = read_side_file(path)  # before the connection: its snapshot is then at least as new as the mark
+            try:  # held until the connection closes: closing another descriptor of the file drops SQLite's locks
+                lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise JournalError(f"journal {path}: {exc.strerror}") from None
+            try:
+                conn = sqlite3.connect(_read_only_uri(path), uri=True)
+            except sqlite3.Error as exc:
+                os.close(lock_fd)
+                raise JournalError(f"journal {path}: {exc}") from None
         else:
             if path.is_dir():
                 raise JournalError(f"journal path {path} is a directory")
@@ -145,6 +173,7 @@ class JournalFile:
                 raise JournalError(f"journal {path} is read-only")
             if not path.exists() and not os.access(path.parent, os.W_OK):
                 raise JournalError(f"cannot create journal in {path.parent}: directory is not writable")
+            fresh = not path.exists() or path.stat().st_size == 0  # a side file left beside no journal is stale
             if exclusive:
                 lock_fd = lock_journal(path)  # before SQLite opens the file: see lock_journal
             try:
@@ -154,7 +183,11 @@ class JournalFile:
                     os.close(lock_fd)
                 raise JournalError(f"journal {path}: {exc}") from None
         journal = cls(Database(conn), path, readonly, lock_fd)
+        if readonly and side is not None:
+            journal._recorded = side.mark
+        journal._fresh = not readonly and fresh
         try:
+            journal._check_mark()  # first: a rolled-back journal is not migrated, nor read
             journal._check_and_migrate()
         except sqlite3.OperationalError as exc:  # a journal that cannot be used now (disk full, I/O error, locked)
             journal.close()
@@ -182,14 +215,51 @@ class JournalFile:
         if self.readonly:
             if not tables:  # a 0-byte file, or an SQLite file nothing was ever written to
                 raise JournalEmpty(self.path)
-            if known - applied:
-                raise JournalNeedsUpgrade(self.path)
+            if known - applied:  # an older schema: read through a migrated copy, and the file stays as it was
+                memory = sqlite3.connect(":memory:")
+                self.db.conn.backup(memory)
+                self.db.conn.close()
+                self.db = Database(memory)
+                registry.apply(self.db)
             return
         self.db.enable_wal()
         # NORMAL: commits reach the OS at once, and transaction(durable=True) fsyncs where a power cut matters.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         registry.apply(self.db)
+
+    def _read_mark(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_mark(self) -> None:
+        """Refuse a journal that holds fewer durable commits than its side file recorded (JournalRolledBack).
+
+        The side file is written only after a durable commit is on disk, so a kill or a power cut leaves it at or
+        behind the journal: it is ahead only when commits the journal had made are gone.
+        """
+        found = self._read_mark()
+        if self.readonly:
+            recorded = self._recorded
+        elif self._lock_fd is None:
+            return  # a writer without the lock (tests) keeps no mark: it cannot vouch for one
+        else:
+            side = None if self._fresh else read_side_file(self.path)
+            recorded = side.mark if side is not None else None
+        if recorded is not None and recorded > found:
+            raise JournalRolledBack(self.path, recorded, found)
+        if self.readonly:
+            return
+        try:  # the writer's pid, for `status` and for the refusal a second writer gets
+            write_side_file(self.path, found, durable=False)
+        except OSError as exc:  # e.g. a side file another user left, in a directory shared by group
+            raise JournalError(f"cannot lock journal {self.path}: {writer_pid_path(self.path)}: {exc.strerror}") from None
+        self._mark = found
+
+    def writer_alive(self) -> bool:
+        """Whether a writer holds this journal now: this process, if it is the writer, or another one (its lock)."""
+        if not self.readonly:
+            return self._lock_fd is not None
+        return self._lock_fd is not None and lock_is_held(self._lock_fd)
 
     def __enter__(self) -> Self:
         return self
@@ -198,10 +268,25 @@ class JournalFile:
         self.close()
 
     def close(self) -> None:
+        """Close the connection, then let go of the lock. A writer whose every commit is checkpointed into the
+        journal itself removes its side file: nothing is left beside the journal, and no -wal holds anything."""
+        if self._mark is not None and self._lock_fd is not None and self._checkpointed():
+            try:
+                writer_pid_path(self.path).unlink()
+            except OSError:
+                pass  # already gone, or not ours to remove: it stays, harmless
         self.db.conn.close()
         if self._lock_fd is not None:  # only now: closing it earlier would drop SQLite's own locks on the file
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def _checkpointed(self) -> bool:
+        """Copy every commit from the -wal into the journal file and empty the -wal; True when all of it went."""
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return busy == 0
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -215,14 +300,23 @@ class JournalFile:
         try:
             if outermost:
                 self.db.execute("PRAGMA synchronous=FULL")  # only takes effect outside a transaction
+            marked = outermost and self._mark is not None
             try:
                 with self.db.atomic():
                     yield
+                    if marked:  # one more durable commit, counted inside it
+                        self.db.execute(f"PRAGMA user_version = {self._mark + 1}")
             finally:
                 if outermost:
                     self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
+        if marked:
+            self._mark += 1
+            try:  # after the commit is on disk: a kill between the two leaves the side file behind, never ahead
+                write_side_file(self.path, self._mark)
+            except OSError:
+                pass  # the side file keeps an older mark: a rollback to before it is still caught
 
     def room(self) -> int:
         """Bytes the journal can still grow by: free space on its file system, or less under a file size limit."""

@@ -104,10 +104,9 @@ class Trigger:
             return None
         try:
             with Journal.open(journal, readonly=True) as opened:
-                history = runs(opened)
+                history, writer = runs(opened), writer_process(opened)
         except JournalError:
             return None
-        writer = writer_process(Path(journal))
         if history and history[0].state is RunState.RUNNING and writer.alive:
             return f"run {history[0].id} of {journal} is running (pid {writer.pid}): one writer at a time"
         return None
