@@ -314,6 +314,8 @@ def run_scenario(name: str) -> dict[str, str]:
                 text = "\n".join(shown) + "\n"
                 if "ANIMAL_SYNC_BASE_URL" in env:  # the reader's runs use the default --base-url
                     text = text.replace(env["ANIMAL_SYNC_BASE_URL"], f"http://localhost:{DOC_PORT}")
+                    # A suggestion names --base-url only when it is not the default, which the reader's is.
+                    text = text.replace(f" --base-url http://localhost:{DOC_PORT}", "")
                 for port in ports:  # and the reader's `simulate` listens on 3123
                     text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{DOC_PORT}")
                 blocks[block] = text.replace(f"{cwd}/", "").replace(str(cwd), ".")
