@@ -28,7 +28,7 @@ from animal_sync.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator
 from conftest import assert_one_line, query, run_cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "operations.md"  # the cron and CronJob patterns
 BIN = Path(sys.executable).parent  # the venv's bin, where `animal-sync` is installed
 
 
@@ -55,9 +55,10 @@ def test_a_second_plain_run_is_refused_with_the_choices_and_sends_no_request(sim
             listener.accept()  # nobody connected: no request was sent
     assert code == 2
     assert_one_line(err, f"journal {journal} already holds run 1, a full sync against {url}")
-    for choice in (f"animal-sync run --incremental --journal {journal}", f"animal-sync run --full-resync --journal {journal}",
-                   "a journal of its own"):
-        assert choice in err
+    for flag in ("--incremental", "--full-resync"):  # each a runnable command on this journal (checked below)
+        commands = re.findall(r"`(animal-sync run [^`]+)`", err)
+        assert any(flag in c.split() and f"--journal {journal}" in c for c in commands), (flag, err)
+    assert "a journal of its own" in err
     assert query(journal, "SELECT count(*) FROM runs") == [(1,)]
 
 
@@ -129,6 +130,7 @@ def test_the_readme_patterns_sync_once_then_never_fully_again(simulator, tmp_pat
 
 # What each later step added, undone to rebuild a journal as an animal-sync of that step left it.
 UNDO = {
+    "0006_post_assumption": ["ALTER TABLE batches DROP COLUMN assumption"],
     "0005_incremental": ["ALTER TABLE animals DROP COLUMN delivered_run_id", "ALTER TABLE animals DROP COLUMN delivered_batch_id"],
     "0004_upstream_fingerprint": ["ALTER TABLE pages DROP COLUMN digest", "ALTER TABLE pages DROP COLUMN bad_items"],
     "0003_attempt_url": ["ALTER TABLE runs DROP COLUMN attempt_url"],

@@ -16,7 +16,7 @@ from rich.live import Live
 
 from ..journal import Journal, RunState
 from ..status import status
-from .render import status_line, status_table
+from .render import status_hints, status_line, status_table
 
 __all__ = ["watch_status"]
 
@@ -56,4 +56,6 @@ def watch_status(
                 sleep(interval)
     if not live_table:
         console.print(status_table(report))
+    for line in status_hints(report):
+        console.print(line, soft_wrap=True)
     return 1 if gone else 0
