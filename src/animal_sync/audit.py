@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .examine import examine
-from .incremental import unproven
 from .journal import (
     AnimalState,
     BatchState,
@@ -24,9 +23,10 @@ from .journal import (
     orphans,
     select_run,
     undelivered_animals,
+    UnchangedClaim,
     unchanged_claims,
+    unsettled_resends,
 )
-from .settle import unsettled_resends
 from .shards import WHOLE, journaled_shard
 from .plain import plain
 from .settled import SettledBatch, settled
@@ -187,3 +187,30 @@ def audit(journal: Journal, run_id: int | None = None) -> Audit:
         exceptions={kind: tuple(items) for kind, items in found.found.items()},
         process=writer_process(journal) if run.state == RunState.RUNNING else None,
     )
+
+
+# Only a delivery the API answered 2xx proves an unchanged animal; a person's settlement is a judgement, not proof.
+_DELIVERED_BATCH = (BatchState.POSTED,)
+_DELIVERED_ANIMAL = (AnimalState.POSTED,)
+
+
+def unproven(claim: UnchangedClaim) -> str | None:
+    """Why an unchanged animal's pointer does not prove it was delivered with this record, or None when it does."""
+    run, batch = claim.run_id, claim.batch_id
+    if run is None or batch is None:
+        return "no pointer to the delivery it repeats"
+    if claim.run_state is None:
+        return f"run {run} is not an earlier run of this journal"
+    if not claim.same_api:
+        return f"run {run} was against another API"
+    if claim.batch_run_id != run:
+        return f"batch {batch} is not a batch of run {run}"
+    if claim.batch_state not in _DELIVERED_BATCH:
+        return f"batch {batch} was not delivered (it is {claim.batch_state})"
+    if not claim.batch_holds_id or claim.prior_state not in _DELIVERED_ANIMAL or claim.prior_batch_id != batch:
+        return f"batch {batch} did not deliver id {claim.id}"
+    if claim.prior_transformed != claim.transformed:
+        return f"batch {batch} delivered another record of id {claim.id}"
+    if examine(claim.raw or b"", claim.id).transformed != claim.transformed:
+        return "its raw payload does not transform to the record it claims unchanged"
+    return None

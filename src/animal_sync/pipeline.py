@@ -20,8 +20,7 @@ from .attempt import Progress, RunOutcome, RunResult, Seen, conclude
 from .config import Settings
 from .contact import Unanswered, reach
 from .errors import AlreadySynced, JournalMissing, NoRunToResume, UnfinishedRun
-from .journal import AnimalState, BatchState, Journal, RunRow, RunState
-from .settle import unsettled_resends
+from .journal import AnimalState, BatchState, Journal, RunRow, RunState, unsettled_resends
 from .shards import WHOLE, check_same_shard, journaled_shard
 from .sync import Sync
 from .urls import redact_url

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .journal import BatchState, Decision, Journal
-from .settle import standing
+from .journal import BatchState, Decision, Journal, standing
 
 __all__ = ["SettledBatch", "settled"]
 

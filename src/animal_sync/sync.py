@@ -27,11 +27,10 @@ from .config import Settings
 from .errors import JournalError
 from .fetch import Fetched, fetch
 from .incremental import Baseline
-from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow
+from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, unsettled_resends
 from .listing import Listing
 from .outbox import Outbox
 from .outcomes import Action, Halt
-from .settle import unsettled_resends
 from .upstream import UpstreamCheck
 from .urls import redact_url
 

@@ -28,6 +28,7 @@ from .queries import (
 )
 from .rows import BatchRow, Delivery, RunRow, SettlementRow, now
 from .schema import MIGRATION_SET, migrations
+from .settlements import covers, standing, unsettled_resends
 from .store import JournalRolledBack
 from .states import ANIMAL_TRANSITIONS, BATCH_TRANSITIONS, AnimalState, BatchState, Decision, RunState
 from .states import IllegalTransition, JournalChanged, check_animal_transition, check_batch_transition
@@ -61,6 +62,7 @@ __all__ = [
     "check_animal_transition",
     "check_batch_transition",
     "count_matching_animals",
+    "covers",
     "delivered_records",
     "duplicate_deliverable_ids",
     "find_animals",
@@ -77,7 +79,9 @@ __all__ = [
     "recent_events",
     "runs",
     "select_run",
+    "standing",
     "undelivered_animals",
     "unchanged_claims",
+    "unsettled_resends",
     "writer_pid_path",
 ]

@@ -20,8 +20,7 @@ from typing import Any
 
 from ..audit import Audit, audit
 from ..errors import JournalError
-from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, recent_events, select_run
-from ..settle import unsettled_resends
+from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, recent_events, select_run, unsettled_resends
 from ..status import Status, plain, status
 
 __all__ = ["Fix", "JournalView", "LogLine", "Overview", "Sampler", "look"]
