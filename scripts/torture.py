@@ -52,7 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from animal_sync.api import HOME_PATH
+from animal_sync.client.api import HOME_PATH
 from animal_sync.journal import read_side_file, writer_pid_path
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig, exactly_once
 

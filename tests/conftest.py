@@ -27,7 +27,7 @@ import structlog
 from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
-from animal_sync.audit import audit
+from animal_sync.reports.audit import audit
 from animal_sync.simulator import Simulator, SimulatorConfig
 from continue_server import ContinueServer
 

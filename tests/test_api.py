@@ -1,4 +1,4 @@
-"""Tests for animal_sync.api: retry policies as values, outcomes under `responses`, and a real local socket server.
+"""Tests for animal_sync.client.api: retry policies as values, outcomes under `responses`, and a real local socket server.
 
 What `responses` can and cannot show (responses 0.26, urllib3 2.x): it replaces `HTTPAdapter.send`, so urllib3's
 connection pool never runs. It does re-implement the *status* half of the adapter's `max_retries` (a forcelisted
@@ -26,7 +26,7 @@ from continue_server import ContinueServer, Fate
 from urllib3 import HTTPResponse
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
-from animal_sync.api import (
+from animal_sync.client.api import (
     HOME_PATH,
     LIST_PATH,
     AnimalsApi,
@@ -34,10 +34,10 @@ from animal_sync.api import (
     FetchFailed,
 )
 from animal_sync.config import Settings
-from animal_sync.continue100 import BodyRelease, BodyWithheld, ContinueRetry
-from animal_sync.latency import MIN_SAMPLES
-from animal_sync.outcomes import PostOutcome, classify_answer
-from animal_sync.retry import get_retry, post_retry
+from animal_sync.client.continue100 import BodyRelease, BodyWithheld, ContinueRetry
+from animal_sync.client.latency import MIN_SAMPLES
+from animal_sync.client.outcomes import PostOutcome, classify_answer
+from animal_sync.client.retry import get_retry, post_retry
 
 BASE = "http://api.test"
 LIST_URL = BASE + LIST_PATH

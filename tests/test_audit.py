@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from animal_sync.audit import audit
+from animal_sync.reports.audit import audit
 from animal_sync.journal import Journal, RunState
 from animal_sync.journal import duplicate_deliverable_ids, orphans
 from animal_sync.cli.render import render_audit

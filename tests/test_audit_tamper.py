@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from animal_sync.config import Settings
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator, SimulatorConfig
 from conftest import audited, copy_of, query, tamper
 

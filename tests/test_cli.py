@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 
 from animal_sync.config import Settings
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 
 
 @pytest.mark.parametrize(
@@ -303,13 +303,13 @@ EXIT_CODES = {
 @pytest.mark.parametrize(("outcome", "code"), EXIT_CODES.items())
 def test_the_cli_decides_the_exit_code_from_the_run_s_outcome(outcome: str, code: int) -> None:
     from animal_sync.cli import exit_code
-    from animal_sync.pipeline import RunOutcome
+    from animal_sync.engine.pipeline import RunOutcome
 
     assert exit_code(RunOutcome(outcome)) == code
 
 
 def test_the_exit_code_table_above_names_every_outcome() -> None:
-    from animal_sync.pipeline import RunOutcome
+    from animal_sync.engine.pipeline import RunOutcome
 
     assert set(EXIT_CODES) == {str(outcome) for outcome in RunOutcome}
 

@@ -21,10 +21,10 @@ from conftest import cli, copy_of, query, run_cli, tamper
 from test_settle import lost_answer
 
 import animal_sync
-from animal_sync import contact
+from animal_sync.engine import contact
 from animal_sync.cli import app
 from animal_sync.config import Settings
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 PACKAGE = Path(animal_sync.__file__).parent

@@ -19,10 +19,10 @@ from conftest import cli
 from raw_servers import Conduct, RawServer
 from structlog.testing import capture_logs
 
-from animal_sync.api import HOME_PATH, LIST_PATH, AnimalsApi, FetchFailed
+from animal_sync.client.api import HOME_PATH, LIST_PATH, AnimalsApi, FetchFailed
 from animal_sync.config import Settings
-from animal_sync.continue100 import BodyRelease
-from animal_sync.outcomes import PostOutcome
+from animal_sync.client.continue100 import BodyRelease
+from animal_sync.client.outcomes import PostOutcome
 
 PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 

@@ -14,9 +14,9 @@ import pytest
 
 from animal_sync.cli import main
 from animal_sync.config import Settings
-from animal_sync.export import CSV_FIELDS, ExportFormat, Payload, export, export_to_path
+from animal_sync.reports.export import CSV_FIELDS, ExportFormat, Payload, export, export_to_path
 from animal_sync.journal import AnimalState, Journal
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.journal import iter_animals
 from animal_sync.simulator import Simulator, SimulatorConfig
 

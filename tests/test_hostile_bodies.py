@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from animal_sync.api import AnimalsApi, FetchFailed
+from animal_sync.client.api import AnimalsApi, FetchFailed
 from animal_sync.config import Settings
 from animal_sync.examine import examine
 from conftest import audited, query, run_cli, tamper

@@ -13,10 +13,10 @@ import pytest
 
 from animal_sync.cli import main
 from animal_sync.config import Settings
-from animal_sync.html_report import render_html, report_data, svg_columns, throughput
+from animal_sync.reports.html_report import render_html, report_data, svg_columns, throughput
 from animal_sync.journal import BatchState, Decision, Journal
-from animal_sync.pipeline import RunOutcome, start_run
-from animal_sync.settle import settle
+from animal_sync.engine.pipeline import RunOutcome, start_run
+from animal_sync.reports.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 
 

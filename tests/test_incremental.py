@@ -12,8 +12,8 @@ import pytest
 
 from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, Decision, Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
-from animal_sync.settle import settle
+from animal_sync.engine.pipeline import Progress, RunOutcome, resume_run, start_run
+from animal_sync.reports.settle import settle
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 from conftest import assert_exactly_once, audited, copy_of, delivered_ids, query, run_cli, settings, tamper
 

@@ -1,4 +1,4 @@
-"""Tests for animal_sync.latency: the GET cut follows the answers seen, within its floor and ceiling, and cannot get
+"""Tests for animal_sync.client.latency: the GET cut follows the answers seen, within its floor and ceiling, and cannot get
 stuck below the API's pace: repeated cuts raise it (issue 19)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from animal_sync import latency
-from animal_sync.attempt import RunOutcome
+from animal_sync.client import latency
+from animal_sync.engine.attempt import RunOutcome
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
-from animal_sync.latency import CUTS_TO_RAISE, MIN_SAMPLES, RECOMPUTE_EVERY, AdaptiveCut
-from animal_sync.pipeline import start_run
+from animal_sync.client.latency import CUTS_TO_RAISE, MIN_SAMPLES, RECOMPUTE_EVERY, AdaptiveCut
+from animal_sync.engine.pipeline import start_run
 
 
 def feed(cut: AdaptiveCut, seconds: float, count: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from animal_sync.listing import Listing
+from animal_sync.engine.listing import Listing
 from animal_sync.shards import Shard
 
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from animal_sync.config import Settings
 from animal_sync.logs import LogFormat, configure_logging, resolve_format
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 
 
 def test_every_run_event_carries_run_id_and_batch_events_batch_id(simulator, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from animal_sync.config import Settings
 from animal_sync.journal import migrations
 from animal_sync.journal.schema import migration_files
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator
 from conftest import assert_one_line, query, run_cli
 

@@ -14,16 +14,16 @@ import pytest
 from continue_server import ContinueServer, Fate
 from structlog.testing import capture_logs
 
-from animal_sync import upstream
+from animal_sync.engine import upstream
 from animal_sync.config import Settings
-from animal_sync.contact import Unanswered
+from animal_sync.engine.contact import Unanswered
 from animal_sync.errors import ApiNotReached, JournalError, UnfinishedRun
 from animal_sync.journal import BatchState, Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
-from animal_sync.audit import audit
+from animal_sync.engine.pipeline import Progress, RunOutcome, RunResult, resume_run, start_run
+from animal_sync.reports.audit import audit
 from animal_sync.cli.render import render_audit
-from animal_sync.html_report import render_html, report_data
-from animal_sync.status import status
+from animal_sync.reports.html_report import render_html, report_data
+from animal_sync.reports.status import status
 from animal_sync.simulator import Chaos, Simulator, SimulatorConfig
 from conftest import FAST, assert_exactly_once, audited, query, settings, wait_until
 

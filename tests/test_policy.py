@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from animal_sync.api import Page
-from animal_sync.continue100 import BodyRelease
+from animal_sync.client.api import Page
+from animal_sync.client.continue100 import BodyRelease
 from animal_sync.examine import examine
-from animal_sync.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify, proven_repeat
-from animal_sync.upstream import CHECK_TRIES, RECHECK_EVERY, RECHECK_SECONDS, UpstreamCheck
+from animal_sync.client.outcomes import Action, Halt, PostOutcome, PostResult, Verdict, classify, proven_repeat
+from animal_sync.engine.upstream import CHECK_TRIES, RECHECK_EVERY, RECHECK_SECONDS, UpstreamCheck
 
 O = PostOutcome
 

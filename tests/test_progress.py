@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 
 from animal_sync.cli import main
 from animal_sync.logs import LogFormat, configure_logging
-from animal_sync.pipeline import Progress
-from animal_sync.progress import (
+from animal_sync.engine.pipeline import Progress
+from animal_sync.cli.progress import (
     ProgressBars,
     ProgressLog,
     ProgressMode,

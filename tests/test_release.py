@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from animal_sync.release import ReleaseDesk
+from animal_sync.engine.release import ReleaseDesk
 
 
 def test_a_request_wakes_the_coordinator_and_waits_for_its_answer() -> None:

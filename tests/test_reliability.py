@@ -33,11 +33,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import animal_sync
-from animal_sync.api import AnimalsApi, FetchFailed
+from animal_sync.client.api import AnimalsApi, FetchFailed
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, resume_run, start_run
-from animal_sync.status import status
+from animal_sync.engine.pipeline import Progress, RunOutcome, resume_run, start_run
+from animal_sync.reports.status import status
 from animal_sync.simulator import HUGE_BODY_BYTES, UNICODE_NAME, Chaos, Fault, Simulator
 from conftest import (
     FAST, assert_exactly_once, assert_one_line, audited, cli, delivered_ids, in_doubt_ids, query, run_cli, settings,

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from animal_sync import settle as settle_module
+from animal_sync.reports import settle as settle_module
 from animal_sync.config import Settings
 from animal_sync.journal import AnimalState, BatchRow, BatchState, Decision, IllegalTransition, Journal, RunState
-from animal_sync.pipeline import RunOutcome, resume_run, start_run
-from animal_sync.audit import audit
+from animal_sync.engine.pipeline import RunOutcome, resume_run, start_run
+from animal_sync.reports.audit import audit
 from animal_sync.cli.render import render_audit
-from animal_sync.settle import BlankReason, NoResendHere, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
+from animal_sync.reports.settle import BlankReason, NoResendHere, NothingInDoubt, NotSettleable, UnknownBatch, current_user, settle
 from animal_sync.simulator import Chaos, Simulator
 from animal_sync.transform import canonical_json, transform
 from conftest import assert_one_line, run_cli, wait_until

@@ -14,10 +14,10 @@ import pytest
 from animal_sync.config import Settings
 from animal_sync.errors import ConfigError
 from animal_sync.journal import Journal
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.shards import Shard
 from animal_sync.simulator import Simulator, SimulatorConfig
-from animal_sync.union import union_audit
+from animal_sync.reports.union import union_audit
 from conftest import assert_one_line, query, run_cli, tamper
 
 N = 4

@@ -15,12 +15,12 @@ import pytest
 
 # Loaded by then, each would cost a run start-up time for something it never uses before its first request.
 NOT_BEFORE_FIRST_REQUEST = (
-    "animal_sync.audit",  # reports: a finished run's resume asks them, a run does not
-    "animal_sync.status",
+    "animal_sync.reports.audit",  # reports: a finished run's resume asks them, a run does not
+    "animal_sync.reports.status",
     "animal_sync.cli.render",
-    "animal_sync.union",
+    "animal_sync.reports.union",
     "animal_sync.cli.watch",
-    "animal_sync.html_report",
+    "animal_sync.reports.html_report",
     "animal_sync.simulator.app",  # the served simulator (its package and `data`, the --fault kinds, are light)
     "animal_sync.simulator.server",
     "animal_sync.simulator.models",
@@ -28,7 +28,7 @@ NOT_BEFORE_FIRST_REQUEST = (
     "animal_sync.cli.demo",
     "animal_sync.web",  # serve and the metrics: loaded only when asked for
     "prometheus_client",
-    "animal_sync.bars",  # Rich's live display: only for bars on a terminal
+    "animal_sync.cli.bars",  # Rich's live display: only for bars on a terminal
     "rich.progress",
     "rich.live",
     "uvicorn",
@@ -67,7 +67,7 @@ def modules_at_first_request(tmp_path: Path, *flags: str) -> set[str]:
 )
 def test_run_loads_no_report_simulator_or_bars_before_its_first_request(tmp_path: Path, flags: tuple[str, ...]) -> None:
     loaded = modules_at_first_request(tmp_path, *flags)
-    assert "requests" in loaded and "animal_sync.pipeline" in loaded  # the child did reach the first request
+    assert "requests" in loaded and "animal_sync.engine.pipeline" in loaded  # the child did reach the first request
     early = sorted(name for name in loaded if name.startswith(NOT_BEFORE_FIRST_REQUEST))
     assert early == []
 
@@ -76,5 +76,5 @@ def test_importing_the_cli_loads_no_engine_report_or_simulator() -> None:
     """`--help`, a bad flag and `status` pay nothing for the engine or the simulator either."""
     code = "import json, sys; import animal_sync.cli; print(json.dumps(sorted(sys.modules)))"
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
-    heavy = ("animal_sync.pipeline", "animal_sync.api", "requests", *NOT_BEFORE_FIRST_REQUEST)
+    heavy = ("animal_sync.engine.pipeline", "animal_sync.client.api", "requests", *NOT_BEFORE_FIRST_REQUEST)
     assert sorted(name for name in loaded if name.startswith(heavy)) == []

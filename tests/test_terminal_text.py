@@ -19,7 +19,7 @@ SHOWN = "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\u202e [/bold] [link=http://evil
 
 
 def test_printable_escapes_controls_and_keeps_everything_else() -> None:
-    from animal_sync.terminal import printable  # here, so the old code fails this test, not the module's import
+    from animal_sync.cli.terminal import printable  # here, so the old code fails this test, not the module's import
 
     assert printable(HOSTILE) == SHOWN
     assert printable("Ñandú 🐦 Straße, tab\there") == "Ñandú 🐦 Straße, tab\\x09here"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 from animal_sync.config import Settings
 from animal_sync.journal import Journal, RunState
-from animal_sync.pipeline import Progress, RunOutcome, start_run
+from animal_sync.engine.pipeline import Progress, RunOutcome, start_run
 from animal_sync.simulator import Simulator
 from animal_sync.simulator.data import generate_animal
 from conftest import run_cli

@@ -22,7 +22,9 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util.retry import Retry
 
-from animal_sync import continue100, deadline
+from animal_sync.client import continue100
+
+from animal_sync.client import deadline
 
 P = inspect.Parameter
 

@@ -30,6 +30,6 @@ def test_redact_url_keeps_an_ipv6_host_a_url():
 
 def test_config_does_not_import_the_api_client() -> None:
     """The api-config import cycle is over: settings load without the HTTP client."""
-    probe = "import sys, animal_sync.config; print('animal_sync.api' in sys.modules)"
+    probe = "import sys, animal_sync.config; print('animal_sync.client.api' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"

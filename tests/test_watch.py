@@ -16,10 +16,10 @@ from rich.console import Console
 from animal_sync.cli import main
 from animal_sync.config import Settings
 from animal_sync.journal import Journal
-from animal_sync.pipeline import RunOutcome, start_run
+from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.cli.render import status_table
-from animal_sync.status import status
-from animal_sync.writer import WriterProcess, writer_process
+from animal_sync.reports.status import status
+from animal_sync.reports.writer import WriterProcess, writer_process
 from animal_sync.cli.watch import watch_status
 from conftest import wait_until
 

@@ -7,6 +7,11 @@ Ctrl-C, SIGTERM or SIGHUP.
 This module is the app and its entry point: the commands in the order `--help` lists them, and every error a
 person can cause worded as one line. The commands live by what they do: sync.py (run, resume, settle), reports.py
 (status, audit, export, report), tools.py (demo, simulate), web.py (serve); options.py holds the options they share.
+The other modules are the CLI's words and renderings: suggest.py (commands to type next, runnable as printed),
+render.py (the text of reports), progress.py and bars.py (progress), watch.py (`status --watch`), terminal.py
+(text from the journal made safe for a terminal), demo.py (`demo`).
+It may import any part, and it must never be imported by one: the library speaks no CLI (tests/test_cli_words.py,
+tests/test_layout.py).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..errors import (
     JournalNeedsUpgrade, NoRunToResume, PortTaken, UnfinishedRun,
 )
 from . import reports, sync, tools, web
-from ..settle import NoResendHere
+from ..reports.settle import NoResendHere
 from .suggest import command, invoked
 from .sync import exit_code, stop_on_signals
 

@@ -11,10 +11,10 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from ..audit import audit
+from ..reports.audit import audit
 from ..config import Settings
 from ..journal import Journal
-from ..pipeline import start_run
+from ..engine.pipeline import start_run
 from ..simulator import SimulatorProcess, check_animal_count, exactly_once
 from .render import render_audit
 from .suggest import command

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..logs import LogFormat
-from ..progress import OnProgress, ProgressMode
+from .progress import OnProgress, ProgressMode
 
 __all__ = [
     "HoldOpt",
@@ -64,7 +64,7 @@ HoldOpt = Annotated[
 
 def progress_reporter(mode: ProgressMode, quiet: bool, every: float, limit: int | None = None) -> AbstractContextManager[OnProgress | None]:
     """The `on_progress` callback to hand the pipeline, live for the length of a `with` block."""
-    from ..progress import choose_mode, reporting
+    from .progress import choose_mode, reporting
 
     console = None
     if mode is ProgressMode.BARS or (mode is ProgressMode.AUTO and not quiet):

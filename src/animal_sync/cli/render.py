@@ -12,14 +12,14 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..audit import Audit
+from ..reports.audit import Audit
 from ..journal import BatchState, Decision
-from ..plain import plain
-from ..settled import SettledBatch
+from ..reports.plain import plain
+from ..reports.settled import SettledBatch
 from ..shards import PAGE_SIZE
-from ..status import Status
-from ..terminal import printable
-from ..union import UnionAudit, UnionStatus, partial_run
+from ..reports.status import Status
+from .terminal import printable
+from ..reports.union import UnionAudit, UnionStatus, partial_run
 from .suggest import command, plural
 
 __all__ = [

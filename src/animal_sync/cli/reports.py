@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import DEFAULT_JOURNAL
-from ..export import ExportFormat, Payload
+from ..reports.export import ExportFormat, Payload
 from ..journal import AnimalState, Journal
 from .options import JournalOpt, JournalsOpt, JsonOpt, RunOpt
 from .suggest import invoked
@@ -67,9 +67,9 @@ def status(
     from rich.console import Console
 
     from .render import status_hints, status_table, union_status_table
-    from ..status import Status
-    from ..status import status as build_status
-    from ..union import union_status
+    from ..reports.status import Status
+    from ..reports.status import status as build_status
+    from ..reports.union import union_status
 
     journals = _several(journal, run_id, "--watch" if watch else None)
     invoked(journals[0])
@@ -95,10 +95,10 @@ def status(
 def audit(journal: JournalsOpt = None, as_json: JsonOpt = False, run_id: RunOpt = None) -> None:
     """Prove every discovered animal was posted exactly once; exit 0 only when there is no exception. With several
     journals (one per shard), prove their union: all shards, and every id listed and posted exactly once across them."""
-    from ..audit import Audit
-    from ..audit import audit as build_audit
+    from ..reports.audit import Audit
+    from ..reports.audit import audit as build_audit
     from .render import render_audit, render_union_audit
-    from ..union import union_audit
+    from ..reports.union import union_audit
 
     journals = _several(journal, run_id)
     invoked(journals[0])
@@ -120,8 +120,8 @@ def export(
     run_id: RunOpt = None,
 ) -> None:
     """Stream a run's animals from the journal as JSON lines or CSV, in constant memory."""
-    from ..export import export as export_records
-    from ..export import export_to_path
+    from ..reports.export import export as export_records
+    from ..reports.export import export_to_path
 
     with _readonly(journal) as opened:
         options = {"fmt": fmt, "what": what, "states": state or (), "run_id": run_id}
@@ -142,7 +142,7 @@ def report(
     run_id: RunOpt = None,
 ) -> None:
     """Write a run's report as one HTML page: summary, charts, retries and errors, the audit's exceptions."""
-    from ..html_report import write_html_report
+    from ..reports.html_report import write_html_report
 
     with _readonly(journal) as opened:
         data = write_html_report(opened, html, run_id)

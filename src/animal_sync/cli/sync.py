@@ -19,16 +19,16 @@ import typer
 from ..config import DEFAULT_BASE_URL, DEFAULT_JOURNAL, Settings
 from ..errors import ApiNotReached
 from ..logs import LogFormat, configure_logging
-from ..progress import DEFAULT_EVERY, OnProgress, ProgressMode
+from .progress import DEFAULT_EVERY, OnProgress, ProgressMode
 from ..shards import Shard
 from .web import MetricsTextfileOpt, PushgatewayOpt, publish_metrics
 from .options import HoldOpt, JournalOpt, LogFormatOpt, ProgressEveryOpt, ProgressOpt, QuietOpt, progress_reporter
 from .suggest import command, invoked
 
 if TYPE_CHECKING:
-    from ..attempt import Progress
-    from ..contact import Unanswered
-    from ..pipeline import RunOutcome, RunResult
+    from ..engine.attempt import Progress
+    from ..engine.contact import Unanswered
+    from ..engine.pipeline import RunOutcome, RunResult
 
 __all__ = ["STOP_SIGNALS", "StopSignals", "exit_code", "resume", "run", "settle", "stop_on_signals"]
 
@@ -111,7 +111,7 @@ def _in_worker(call: Callable[[], RunResult], signals: StopSignals) -> RunResult
 
 def exit_code(outcome: RunOutcome) -> int:
     """The shell's word for how an attempt ended: 0 clean, 2 a credential to fix first, 130 stopped, else 1."""
-    from ..pipeline import RunOutcome
+    from ..engine.pipeline import RunOutcome
 
     if outcome is RunOutcome.CLEAN:
         return 0
@@ -124,7 +124,7 @@ def exit_code(outcome: RunOutcome) -> int:
 
 def next_steps(result: RunResult) -> str:
     """What to type next after an attempt, each command with this invocation's journal (and API, for a `run`)."""
-    from ..pipeline import RunOutcome
+    from ..engine.pipeline import RunOutcome
 
     resume = command("resume")
     outcome = result.outcome
@@ -264,7 +264,7 @@ def run(
     metrics_textfile: MetricsTextfileOpt = None,
 ) -> None:
     """Start a new sync run (the bearer token, if any, comes from ANIMAL_SYNC_TOKEN)."""
-    from ..pipeline import start_run
+    from ..engine.pipeline import start_run
 
     settings = Settings(
         base_url=base_url, journal=journal, workers=workers, post_workers=post_workers, batch_size=batch_size,
@@ -294,7 +294,7 @@ def resume(
     metrics_textfile: MetricsTextfileOpt = None,
 ) -> None:
     """Continue the last unfinished run from the journal alone (the token, if any, again from ANIMAL_SYNC_TOKEN); in-doubt batches are re-sent unless held."""
-    from ..pipeline import resume_run
+    from ..engine.pipeline import resume_run
 
     configure_logging(log_format, quiet=quiet)
     overrides = {
@@ -320,8 +320,8 @@ def settle(
 ) -> None:
     """Decide about batches whose POST outcome is unknown: delivered, or to be sent again. Needs the journal to itself."""
     from ..journal import Decision
-    from ..settle import open_for_settling
-    from ..settle import settle as settle_batches
+    from ..reports.settle import open_for_settling
+    from ..reports.settle import settle as settle_batches
 
     if delivered == resend:
         raise typer.BadParameter("pass exactly one of --delivered and --resend")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..logs import LogFormat, configure_logging
-from ..progress import DEFAULT_EVERY, ProgressMode
+from .progress import DEFAULT_EVERY, ProgressMode
 from ..simulator.data import Fault
 from .options import ProgressOpt, progress_reporter
 from .suggest import command, invoked

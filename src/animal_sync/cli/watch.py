@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.live import Live
 
 from ..journal import Journal, RunState
-from ..status import status
+from ..reports.status import status
 from .render import status_hints, status_line, status_table
 
 __all__ = ["watch_status"]

@@ -3,6 +3,9 @@
 states.py holds the states and their transition tables; store.py opens a journal file (lock.py, schema.py);
 reads.py and journal.py are its reads and writes, rows.py the values they return; queries.py the reports' reads,
 browse.py those of the live page (`serve`).
+settlements.py holds the rule that says whether a person's settlement still accounts for a batch.
+It must never import the HTTP client, the engine, the reports, the CLI, the web page or the simulator: storage
+knows no HTTP and no words for people (tests/test_layout.py).
 No SQL is written outside this package.
 """
 

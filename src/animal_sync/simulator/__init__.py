@@ -42,6 +42,8 @@ Every animal is derived from (seed, id) on demand: a million animals cost a byte
 Its modules: `data` (animals and faults), `ledger` (deliveries and their judge), `models` (the real server's
 pydantic models and FastAPI's answer path), `app` (the Starlette app: chaos middleware, routes, state), `server`
 (uvicorn in a thread: `Simulator`) and `process` (`serve` and `SimulatorProcess`).
+It must never import the client, the engine, the journal, the reports, the CLI, the web page, nor `transform` or
+`examine`: it judges deliveries with its own code (tests/test_layout.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..status import plain
+from ..reports.status import plain
 from .animals import search
 from .metrics import registry_for
 from .overview import Sampler

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from ..errors import JournalError
 from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, runs
-from ..status import status
+from ..reports.status import status
 from .overview import AUDITS
 
 __all__ = ["JOB", "JournalCollector", "push", "registry_for", "write_textfile"]

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..audit import Audit, audit
+from ..reports.audit import Audit, audit
 from ..errors import JournalError
 from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, recent_events, select_run, unsettled_resends
-from ..status import Status, plain, status
+from ..reports.status import Status, plain, status
 
 __all__ = ["Fix", "JournalView", "LogLine", "Overview", "Sampler", "look"]
 

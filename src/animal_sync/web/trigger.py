@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import JournalError
 from ..journal import Journal, RunState, runs
-from ..status import writer_process
+from ..reports.status import writer_process
 
 __all__ = ["EARLY_SECONDS", "Child", "Launch", "Trigger"]
 

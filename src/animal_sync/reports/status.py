@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .journal import AnimalState, BatchState, Journal, RunState, select_run
+from ..journal import AnimalState, BatchState, Journal, RunState, select_run
 from .plain import plain
 from .settled import SettledBatch, settled
-from .shards import WHOLE, journaled_shard
+from ..shards import WHOLE, journaled_shard
 from .writer import WriterProcess, writer_process
 
 # SettledBatch, WriterProcess, plain, settled and writer_process live in their own modules (settled, writer,

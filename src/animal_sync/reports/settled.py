@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .journal import BatchState, Decision, Journal, standing
+from ..journal import BatchState, Decision, Journal, standing
 
 __all__ = ["SettledBatch", "settled"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .api import AnimalsApi, BodyTooLarge
-from .examine import examine
+from ..client.api import AnimalsApi, BodyTooLarge
+from ..examine import examine
 
 __all__ = ["Fetched", "fetch"]
 

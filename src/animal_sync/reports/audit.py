@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .examine import examine
-from .journal import (
+from ..examine import examine
+from ..journal import (
     AnimalState,
     BatchState,
     Journal,
@@ -27,7 +27,7 @@ from .journal import (
     unchanged_claims,
     unsettled_resends,
 )
-from .shards import WHOLE, journaled_shard
+from ..shards import WHOLE, journaled_shard
 from .plain import plain
 from .settled import SettledBatch, settled
 from .writer import WriterProcess, writer_process

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .api import AnimalsApi
+from ..client.api import AnimalsApi
 from .attempt import Progress, count_retries
-from .config import Settings
-from .errors import JournalError
-from .journal import BatchRow, BatchState, Journal, NoRoomForAnswer
-from .outcomes import Action, PostResult, Verdict, classify, proven_repeat
+from ..config import Settings
+from ..errors import JournalError
+from ..journal import BatchRow, BatchState, Journal, NoRoomForAnswer
+from ..client.outcomes import Action, PostResult, Verdict, classify, proven_repeat
 from .release import ReleaseDesk
 
 __all__ = ["Outbox"]

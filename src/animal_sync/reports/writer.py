@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .journal import Journal, read_side_file
+from ..journal import Journal, read_side_file
 
 __all__ = ["WriterProcess", "writer_process"]
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .bars import ProgressBars
-    from .pipeline import Progress
+    from ..engine.pipeline import Progress
 
 __all__ = [
     "DEFAULT_EVERY",

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .api import AnimalsApi
+from ..client.api import AnimalsApi
 from .attempt import Progress, RunOutcome, RunResult, Seen, conclude
-from .config import Settings
+from ..config import Settings
 from .contact import Unanswered, reach
-from .errors import AlreadySynced, JournalMissing, NoRunToResume, UnfinishedRun
-from .journal import AnimalState, BatchState, Journal, RunRow, RunState, unsettled_resends
-from .shards import WHOLE, check_same_shard, journaled_shard
+from ..errors import AlreadySynced, JournalMissing, NoRunToResume, UnfinishedRun
+from ..journal import AnimalState, BatchState, Journal, RunRow, RunState, unsettled_resends
+from ..shards import WHOLE, check_same_shard, journaled_shard
 from .sync import Sync
-from .urls import redact_url
+from ..urls import redact_url
 
 __all__ = ["Progress", "RunOutcome", "RunResult", "resume_run", "start_run"]
 

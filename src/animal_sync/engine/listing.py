@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .shards import WHOLE, Shard
+from ..shards import WHOLE, Shard
 
 __all__ = ["Listing"]
 

@@ -22,7 +22,7 @@ from rich.text import Text
 from .progress import expected_animals
 
 if TYPE_CHECKING:
-    from .pipeline import Progress
+    from ..engine.pipeline import Progress
 
 __all__ = ["ProgressBars", "RateColumn"]
 

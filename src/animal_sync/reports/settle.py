@@ -18,8 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import JournalError
-from .journal import BatchRow, BatchState, Decision, Journal, RunRow, RunState, SettlementRow, covers, select_run
+from ..errors import JournalError
+from ..journal import BatchRow, BatchState, Decision, Journal, RunRow, RunState, SettlementRow, covers, select_run
 
 __all__ = [
     "BlankReason",

@@ -24,7 +24,7 @@ RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 RETRY_AFTER_MAX = 30  # seconds: honour Retry-After, but never let one answer park a worker for hours
 LOUD_WAIT = 2.0  # seconds: a wait between tries at least this long is logged, so a quiet run is never a mystery
 
-_log = structlog.get_logger("animal_sync.retry")
+_log = structlog.get_logger("animal_sync.client.retry")
 
 
 class RetryStopped(Abandoned):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .api import Page
+from ..client.api import Page
 
 __all__ = ["CHECK_TRIES", "RECHECK_EVERY", "RECHECK_SECONDS", "UpstreamCheck"]
 

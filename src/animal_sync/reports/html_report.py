@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import OutputError
+from .. import __version__
+from ..errors import OutputError
 from .audit import Audit, audit
-from .journal import AnimalState, Journal, last_posted_at, posted_batch_sizes, select_run
+from ..journal import AnimalState, Journal, last_posted_at, posted_batch_sizes, select_run
 from .status import SettledBatch, Status, plain, status
 
 __all__ = ["ReportData", "Throughput", "render_html", "report_data", "svg_columns", "svg_hbars", "throughput", "write_html_report"]

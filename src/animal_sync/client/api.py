@@ -22,8 +22,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
 
-from .config import Settings
-from .urls import redact_url
+from ..config import Settings
+from ..urls import redact_url
 from .deadline import Abandoned, Watchdog, guarded_pool_classes
 from .latency import AdaptiveCut
 from .continue100 import (

@@ -21,18 +21,18 @@ from typing import Any
 
 import structlog
 
-from .api import AnimalsApi, ApiUnreachable, CredentialRefused, FetchFailed, Page
+from ..client.api import AnimalsApi, ApiUnreachable, CredentialRefused, FetchFailed, Page
 from .attempt import Progress, RunResult, Seen, conclude, count_retries
-from .config import Settings
-from .errors import JournalError
+from ..config import Settings
+from ..errors import JournalError
 from .fetch import Fetched, fetch
 from .incremental import Baseline
-from .journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, unsettled_resends
+from ..journal import AnimalState, BatchRow, BatchState, Journal, NoRoomForAnswer, RunRow, unsettled_resends
 from .listing import Listing
 from .outbox import Outbox
-from .outcomes import Action, Halt
+from ..client.outcomes import Action, Halt
 from .upstream import UpstreamCheck
-from .urls import redact_url
+from ..urls import redact_url
 
 __all__ = ["Sync"]
 

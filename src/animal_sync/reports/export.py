@@ -31,8 +31,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import OutputError
-from .journal import AnimalState, Journal, iter_animals, select_run
+from ..errors import OutputError
+from ..journal import AnimalState, Journal, iter_animals, select_run
 
 __all__ = ["CSV_FIELDS", "ExportFormat", "Payload", "export", "export_rows", "export_to_path", "write_csv", "write_jsonl"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit import Audit, Exceptions, audit
-from .journal import AnimalState, Journal, listed_animals, select_run
-from .shards import PAGE_SIZE, WHOLE, Shard, journaled_shard, page_of
+from ..journal import AnimalState, Journal, listed_animals, select_run
+from ..shards import PAGE_SIZE, WHOLE, Shard, journaled_shard, page_of
 from .status import Status, plain, status
 
 __all__ = ["ShardAudit", "ShardStatus", "UnionAudit", "UnionStatus", "partial_run", "union_audit", "union_status"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .journal import AnimalState, RunState
+from ..journal import AnimalState, RunState
 
 __all__ = ["Progress", "RunOutcome", "RunResult", "Seen", "conclude", "count_retries", "summary"]
 

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .api import AnimalsApi, ApiUnreachable
-from .config import Settings
-from .errors import ApiNotReached
-from .urls import redact_url
+from ..client.api import AnimalsApi, ApiUnreachable
+from ..config import Settings
+from ..errors import ApiNotReached
+from ..urls import redact_url
 
 __all__ = ["FIRST_CONTACT_SECONDS", "Unanswered", "reach"]
 

@@ -9,7 +9,7 @@ delivered this very record, which the raw payload still transforms to.
 
 from __future__ import annotations
 
-from .journal import Delivery, Journal, RunRow
+from ..journal import Delivery, Journal, RunRow
 
 __all__ = ["Baseline"]
 
