@@ -587,7 +587,7 @@ def test_a_5xx_to_a_body_sent_without_100_continue_evidence_then_re_sent_is_coun
     with Journal.open(journal, readonly=True) as opened:
         text = render_audit(audit(opened))
     assert "resting on an assumption, not proven: 1 batch" in text
-    assert text.splitlines()[-1].startswith("OK, not proven for 1 batches (50 animals, listed above)")
+    assert text.splitlines()[-1].startswith("OK, not proven for 1 batch (50 animals, listed above)")
     with Journal.open(journal, readonly=True) as opened:
         page = render_html(report_data(opened))
     assert "OK, not proven" in page and "resting on an assumption (not proven)" in page

@@ -173,7 +173,7 @@ def render_audit(report: Audit, shown: int = 20) -> str:
     elif report.assumed:
         animals = sum(item.animals for item in report.assumed)
         lines.append(
-            f"OK, not proven for {len(report.assumed)} batches ({animals} animals, listed above): each is exactly once"
+            f"OK, not proven for {plural(len(report.assumed), 'batch')} ({plural(animals, 'animal')}, listed above): each is exactly once"
             " only if the 5xx it was re-sent after came before the API's handler read its body (the API gave no"
             " 100 Continue to prove it); every other discovered animal was posted exactly once"
         )
