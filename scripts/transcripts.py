@@ -125,6 +125,7 @@ SCENARIOS: dict[str, Scenario] = {
         "first-report": (Command("animal-sync report --html report.html"),),
         "status-finished": (Command("animal-sync status", vary=_STATUS_VARY),),
         "resume-finished": (Command("animal-sync resume --quiet"),),
+        "run-again-refused": (Command("animal-sync run"), Command("echo $?")),
         "export": (
             Command("animal-sync export | head -2"),
             Command("animal-sync export --format csv | head -3"),
