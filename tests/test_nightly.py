@@ -22,7 +22,7 @@ import pytest
 from sqlite_utils import Database
 
 from animal_sync.config import Settings
-from animal_sync.journal import migrations
+from animal_sync.journal import RunState, migrations
 from animal_sync.journal.schema import migration_files
 from animal_sync.engine.pipeline import RunOutcome, start_run
 from animal_sync.simulator import Simulator
@@ -232,3 +232,15 @@ def test_make_clean_removes_and_git_ignores_what_the_demo_writes() -> None:
     assert set(written) <= set(done.stdout.split()), done.stdout
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=ROOT, capture_output=True, text=True)
     assert sorted(ignored.stdout.split()) == sorted(written), ignored.stdout
+
+
+def test_a_finished_limited_run_refuses_a_plain_run_in_words_that_say_it_was_limited(simulator, tmp_path: Path, capsys) -> None:
+    """A test-mode run delivered only its first animals: a plain run would send those again, and is refused, but the
+    refusal must not call the test run a full sync."""
+    sim = simulator(animals=60, strict=True)
+    journal = tmp_path / "j.db"
+    assert start_run(Settings(base_url=sim.url, journal=journal, limit=5)).state is RunState.FINISHED
+    code, _, err = run_cli(capsys, "run", "--base-url", sim.url, "--journal", str(journal), "--quiet")
+    assert code == 2
+    assert_one_line(err, f"journal {journal} already holds run 1, a sync of its first 5 animals against {sim.url}")
+    assert "would post those animals again" in err and "a full sync against" not in err

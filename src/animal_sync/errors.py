@@ -125,12 +125,16 @@ class OutputError(AnimalSyncError):
 
 
 class AlreadySynced(JournalError):
-    """A plain `run` on a journal that already finished a full sync against the same API: it would post every
-    animal again. Refused, with no request sent, unless the caller chose it (`full_resync`)."""
+    """A plain `run` on a journal that already finished a sync against the same API: it would post those animals
+    again. Refused, with no request sent, unless the caller chose it (`full_resync`). A test-mode (limited) run
+    counts too: the animals it delivered would go out twice."""
 
     def __init__(self, path: os.PathLike[str] | str, run: Any) -> None:  # run: journal.RunRow
         self.path, self.run = path, run
+        limit = (run.settings or {}).get("limit")
+        what = f"a sync of its first {limit} animals" if limit else "a full sync"
         super().__init__(
-            f"journal {path} already holds run {run.id}, a full sync against {run.base_url} that finished"
-            f" {run.finished_at}; a second full sync would post every animal again, so nothing was sent"
+            f"journal {path} already holds run {run.id}, {what} against {run.base_url} that finished"
+            f" {run.finished_at}; a new full sync would post {'those' if limit else 'every'} animal"
+            f"{'s' if limit else ''} again, so nothing was sent"
         )

@@ -6,7 +6,8 @@ The check lists one page again and compares its total and its digest with what t
 a failed detail, and a long run now and then, check again. And no batch leaves before a check that started after the
 batch was built has come back the same (`covers`): a restart with the same page count between a detail's fetch and
 its batch's POST is then caught before any animal of the new data set is sent. One check covers every batch built
-before it started, so this costs at most one GET a batch (measured: docs/benchmarks.md, "The data-set check before each batch").
+before it started, so this costs at most one GET a batch (measured: docs/benchmarks.md, "The data-set check before
+each batch").
 `UpstreamCheck` holds that state and decides; the coordinator schedules its GETs and journals nothing of a change.
 """
 
