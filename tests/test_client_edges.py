@@ -344,3 +344,37 @@ def test_sigterm_during_a_long_retry_after_ends_the_run_within_a_second_and_the_
     assert process.returncode == 130 and took < 2.0, took
     waits = [event for event in events if event["event"] == "retry_wait"]
     assert waits and waits[0]["seconds"] == 30 and waits[0]["retry_after"] == "999999"
+
+
+@pytest.mark.parametrize("after_headers", ["reset", "close"])
+def test_a_post_stopped_while_waiting_to_retry_a_failed_connection_is_never_received_not_a_crash(raw, after_headers):
+    """A stop during the backoff after a try whose connection failed has no answer to keep: the body never left.
+
+    It used to raise AttributeError out of post_batch (the wait's RetryStopped carries no response then), which
+    took the run down with a traceback instead of exit 130.
+    """
+    server = raw(*[Conduct(after_headers=after_headers)] * 10)
+    stop = threading.Event()
+    results: list[object] = []
+    with closing(client(server.url, stop=stop, retries=10, backoff=1.0)) as api:
+
+        def post() -> None:
+            try:
+                results.append(api.post_batch(batch(1), lambda: True))
+            except BaseException as exc:  # noqa: BLE001 - what escaped is the finding
+                results.append(exc)
+
+        worker = threading.Thread(target=post)
+        worker.start()
+        deadline = time.monotonic() + 5
+        while len(server.seen.requests) < 2 and time.monotonic() < deadline:  # the second retry waits ~2 s
+            time.sleep(0.01)
+        time.sleep(0.2)
+        stop.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive()
+    (result,) = results
+    assert not isinstance(result, BaseException), repr(result)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED and result.status is None
+    assert result.error.startswith("stopped while waiting to retry: body_withheld")
+    assert server.seen.bodies_read == 0 and len(server.seen.requests) == 2
