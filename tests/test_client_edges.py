@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -261,6 +263,83 @@ def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leave
     assert (result.outcome, result.release) == (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE)
     assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
     assert server.seen.delivered == {1: 1}
+
+
+class TlsForwardingProxy(ForwardingProxy):
+    """The same forwarding proxy spoken to over TLS (`HTTP_PROXY=https://...`): urllib3 reaches it with an HTTPS
+    pool, whose connections are not continue100's, though the API's own URL is plain http."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn = self.context.wrap_socket(conn, server_side=True)
+        except OSError:
+            conn.close()
+            return
+        super()._serve(conn)
+
+
+@pytest.fixture(scope="module")
+def proxy_cert(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command (Debian's, as in CI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make the TLS proxy's certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = str(where / "cert.pem"), str(where / "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_post_through_an_https_proxy_journals_its_release_before_the_body_leaves(raw, monkeypatch, proxy_cert):
+    """It used to leave without asking the gate: the batch stayed `withheld` while its body was out, so a kill
+    then a resume re-sent it as provably unsent, a duplicate nobody named."""
+    server = raw()
+    proxy = TlsForwardingProxy(*proxy_cert)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    asked: list[int] = []
+
+    def gate() -> bool:
+        asked.append(server.seen.bodies_read)
+        return True
+
+    try:
+        with closing(client(server.url)) as api:
+            result = api.post_batch(batch(1), gate)
+    finally:
+        proxy.stop()
+    assert proxy.requests == [f"POST {server.url}{HOME_PATH}"]  # it did go through the proxy
+    assert result.outcome is PostOutcome.DELIVERED and server.seen.delivered == {1: 1}
+    assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_body_read_then_dropped_behind_an_https_proxy_is_unknown_not_never_received(raw, monkeypatch, proxy_cert):
+    """It used to be `never_received` (no continue100 connection saw the body leave), so the batch went back to
+    pending and was sent again: the server held it twice, and nothing was in doubt."""
+    server = raw(Conduct(close_after_body=True))
+    proxy = TlsForwardingProxy(*proxy_cert)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    try:
+        with closing(client(server.url)) as api:
+            result = api.post_batch(batch(1), lambda: True)
+    finally:
+        proxy.stop()
+    assert server.seen.bodies_read == 1 and len(server.seen.requests) == 1  # read once, never re-sent
+    assert result.outcome is PostOutcome.UNKNOWN, result
 
 
 def test_a_post_through_a_socks_proxy_is_refused_in_one_line_and_never_sent(raw, monkeypatch):
