@@ -611,6 +611,26 @@ def test_a_batch_failed_on_an_unproven_5xx_and_re_sent_by_a_resume_is_counted_ap
     assert assumed["batch_id"] != 1 and "taken to come before the handler read it" in assumed["assumption"]
 
 
+def test_a_re_send_refused_for_its_content_is_no_proof_of_a_repeat_and_is_not_held(continuing, tmp_path: Path) -> None:
+    """A batch in doubt (its answer lost) whose re-send the handler read and refused with 422 was journaled "a
+    repeat, the first send was delivered" and held for ever. A 4xx judges the content, which the first send
+    carried too: the server took nothing, and settling on that "proof" would lose the batch."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(lose_answer=True), Fate(refuse=422), Fate(refuse=422))
+    journal = tmp_path / "j.db"
+    first = start_run(settings(server.url, journal))
+    assert first.in_doubt == (1,) and server.ledger.bodies_read == 1
+
+    again = resume_run(journal)
+
+    assert again.in_doubt == (1,) and server.ledger.bodies_read == 2 and not server.ledger.delivered
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].startswith("refused_after_reading on a re-send (HTTP 422")
+    assert "a repeat, the first send was delivered" not in named["reason"]
+    resume_run(journal)  # no proof either way: re-sent at least once more, not held
+    assert server.ledger.bodies_read == 3 and not server.ledger.delivered
+
+
 def test_an_unproven_5xx_then_failed_connections_until_the_run_halts_is_counted_apart_once_re_sent(
     continuing, tmp_path: Path
 ) -> None:
