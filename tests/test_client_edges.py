@@ -342,6 +342,19 @@ def test_a_body_read_then_dropped_behind_an_https_proxy_is_unknown_not_never_rec
     assert result.outcome is PostOutcome.UNKNOWN, result
 
 
+def test_a_post_to_an_https_proxy_that_refuses_the_connection_is_never_received(raw, monkeypatch):
+    """Without continue100's trace, only the error proves the body never left: a refused connection to the proxy."""
+    server = raw()
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the connection is refused
+    monkeypatch.setenv("HTTP_PROXY", f"https://127.0.0.1:{port}")
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1), lambda: True)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED, result
+    assert not server.seen.requests
+
+
 def test_a_post_through_a_socks_proxy_is_refused_in_one_line_and_never_sent(raw, monkeypatch):
     server = raw()
     monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
