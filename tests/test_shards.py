@@ -280,7 +280,9 @@ def test_the_union_never_calls_a_batch_resting_on_an_assumption_exactly_once(cap
 
     code, out, _ = run_cli(capsys, "audit", *flags(journals))
 
-    assert "exactly once" not in out.splitlines()[-1] and "not proven" in out.splitlines()[-1], out
+    assert "10 delivered exactly once" not in out, out
+    assert out.splitlines()[-1].startswith("OK, not proven for 1 batches (10 animals"), out
+    assert "  resting on an assumption, not proven: 1 batch" in out  # under the journal that holds it
     code, out, _ = run_cli(capsys, "audit", "--json", *flags(journals))
     report = json.loads(out)
     assert report["ok"] and report["proven"] is False
