@@ -276,12 +276,12 @@ def test_the_union_never_calls_a_batch_resting_on_an_assumption_exactly_once(cap
         )
         assert start_run(settings).outcome is RunOutcome.CLEAN
     code, out, _ = run_cli(capsys, "audit", "--journal", str(journals[0]))
-    assert code == 0 and out.splitlines()[-1].startswith("OK, not proven for 1 batches"), out
+    assert code == 0 and out.splitlines()[-1].startswith("OK, not proven for 1 batch ("), out
 
     code, out, _ = run_cli(capsys, "audit", *flags(journals))
 
     assert "10 delivered exactly once" not in out, out
-    assert out.splitlines()[-1].startswith("OK, not proven for 1 batches (10 animals"), out
+    assert out.splitlines()[-1].startswith("OK, not proven for 1 batch (10 animals"), out
     assert "  resting on an assumption, not proven: 1 batch" in out  # under the journal that holds it
     code, out, _ = run_cli(capsys, "audit", "--json", *flags(journals))
     report = json.loads(out)
