@@ -29,6 +29,8 @@ class Fate:
     fail_before: int | None = None  # a chaos status answered at once, body unread
     fail_after: bool = False  # the handler reads the body, then answers 500 (a strict API's repeat)
     hang_up: bool = False  # the connection is closed before the handler runs (an idle keep-alive timeout)
+    lose_answer: bool = False  # the handler reads the body, takes nothing, and the connection closes unanswered
+    refuse: int | None = None  # the handler reads the body and refuses it with this status (a 422 judges content)
 
 
 @dataclass
@@ -123,6 +125,11 @@ class _Connection(socketserver.StreamRequestHandler):
                 server.ledger.bodies_read += 1
             if fate.fail_after:
                 self._answer(500, b"Internal Server Error", "text/plain")
+                return True
+            if fate.lose_answer:
+                return False
+            if fate.refuse is not None:
+                self._answer(fate.refuse, json.dumps({"detail": [{"type": "scripted", "loc": ["body", 0]}]}).encode())
                 return True
             ids = [item["id"] for item in json.loads(body)]
             with server.lock:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -263,6 +265,96 @@ def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leave
     assert server.seen.delivered == {1: 1}
 
 
+class TlsForwardingProxy(ForwardingProxy):
+    """The same forwarding proxy spoken to over TLS (`HTTP_PROXY=https://...`): urllib3 reaches it with an HTTPS
+    pool, whose connections are not continue100's, though the API's own URL is plain http."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn = self.context.wrap_socket(conn, server_side=True)
+        except OSError:
+            conn.close()
+            return
+        super()._serve(conn)
+
+
+@pytest.fixture(scope="module")
+def proxy_cert(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command (Debian's, as in CI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make the TLS proxy's certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = str(where / "cert.pem"), str(where / "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_post_through_an_https_proxy_journals_its_release_before_the_body_leaves(raw, monkeypatch, proxy_cert):
+    """It used to leave without asking the gate: the batch stayed `withheld` while its body was out, so a kill
+    then a resume re-sent it as provably unsent, a duplicate nobody named."""
+    server = raw()
+    proxy = TlsForwardingProxy(*proxy_cert)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    asked: list[int] = []
+
+    def gate() -> bool:
+        asked.append(server.seen.bodies_read)
+        return True
+
+    try:
+        with closing(client(server.url)) as api:
+            result = api.post_batch(batch(1), gate)
+    finally:
+        proxy.stop()
+    assert proxy.requests == [f"POST {server.url}{HOME_PATH}"]  # it did go through the proxy
+    assert result.outcome is PostOutcome.DELIVERED and server.seen.delivered == {1: 1}
+    assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_body_read_then_dropped_behind_an_https_proxy_is_unknown_not_never_received(raw, monkeypatch, proxy_cert):
+    """It used to be `never_received` (no continue100 connection saw the body leave), so the batch went back to
+    pending and was sent again: the server held it twice, and nothing was in doubt."""
+    server = raw(Conduct(close_after_body=True))
+    proxy = TlsForwardingProxy(*proxy_cert)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    try:
+        with closing(client(server.url)) as api:
+            result = api.post_batch(batch(1), lambda: True)
+    finally:
+        proxy.stop()
+    assert server.seen.bodies_read == 1 and len(server.seen.requests) == 1  # read once, never re-sent
+    assert result.outcome is PostOutcome.UNKNOWN, result
+
+
+def test_a_post_to_an_https_proxy_that_refuses_the_connection_is_never_received(raw, monkeypatch):
+    """Without continue100's trace, only the error proves the body never left: a refused connection to the proxy."""
+    server = raw()
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the connection is refused
+    monkeypatch.setenv("HTTP_PROXY", f"https://127.0.0.1:{port}")
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1), lambda: True)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED, result
+    assert not server.seen.requests
+
+
 def test_a_post_through_a_socks_proxy_is_refused_in_one_line_and_never_sent(raw, monkeypatch):
     server = raw()
     monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
@@ -344,3 +436,37 @@ def test_sigterm_during_a_long_retry_after_ends_the_run_within_a_second_and_the_
     assert process.returncode == 130 and took < 2.0, took
     waits = [event for event in events if event["event"] == "retry_wait"]
     assert waits and waits[0]["seconds"] == 30 and waits[0]["retry_after"] == "999999"
+
+
+@pytest.mark.parametrize("after_headers", ["reset", "close"])
+def test_a_post_stopped_while_waiting_to_retry_a_failed_connection_is_never_received_not_a_crash(raw, after_headers):
+    """A stop during the backoff after a try whose connection failed has no answer to keep: the body never left.
+
+    It used to raise AttributeError out of post_batch (the wait's RetryStopped carries no response then), which
+    took the run down with a traceback instead of exit 130.
+    """
+    server = raw(*[Conduct(after_headers=after_headers)] * 10)
+    stop = threading.Event()
+    results: list[object] = []
+    with closing(client(server.url, stop=stop, retries=10, backoff=1.0)) as api:
+
+        def post() -> None:
+            try:
+                results.append(api.post_batch(batch(1), lambda: True))
+            except BaseException as exc:  # noqa: BLE001 - what escaped is the finding
+                results.append(exc)
+
+        worker = threading.Thread(target=post)
+        worker.start()
+        deadline = time.monotonic() + 5
+        while len(server.seen.requests) < 2 and time.monotonic() < deadline:  # the second retry waits ~2 s
+            time.sleep(0.01)
+        time.sleep(0.2)
+        stop.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive()
+    (result,) = results
+    assert not isinstance(result, BaseException), repr(result)
+    assert result.outcome is PostOutcome.NEVER_RECEIVED and result.status is None
+    assert result.error.startswith("stopped while waiting to retry: body_withheld")
+    assert server.seen.bodies_read == 0 and len(server.seen.requests) == 2

@@ -611,6 +611,79 @@ def test_a_batch_failed_on_an_unproven_5xx_and_re_sent_by_a_resume_is_counted_ap
     assert assumed["batch_id"] != 1 and "taken to come before the handler read it" in assumed["assumption"]
 
 
+def test_a_re_send_refused_for_its_content_is_no_proof_of_a_repeat_and_is_not_held(continuing, tmp_path: Path) -> None:
+    """A batch in doubt (its answer lost) whose re-send the handler read and refused with 422 was journaled "a
+    repeat, the first send was delivered" and held for ever. A 4xx judges the content, which the first send
+    carried too: the server took nothing, and settling on that "proof" would lose the batch."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(lose_answer=True), Fate(refuse=422), Fate(refuse=422))
+    journal = tmp_path / "j.db"
+    first = start_run(settings(server.url, journal))
+    assert first.in_doubt == (1,) and server.ledger.bodies_read == 1
+
+    again = resume_run(journal)
+
+    assert again.in_doubt == (1,) and server.ledger.bodies_read == 2 and not server.ledger.delivered
+    [named] = audited(journal)["exceptions"]["in_doubt"]
+    assert named["reason"].startswith("refused_after_reading on a re-send (HTTP 422")
+    assert "a repeat, the first send was delivered" not in named["reason"]
+    resume_run(journal)  # no proof either way: re-sent at least once more, not held
+    assert server.ledger.bodies_read == 3 and not server.ledger.delivered
+
+
+def test_an_unproven_5xx_then_failed_connections_until_the_run_halts_is_counted_apart_once_re_sent(
+    continuing, tmp_path: Path
+) -> None:
+    """The 503's try sent its body without 100 Continue evidence; every later try met a closed connection before
+    its body, so the POST ended `never_received` and the batch went back to pending. Its later delivery rests on
+    that 503 having come before the handler, as much as a delivery re-sent within one POST does: never proven."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(stall=0.5, fail_before=503), *[Fate(hang_up=True)] * 3)  # retries=3: four tries in all
+    journal = tmp_path / "j.db"
+    first = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1, retries=3))
+    assert first.outcome is RunOutcome.UNREACHABLE and not server.ledger.delivered
+
+    again = resume_run(journal)
+
+    assert again.outcome is RunOutcome.CLEAN and server.ledger.delivered == Counter(range(1, 51))
+    report = audited(journal)
+    assert report["ok"] and not report["proven"]
+    [assumed] = report["assumed"]
+    assert (assumed["batch_id"], assumed["animals"]) == (1, 50)
+    assert assumed["assumption"].startswith("re-sent after HTTP 503 to a body sent without 100 Continue")
+
+
+def test_a_stop_while_a_post_waits_to_retry_a_failed_connection_stops_the_run_and_leaves_the_batch_unsent(
+    continuing, tmp_path: Path
+) -> None:
+    """Ctrl-C while a POST backs off after a connection closed before its body: the run stops (exit 130 in the
+    CLI), it does not die of an AttributeError with the batch left withheld."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(*[Fate(hang_up=True)] * 20)
+    journal = tmp_path / "j.db"
+    stop = threading.Event()
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(start_run(settings(server.url, journal, retries=10, backoff=1.0), stop=stop))
+        except BaseException as exc:  # noqa: BLE001 - what escaped is the finding
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    wait_until(lambda: server.ledger.posts >= 2, what="the second try of the POST")  # then a ~2 s backoff
+    time.sleep(0.2)
+    stop.set()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    (result,) = outcome
+    assert isinstance(result, RunResult), repr(result)
+    assert result.outcome is RunOutcome.STOPPED and result.in_doubt == ()
+    assert query(journal, "SELECT id, state FROM batches") == [(1, "pending")]
+    assert server.ledger.bodies_read == 0
+
+
 def test_a_run_whose_5xx_all_came_before_100_continue_is_proven(continuing, tmp_path: Path) -> None:
     server = continuing(ids=list(range(1, 51)))
     server.script(Fate(), Fate(fail_before=503), Fate())

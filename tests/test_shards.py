@@ -260,3 +260,29 @@ def test_the_same_journal_twice_is_refused_in_one_line_however_it_is_spelled(
             assert code == 2 and out == "", (spelling, out)
             assert_one_line(err, "the same journal twice (")
             assert "delivered_twice" not in err
+
+
+def test_the_union_never_calls_a_batch_resting_on_an_assumption_exactly_once(capsys, continuing, tmp_path: Path) -> None:
+    """A shard whose batch was re-sent after a 5xx to a body sent without 100 Continue: its own audit says "OK, not
+    proven for 1 batches"; the union used to say "OK ... 10 delivered exactly once across them", proof and all."""
+    from continue_server import Fate
+
+    server = continuing(ids=list(range(10)))  # one page: shard 0/2 owns it, shard 1/2 owns nothing
+    server.script(Fate(stall=0.5, fail_before=503), Fate())  # the body follows the 0.2 s wait; the 503 comes unread
+    journals = [tmp_path / f"shard-{index}.db" for index in range(2)]
+    for index, journal in enumerate(journals):
+        settings = Settings(
+            base_url=server.url, journal=journal, get_timeout=0.2, post_timeout=3.0, backoff=0.01, shard=Shard(index, 2)
+        )
+        assert start_run(settings).outcome is RunOutcome.CLEAN
+    code, out, _ = run_cli(capsys, "audit", "--journal", str(journals[0]))
+    assert code == 0 and out.splitlines()[-1].startswith("OK, not proven for 1 batch ("), out
+
+    code, out, _ = run_cli(capsys, "audit", *flags(journals))
+
+    assert "10 delivered exactly once" not in out, out
+    assert out.splitlines()[-1].startswith("OK, not proven for 1 batch (10 animals"), out
+    assert "  resting on an assumption, not proven: 1 batch" in out  # under the journal that holds it
+    code, out, _ = run_cli(capsys, "audit", "--json", *flags(journals))
+    report = json.loads(out)
+    assert report["ok"] and report["proven"] is False

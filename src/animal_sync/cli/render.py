@@ -217,11 +217,13 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
         own = item.audit
         partial = partial_run(own)
         verdict = "NOT OK" if not own.ok else "OK" if partial is None else f"its own audit is OK, but {partial}"
+        if own.ok and own.assumed:
+            verdict = verdict.replace("OK", f"OK, not proven for {plural(len(own.assumed), 'batch')}", 1)
         lines.append(
             f"{printable(item.journal)}: shard {printable(item.shard)}, run {own.run_id} {own.run_state},"
             f" {own.posted} of {own.discovered} posted: {verdict}"
         )
-        if not own.ok:
+        if not own.ok or own.assumed:  # its exceptions, or the batches resting on an assumption, under its name
             lines.extend("  " + line for line in render_audit(own, shown).splitlines()[1:-1])
     lines.extend(_exception_lines(report.exception_counts, report.exceptions, shown))
     if report.ok:
@@ -229,9 +231,18 @@ def render_union_audit(report: UnionAudit, shown: int = 20) -> str:
         exact = report.delivered - report.settled
         but = [f"{report.unchanged} unchanged since a named delivery"] if report.unchanged else []
         but += [f"{report.settled} settled as delivered by a person"] if report.settled else []
+        assumed = sum(batch.animals for batch in report.assumed)  # never called proven (see audit.Audit.assumed)
+        head, tail = "OK", ""
+        if report.assumed:
+            head = f"OK, not proven for {plural(len(report.assumed), 'batch')} ({plural(assumed, 'animal')}, listed above)"
+            tail = (
+                f"; those {assumed} are exactly once only if the 5xx each was re-sent after came before the API's"
+                " handler read its body"
+            )
         lines.append(
-            f"OK: all {report.shard_count} shards present once; every id 0..{last} listed by the shard that owns"
-            f" its page; {exact} delivered exactly once across them" + "".join(f", {part}" for part in but)
+            f"{head}: all {report.shard_count} shards present once; every id 0..{last} listed by the shard that owns"
+            f" its page; {exact - assumed} delivered exactly once across them" + "".join(f", {part}" for part in but)
+            + tail
         )
     else:
         lines.append("NOT OK")

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ProxyError, ReadTimeoutError
 
 from ..config import Settings
 from ..urls import redact_url
@@ -109,6 +109,8 @@ def _retry_kinds(response: requests.Response) -> list[str]:
 
 
 def _error_kind(error: BaseException | None) -> str:
+    if isinstance(error, ProxyError):  # urllib3 wraps an error met on a proxy connection: name what it wraps
+        error = error.original_error
     if isinstance(error, BodyWithheld):  # a ConnectTimeoutError too: the body never left
         return "body_withheld"
     if isinstance(error, ConnectTimeoutError):  # includes NewConnectionError (refused)
@@ -217,6 +219,10 @@ class AnimalsApi:
             " proxy, or exempt the API's host with NO_PROXY"
             if proxy.lower().startswith("socks") else None
         )
+        # POSTs go through continue100's connection (its wait, release gate and trace) over plain HTTP, direct or
+        # through an http:// proxy. To an https:// proxy urllib3 speaks through its own HTTPS connection, which
+        # neither asks the gate nor sees the body leave: such a POST is handled as over HTTPS.
+        self._continues = self.base_url.startswith("http://") and not proxy.lower().startswith("https://")
         if settings.token:
             self.session.headers["Authorization"] = f"Bearer {settings.token}"
         self.session.headers["Accept"] = "application/json"
@@ -399,28 +405,27 @@ class AnimalsApi:
         """
         if self.post_refusal is not None:
             return PostResult(PostOutcome.NEVER_RECEIVED, None, None, self.post_refusal)
-        plain_http = self.base_url.startswith("http://")
-        if release is not None and not plain_http and not release():
+        continues = self._continues
+        if release is not None and not continues and not release():
             # HTTPS sends its body at once (continue100 speaks plain HTTP only): the release comes first
             return PostResult(PostOutcome.NEVER_RECEIVED, None, None, "body_withheld: its release could not be journaled")
         try:
-            with release_gate(release if plain_http else None) as trace:
+            with release_gate(release if continues else None) as trace:
                 response = self.session.post(
                     self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE,
                     allow_redirects=False,
                 )
         except RetryStopped as exc:  # the run is stopping: the answer waited after is the last word
-            return self._answered(exc.response, trace, plain_http, "stopped while waiting to retry: ")
+            if exc.response is None:  # it waited after a failed connection: no answer, only that error
+                retries = _history_kinds(exc.history)
+                return _unanswered(exc.error, trace, retries, continues, "stopped while waiting to retry: ")
+            return self._answered(exc.response, trace, continues, "stopped while waiting to retry: ")
         except requests.RequestException as exc:
-            cause = _root_cause(exc)
-            kind = _error_kind(cause)
-            # Over plain HTTP every try goes through continue100's connection, which knows whether a body left.
-            never = kind in ("connect_error", "body_withheld") or (plain_http and not trace.body_left)
-            outcome = PostOutcome.NEVER_RECEIVED if never else PostOutcome.UNKNOWN
-            return PostResult(outcome, None, None, f"{kind}: {cause}", assumption=_assumption(trace, [], plain_http))
-        return self._answered(response.raw, trace, plain_http, "", text=response.text)
+            retries = _history_kinds(getattr(_max_retry(exc), "retry_history", ()))
+            return _unanswered(_root_cause(exc), trace, retries, continues, "")
+        return self._answered(response.raw, trace, continues, "", text=response.text)
 
-    def _answered(self, raw: Any, trace: PostTrace, plain_http: bool, said: str, text: str | None = None) -> PostResult:
+    def _answered(self, raw: Any, trace: PostTrace, continues: bool, said: str, text: str | None = None) -> PostResult:
         """The PostResult of a final answer (a urllib3 response), with what became of the body on its try."""
         retries = _history_kinds(getattr(getattr(raw, "retries", None), "history", ()))
         status = raw.status
@@ -442,7 +447,7 @@ class AnimalsApi:
             error = f"{said}HTTP {status} redirect to {where!r} {sent}: not followed for a POST"
         else:
             error = f"{said}HTTP {status}: {body[:300]}"
-        assumption = _assumption(trace, retries, plain_http)
+        assumption = _assumption(trace, retries, continues)
         if outcome is PostOutcome.REFUSED_BEFORE_READING and status >= 500 and release is not BodyRelease.WITHHELD:
             assumption = (  # refused, and its animals will be sent again: "unread" is the old rule, not a proof
                 f"HTTP {status} to a body sent without 100 Continue was taken to come before the handler read it;"
@@ -451,10 +456,22 @@ class AnimalsApi:
         return PostResult(outcome, status, body, error, tuple(retries), release, assumption)
 
 
-def _assumption(trace: PostTrace, retries: Sequence[str], plain_http: bool) -> str | None:
-    """The assumption a POST's outcome rests on, if any (see PostResult.assumption)."""
-    if plain_http:
-        status = trace.unread_5xx_resent()
+def _unanswered(
+    cause: BaseException | None, trace: PostTrace, retries: Sequence[str], continues: bool, said: str
+) -> PostResult:
+    """The PostResult of a POST whose last try got no answer: never received only if that try's body never left."""
+    kind = _error_kind(cause)
+    # Through continue100's connection every try knows whether a body left; otherwise only a failed connect proves it.
+    never = kind in ("connect_error", "body_withheld") or (continues and not trace.body_left)
+    outcome = PostOutcome.NEVER_RECEIVED if never else PostOutcome.UNKNOWN
+    return PostResult(outcome, None, None, f"{said}{kind}: {cause}", assumption=_assumption(trace, retries, continues, False))
+
+
+def _assumption(trace: PostTrace, retries: Sequence[str], continues: bool, answered: bool = True) -> str | None:
+    """The assumption a POST's outcome rests on, if any (see PostResult.assumption); `answered`: its last try got
+    the final answer (otherwise every answer in the trace was one urllib3 re-sent after)."""
+    if continues:
+        status = trace.unread_5xx_resent(answered)
     else:  # HTTPS: no 100-continue, so every 5xx urllib3 re-sent was answered to a body that had left
         status = next((int(kind[5:]) for kind in retries if kind.startswith("http_5")), None)
     if status is None:

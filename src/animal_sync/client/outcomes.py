@@ -154,7 +154,9 @@ def classify(result: PostResult, batch: Sent) -> Verdict:
             event="batch_in_doubt",
         )
     if resent:
-        if result.unread:  # the handler never saw the re-send: no new evidence either way
+        if result.unread or (status or 0) < 500:
+            # The handler never saw the re-send, or judged its content (a 4xx, which the first send carried too):
+            # no evidence of a repeat either way. Only a handler's failure (a strict API's 500) tells a repeat.
             reason, counters = f"{outcome} on a re-send ({error}): still in doubt", ()
         else:
             # A refused re-send: on a strict API a repeat, so the first send was delivered; journaled at once.

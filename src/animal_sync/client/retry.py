@@ -28,11 +28,12 @@ _log = structlog.get_logger("animal_sync.client.retry")
 
 
 class RetryStopped(Abandoned):
-    """The run was told to stop while a request waited to be retried: `response` is the answer it waited after."""
+    """The run was told to stop while a request waited to be retried: `response` is the answer it waited after, or
+    None when it waited after an error (`error`, a failed connection); `history` is the retries made so far."""
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, error: BaseException | None = None, history: tuple[Any, ...] = ()) -> None:
         super().__init__("stopped while waiting to retry")
-        self.response = response
+        self.response, self.error, self.history = response, error, history
 
 
 class _Retry(Retry):
@@ -81,7 +82,7 @@ class _Retry(Retry):
         if stop is None:
             threading.Event().wait(seconds)
         elif stop.wait(seconds):
-            raise RetryStopped(response)
+            raise RetryStopped(response, getattr(last, "error", None), self.history)
 
 
 class _PostRetry(_Retry, ContinueRetry):

@@ -160,7 +160,7 @@ class Outbox:
                 self.progress.posted += len(batch.ids)
                 blog.info("batch_posted", status=status, resent=batch.in_doubt_at is not None)
             case Action.UNSEND:
-                self.journal.unsend(batch, reason)
+                self.journal.unsend(batch, reason, result.assumption)
             case Action.IN_DOUBT if verdict.keep_answer:
                 self.journal.mark_in_doubt(batch, reason, status=status, body=body)
                 blog.warning(verdict.event or "batch_in_doubt", status=status, body=body)

@@ -336,7 +336,9 @@ class Sync:
                             verdict = self.outbox.take(batch, result)
                             if verdict.action in (Action.SPLIT, Action.FAILED):
                                 self.check.due = True  # ids the API no longer knows are refused: it may have restarted
-                            if verdict.halt is not None:  # the API never took the send
+                            # The API never took the send; once a stop was asked, a POST cut short in its wait
+                            # between tries says nothing of the API: the run ends stopped, not unreachable.
+                            if verdict.halt is not None and not (verdict.halt is Halt.UNREACHABLE and self.stop.is_set()):
                                 self._halt(result.error, verdict.halt is Halt.CREDENTIAL_REFUSED)
                 except JournalError as exc:
                     released = [(batch, result) for batch, result in results if batch.state is BatchState.SENDING]

@@ -248,10 +248,13 @@ class Journal(JournalReads):
 
     @atomic
     def mark_posted(self, batch: BatchRow, status: int, body: str, assumption: str | None = None) -> None:
-        """Answered 2xx; `assumption` names what the delivery rests on when a 5xx before it was not proven unread."""
+        """Answered 2xx; `assumption` names what the delivery rests on when a 5xx before it was not proven unread.
+
+        One journaled by an earlier send of the batch (`unsend`) is kept: that 5xx is still part of its story.
+        """
         self._move_batch(
             batch.id, batch.state, B.POSTED, response_status=status, response_body=body, finished_at=now(),
-            assumption=assumption,
+            assumption=assumption or batch.assumption,
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.POSTED)
 
@@ -265,7 +268,8 @@ class Journal(JournalReads):
         """
         self._move_batch(
             batch.id, batch.state, B.FAILED,
-            response_status=status, response_body=body, last_error=error, finished_at=now(), assumption=assumption,
+            response_status=status, response_body=body, last_error=error, finished_at=now(),
+            assumption=assumption or batch.assumption,
         )
         self._move_animals(batch.run_id, batch.ids, A.BATCHED, A.FAILED, last_error=error)
 
@@ -289,9 +293,12 @@ class Journal(JournalReads):
         self.db.execute("UPDATE batches SET in_doubt_at = coalesce(in_doubt_at, ?) WHERE id = ?", [now(), batch.id])
 
     @atomic
-    def unsend(self, batch: BatchRow, error: str) -> None:
-        """The POST never reached the API (no connection): the batch is as good as never sent."""
-        self._move_batch(batch.id, batch.state, B.PENDING, last_error=error)
+    def unsend(self, batch: BatchRow, error: str, assumption: str | None = None) -> None:
+        """The POST never reached the API (no connection): the batch is as good as never sent.
+
+        Unless a try of it was answered by an unproven 5xx and re-sent: `assumption` says so, and stays with the batch.
+        """
+        self._move_batch(batch.id, batch.state, B.PENDING, last_error=error, assumption=assumption or batch.assumption)
 
     @atomic
     def sending_to_in_doubt(self, run_id: int) -> list[int]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .audit import Audit, Exceptions, audit
+from .audit import AssumedBatch, Audit, Exceptions, audit
 from ..journal import AnimalState, Journal, listed_animals, select_run
 from ..shards import PAGE_SIZE, WHOLE, Shard, journaled_shard, page_of
 from .status import Status, plain, status
@@ -46,8 +46,18 @@ class UnionAudit:
     exception_counts: Mapping[str, int]
     exceptions: Mapping[str, tuple[Mapping[str, Any], ...]]
 
+    @property
+    def assumed(self) -> tuple[AssumedBatch, ...]:
+        """The journals' batches whose exactly-once rests on an assumption (each named in its own audit)."""
+        return tuple(batch for item in self.journals for batch in item.audit.assumed)
+
+    @property
+    def proven(self) -> bool:
+        """OK, and no delivery in any journal resting on an assumption: as a single journal's audit says it."""
+        return self.ok and not self.assumed
+
     def to_json(self) -> dict[str, Any]:
-        return plain(self)
+        return {**plain(self), "proven": self.proven}
 
 
 def partial_run(own: Audit) -> str | None:
