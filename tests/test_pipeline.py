@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 import socket
 import threading
 import time
@@ -759,3 +760,20 @@ def test_resuming_a_finished_run_with_quarantined_animals_still_retries_them(sim
     assert not again.message.startswith("already finished")
     with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).attempts == 2  # it was resumed: the quarantined animal was fetched again
+
+
+def test_a_stalled_first_listing_does_not_hold_the_run(simulator, tmp_path: Path) -> None:
+    """Any listing tells the total: the first pages go out at once, so the one that stalls (here the first GET
+    to arrive, held 3 s) is cut and re-sent while the others' ids are already being fetched (issue 19)."""
+    sim = simulator(animals=300, stall_min=3, stall_max=3, strict=True)
+    sim.queue_chaos(Chaos.STALL, method="GET")
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(sim.url, journal, get_timeout=1.0))
+
+    assert result.outcome is RunOutcome.CLEAN
+    assert_exactly_once(sim)
+    (started,), listed = query(journal, "SELECT started_at FROM runs")[0], query(journal, "SELECT listed_at FROM pages")
+    first = min(datetime.fromisoformat(at) for (at,) in listed) - datetime.fromisoformat(started)
+    assert first.total_seconds() < 0.5  # not after the stalled page's cut (1 s: no answers seen yet, the ceiling)
+    assert query(journal, "SELECT value FROM counters WHERE name = 'retry_read_timeout'") == [(1,)]
