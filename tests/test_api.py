@@ -869,3 +869,24 @@ def test_the_release_gate_is_asked_before_the_body_of_a_server_that_never_speaks
         results = [api.post_batch(batch(i), gate) for i in range(4)]
     assert [r.release for r in results] == [BodyRelease.AFTER_WAIT] * 3 + [BodyRelease.AT_ONCE]
     assert asked == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "proxy", "verify"),
+    [
+        ("http://127.0.0.1:9", None, True),  # plain HTTP: no bundle, so requests stats no file per request
+        ("https://api.example", None, "/etc/bundle.pem"),
+        ("http://127.0.0.1:9", "https://proxy.example:3128", "/etc/bundle.pem"),  # TLS to the proxy
+    ],
+)
+def test_the_ca_bundle_is_used_only_where_tls_is_spoken(monkeypatch: pytest.MonkeyPatch, base_url: str, proxy: str | None, verify: Any) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/bundle.pem")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    api = AnimalsApi(Settings(base_url=base_url, retries=0))
+    try:
+        assert api.session.verify == verify
+    finally:
+        api.close()

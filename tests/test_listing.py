@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from animal_sync.engine.listing import Listing
+from animal_sync.engine.listing import OPENING_PAGES, Listing
 from animal_sync.shards import Shard
 
 
-def test_before_the_total_is_known_only_the_first_page_is_asked_for() -> None:
-    listing = Listing(Shard(2, 4))
-    assert listing.left(None, in_flight=()) and listing.next_page(None) == 3
-    assert not listing.left(None, in_flight={3})  # its answer tells the total: nothing else can be planned before
+def test_before_the_total_is_known_the_shards_first_pages_are_asked_for_at_once() -> None:
+    """Any listing tells the total, so one stalled first page does not hold the run: the next few bring it."""
+    listing, asked = Listing(Shard(2, 4)), []
+    while listing.left(None, in_flight=asked):
+        asked.append(listing.next_page(None))
+    assert asked == [3, 7, 11, 15][:OPENING_PAGES]  # the shard's own pages only
     listing.failed[3] = "502"
-    assert not listing.left(None, in_flight=())  # a page that failed is not asked for again in this attempt
+    assert not listing.left(None, in_flight=asked[1:])  # a page that failed is not asked for again in this attempt
+    assert listing.left(40, in_flight=asked[1:]) and listing.next_page(40) == 19  # the total known: on from there
 
 
 def test_pages_listed_in_flight_or_failed_are_skipped_in_order() -> None:

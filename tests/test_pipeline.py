@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from continue_server import ContinueServer, Fate
 from structlog.testing import capture_logs
 
 from animal_sync.engine import upstream
+from animal_sync.engine.listing import OPENING_PAGES
 from animal_sync.config import Settings
 from animal_sync.engine.contact import Unanswered
 from animal_sync.errors import ApiNotReached, JournalError, UnfinishedRun
@@ -138,7 +140,9 @@ def test_dry_run_posts_nothing_and_audit_says_so(simulator, tmp_path: Path) -> N
 
 def test_an_animal_s_attempts_are_its_detail_fetches_retries_included(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=10, strict=True)
-    sim.queue_chaos(Chaos.NONE, Chaos.FAIL, Chaos.FAIL, method="GET")  # the listing passes; the first detail fails twice
+    # The listing passes (a one-worker run opens with two pages: OPENING_PAGES bounded by its page slots, the second
+    # past the total); the first detail fails twice.
+    sim.queue_chaos(Chaos.NONE, Chaos.NONE, Chaos.FAIL, Chaos.FAIL, method="GET")
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal, workers=1))
     assert result.outcome is RunOutcome.CLEAN, result.message
@@ -148,7 +152,7 @@ def test_an_animal_s_attempts_are_its_detail_fetches_retries_included(simulator,
 
 def test_a_detail_that_never_answers_records_every_fetch_it_cost(simulator, tmp_path: Path) -> None:
     sim = simulator(animals=10, strict=True)
-    sim.queue_chaos(Chaos.NONE, *[Chaos.FAIL] * 3, method="GET")
+    sim.queue_chaos(Chaos.NONE, Chaos.NONE, *[Chaos.FAIL] * 3, method="GET")  # the two opening pages pass
     journal = tmp_path / "j.db"
     result = start_run(settings(sim.url, journal, workers=1, retries=2))
     assert result.outcome is RunOutcome.EXCEPTIONS
@@ -404,7 +408,8 @@ def test_a_run_whose_page_1_always_stalls_is_not_finished_and_counts_the_retries
     assert result.message.startswith("the listing never started: page 1 could not be listed (")
     assert "the listing never started: page 1 could not be listed" in result.message
     with Journal.open(journal, readonly=True) as opened:
-        assert sum(status(opened).to_json()["retries"].values()) == 2  # the retries of the GET that finally failed
+        # the retries of the GETs that finally failed: each of the opening pages, listed at once, twice
+        assert sum(status(opened).to_json()["retries"].values()) == 2 * OPENING_PAGES
 
 
 def test_a_page_1_answering_404_is_named(simulator, tmp_path: Path) -> None:
@@ -476,13 +481,14 @@ def test_listing_items_with_ids_the_journal_cannot_hold_are_set_aside_and_audite
 def test_a_stop_during_a_trickling_get_returns_at_once_and_leaves_the_animal_discovered(trickler, tmp_path: Path) -> None:
     listing = {"page": 1, "total_pages": 1, "items": [{"id": 0, "name": "Cobra", "born_at": None}]}
     trickler.bodies = lambda path: json.dumps(listing).encode()
-    trickler.script.extend(["normal"] * 2 + ["headers"] * 50)  # the first contact and the listing answer; details trickle
+    # the first contact and the opening pages answer (those past the total are set aside); details trickle
+    trickler.script.extend(["normal"] * (1 + OPENING_PAGES) + ["headers"] * 50)
     journal = tmp_path / "j.db"
     stop = threading.Event()
     stopped_at: list[float] = []
 
     def stop_during_the_trickle(progress: Progress) -> None:
-        if len(trickler.seen) >= 3 and not stop.is_set():
+        if len(trickler.seen) >= 2 + OPENING_PAGES and not stop.is_set():
             time.sleep(0.3)  # well inside the trickle
             stopped_at.append(time.monotonic())
             stop.set()
@@ -759,3 +765,20 @@ def test_resuming_a_finished_run_with_quarantined_animals_still_retries_them(sim
     assert not again.message.startswith("already finished")
     with Journal.open(journal, readonly=True) as opened:
         assert opened.run(1).attempts == 2  # it was resumed: the quarantined animal was fetched again
+
+
+def test_a_stalled_first_listing_does_not_hold_the_run(simulator, tmp_path: Path) -> None:
+    """Any listing tells the total: the first pages go out at once, so the one that stalls (here the first GET
+    to arrive, held 3 s) is cut and re-sent while the others' ids are already being fetched (issue 19)."""
+    sim = simulator(animals=300, stall_min=3, stall_max=3, strict=True)
+    sim.queue_chaos(Chaos.STALL, method="GET")
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(sim.url, journal, get_timeout=1.0))
+
+    assert result.outcome is RunOutcome.CLEAN
+    assert_exactly_once(sim)
+    (started,), listed = query(journal, "SELECT started_at FROM runs")[0], query(journal, "SELECT listed_at FROM pages")
+    first = min(datetime.fromisoformat(at) for (at,) in listed) - datetime.fromisoformat(started)
+    assert first.total_seconds() < 0.5  # not after the stalled page's cut (1 s: no answers seen yet, the ceiling)
+    assert query(journal, "SELECT value FROM counters WHERE name = 'retry_read_timeout'") == [(1,)]

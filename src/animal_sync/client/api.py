@@ -206,13 +206,15 @@ class AnimalsApi:
         # requests re-reads proxy and CA settings from the environment on every request (a measurable share of
         # a GET's CPU here); read them once for this API's URL and stop looking.
         self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle:
-            self.session.verify = ca_bundle
         self.session.trust_env = False
+        proxy = self.session.proxies.get(self.base_url.split(":", 1)[0]) or self.session.proxies.get("all") or ""
+        # A CA bundle only where TLS is spoken: with a path in `verify`, requests stats it (isdir) for every request,
+        # plain http:// too, and that syscall's GIL hand-off was 4-6 % of a GET thread's time (py-spy, issue 19).
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle and (self.base_url.lower().startswith("https:") or proxy.lower().startswith("https:")):
+            self.session.verify = ca_bundle
         # A SOCKS proxy would carry POSTs on connections that neither wait for `100 Continue` nor journal the
         # body's release before it leaves: refuse them (GETs may go through it). An HTTP proxy keeps both.
-        proxy = self.session.proxies.get(self.base_url.split(":", 1)[0]) or self.session.proxies.get("all") or ""
         self.post_refusal = (
             f"proxy_refused: POSTs are not sent through the SOCKS proxy {redact_url(proxy)} (set in HTTP_PROXY,"
             " HTTPS_PROXY or ALL_PROXY): the journal could not mark a body as sent before it leaves; use an HTTP"

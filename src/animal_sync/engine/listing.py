@@ -9,7 +9,12 @@ from collections.abc import Collection
 
 from ..shards import WHOLE, Shard
 
-__all__ = ["Listing"]
+__all__ = ["OPENING_PAGES", "Listing"]
+
+# Pages asked for before the total is known. Any listing tells total_pages, so the first few go out at once: a
+# stall on the first page (1 request in 100) then no longer holds the whole run for a cut at the ceiling (1 s, no
+# answers seen yet), since the others bring the total. A page past the total answers `items: []` and is set aside.
+OPENING_PAGES = 4
 
 
 class Listing:
@@ -26,15 +31,18 @@ class Listing:
 
     def left(self, total: int | None, in_flight: Collection[int]) -> bool:
         """Pages still to ask for in this attempt (not listed, not in flight, not failed already)."""
-        if total is None:
-            return self._open(self.shard.first_page, in_flight)
-        while self._next <= total and not self._open(self._next, in_flight):
+        limit = self._opening_limit() if total is None else total
+        while self._next <= limit and not self._open(self._next, in_flight):
             self._next += self.shard.count
-        return self._next <= total
+        return self._next <= limit
 
     def next_page(self, total: int | None) -> int:
-        """The page to ask for next (after `left` said there is one); before the total is known, the first page."""
-        return self.shard.first_page if total is None else self._next
+        """The page to ask for next (after `left` said there is one): before the total is known, one of the
+        shard's first OPENING_PAGES pages."""
+        return self._next
+
+    def _opening_limit(self) -> int:
+        return self.shard.first_page + (OPENING_PAGES - 1) * self.shard.count
 
     def _open(self, page: int, in_flight: Collection[int]) -> bool:
         return page not in self.listed and page not in self.failed and page not in in_flight

@@ -179,9 +179,7 @@ class Sync:
         ):
             page = self.listing.next_page(self.progress.total_pages)
             self.gets[pool.submit(self.api.list_page, page)] = ("page", page)
-            pages_in_flight += 1
-            if self.progress.total_pages is None:
-                break  # the first page tells the total; nothing else can be planned before it answers
+            pages_in_flight += 1  # before the total is known, the first few pages at once (listing.OPENING_PAGES)
         if len(self.outbox.to_post) > 2 * self.settings.post_workers:
             return  # posting lags behind: stop fetching until it catches up, so batches do not pile up
         while len(self.gets) < capacity and self.to_fetch:
