@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from contextlib import closing
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -244,10 +245,9 @@ class ForwardingProxy:
                 upstream.close()
 
 
-def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leaves(raw, monkeypatch):
-    server = raw()
-    proxy = ForwardingProxy()
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+def post_through(proxy, server) -> tuple[Any, list[int]]:
+    """POST batch 1 through `proxy` (HTTP_PROXY already names it), then stop the proxy; the answer, and how many
+    bodies the server had read each time the release gate was asked (0: asked before the body left)."""
     asked: list[int] = []
 
     def gate() -> bool:
@@ -256,9 +256,16 @@ def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leave
 
     try:
         with closing(client(server.url)) as api:
-            result = api.post_batch(batch(1), gate)
+            return api.post_batch(batch(1), gate), asked
     finally:
         proxy.stop()
+
+
+def test_a_post_through_an_http_proxy_journals_its_release_before_the_body_leaves(raw, monkeypatch):
+    server = raw()
+    proxy = ForwardingProxy()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    result, asked = post_through(proxy, server)
     assert proxy.requests == [f"POST {server.url}{HOME_PATH}"]  # it did go through the proxy
     assert (result.outcome, result.release) == (PostOutcome.DELIVERED, BodyRelease.AFTER_CONTINUE)
     assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
@@ -310,17 +317,7 @@ def test_a_post_through_an_https_proxy_journals_its_release_before_the_body_leav
     server = raw()
     proxy = TlsForwardingProxy(*proxy_cert)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    asked: list[int] = []
-
-    def gate() -> bool:
-        asked.append(server.seen.bodies_read)
-        return True
-
-    try:
-        with closing(client(server.url)) as api:
-            result = api.post_batch(batch(1), gate)
-    finally:
-        proxy.stop()
+    result, asked = post_through(proxy, server)
     assert proxy.requests == [f"POST {server.url}{HOME_PATH}"]  # it did go through the proxy
     assert result.outcome is PostOutcome.DELIVERED and server.seen.delivered == {1: 1}
     assert asked == [0]  # the write-ahead `sending` mark was asked for before the server read the body
