@@ -589,6 +589,32 @@ def test_an_answer_that_always_trickles_fails_after_the_budget_not_never(trickle
     assert exc_info.value.retries.count("get_deadline") == 3
 
 
+def test_an_api_that_goes_down_under_a_get_is_unreachable_even_past_the_deadline():
+    """The outage of `make torture`: a GET's try is waiting when the API stops; urllib3 then retries refused
+    connections with backoff past the deadline of that first try. No try was cut (none was waiting on a socket),
+    so the GET ends unreachable (the run stops, the animal stays to fetch), not failed with `get_deadline`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def go_down() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)  # the first try's request, never answered
+        listener.close()  # from now on, every connection is refused
+        time.sleep(0.1)
+        conn.close()
+
+    threading.Thread(target=go_down, daemon=True).start()
+    api = real_api(url, get_timeout=5.0, get_deadline=0.3, retries=4, backoff=0.1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiUnreachable) as exc_info:
+            api.fetch_detail(7)
+    finally:
+        api.close()
+    assert time.monotonic() - started > 0.3  # the refused retries did outlast the first try's deadline
+    assert exc_info.value.retries == ["connection_dropped", "connect_error", "connect_error", "connect_error"]
+
+
 def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(trickler):
     trickler.script.extend(["headers"] * 20)
     api = trickle_api(trickler.url, get_deadline=60.0)

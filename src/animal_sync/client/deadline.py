@@ -73,11 +73,19 @@ class Watchdog:
                 self._attempts.pop(id(current), None)
 
     def watch(self, sock: socket.socket | None) -> None:
-        """Called by a guarded connection before it waits for an answer on `sock`: a new try starts its clock."""
+        """Called by a guarded connection before it waits for an answer on `sock`: a new try starts its clock.
+
+        With no socket (a try about to be sent), the last try's clock stops: nothing waits on an answer while a
+        connection is opened or refused, so an API gone down under a GET is not mistaken for a cut try.
+        """
         if self.abandoned:
             raise Abandoned("GETs were abandoned")
         current: Attempt | None = getattr(self._local, "current", None)
-        if current is None or sock is None:
+        if current is None:
+            return
+        if sock is None:
+            with self._cond:
+                current.deadline, current.sock, current.expired = None, None, False
             return
         with self._cond:
             current.deadline, current.sock, current.expired = time.monotonic() + self.seconds, sock, False
@@ -156,7 +164,7 @@ def guarded_pool_classes(watchdog: Watchdog, cut: AdaptiveCut | None = None) -> 
         response_class = AnswerResponse
 
         def request(self, *args: Any, **kwargs: Any) -> None:
-            watchdog.watch(None)  # refuses at once when abandoned, before anything is sent
+            watchdog.watch(None)  # a new try: refused at once when abandoned, the last try's clock stopped
             super().request(*args, **kwargs)
 
         def getresponse(self) -> Any:
