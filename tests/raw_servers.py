@@ -93,6 +93,8 @@ class RawServer:
                     if headers.get("expect", "").lower() == "100-continue":
                         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     body = reader.read(length)
+                    if len(body) < length:
+                        return _close(conn)  # the client hung up without its body (withheld): nothing was read
                     with self.lock:
                         self.seen.bodies_read += 1
                 if first and conduct.close_after_body:

@@ -175,6 +175,76 @@ def test_a_get_redirect_is_not_followed_and_fails_that_fetch(raw):
     assert server.seen.requests == [("GET", LIST_PATH + "/7")]
 
 
+# --- the body's departure is told at once ---------------------------------------------------------------------
+
+
+class AnswerAfterLeft:
+    """One POST served by hand: 100 Continue, the body read, then the answer only once `left` was told (or 5 s)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.told = threading.Event()
+        self.answered_after_told: bool | None = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn, conn.makefile("rb") as reader:
+            head = b"".join(iter(reader.readline, b"\r\n"))
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            reader.read(length)
+            self.answered_after_told = self.told.wait(5)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+
+
+def test_a_released_body_is_told_gone_as_soon_as_it_is_sent_before_the_answer(monkeypatch):
+    """The coordinator waits for `left` after each release (issue 16: the kill window between the `sending`
+    commit and the body's send): it must come when the body's send returns, not when the answer does."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    server = AnswerAfterLeft()
+    said: list[str] = []
+
+    def left() -> None:
+        said.append("left")
+        server.told.set()
+
+    with closing(client(server.url, post_timeout=10.0)) as api:
+        result = api.post_batch(batch(1), lambda: said.append("ask") or True, left)
+    server.sock.close()
+    assert result.outcome is PostOutcome.DELIVERED and said == ["ask", "left"]
+    assert server.answered_after_told is True  # the server held its answer until `left` was told
+
+
+@pytest.mark.parametrize(
+    "conduct, told",
+    [
+        (Conduct(after_headers="reset"), ["ask", "left"]),  # the first try never released; its re-send did, once
+        (Conduct(close_after_body=True), ["ask", "left"]),  # released, then no answer: told once, never re-sent
+        (Conduct(status=200, early=True), []),  # answered before the body: never released, nothing to tell
+    ],
+)
+def test_left_is_told_once_for_each_released_body_and_never_for_a_withheld_one(raw, conduct, told):
+    server = raw(conduct)
+    said: list[str] = []
+    with closing(client(server.url)) as api:
+        api.post_batch(batch(1), lambda: said.append("ask") or True, lambda: said.append("left"))
+    assert said == told
+
+
+def test_a_refused_release_is_never_told_gone(raw):
+    server = raw()
+    said: list[str] = []
+    with closing(client(server.url)) as api:
+        result = api.post_batch(batch(1), lambda: said.append("ask") and False, lambda: said.append("left"))
+    assert result.outcome is PostOutcome.NEVER_RECEIVED and said == ["ask"] and server.seen.bodies_read == 0
+
+
 # --- through a proxy ------------------------------------------------------------------------------------------
 
 

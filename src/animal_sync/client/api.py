@@ -398,21 +398,30 @@ class AnimalsApi:
             )
         return Detail(animal_id=animal_id, body=body, retries=tuple(retries))
 
-    def post_batch(self, records: Sequence[dict[str, Any]], release: Callable[[], bool] | None = None) -> PostResult:
+    def post_batch(
+        self,
+        records: Sequence[dict[str, Any]],
+        release: Callable[[], bool] | None = None,
+        left: Callable[[], None] | None = None,
+    ) -> PostResult:
         """POST one batch and say what is known of its fate; never raises for a network outcome.
 
         The body waits for the handler's `100 Continue`, so a stall or a chaos 5xx never sees it (continue100).
         `release` is asked just before the body leaves (the journal's write-ahead mark); False withholds it.
-        A POST is never redirected: a 3xx is an answer (see outcomes.classify_answer), not a new request.
+        `left` is told once a released body's send has returned (or failed). A POST is never redirected: a 3xx is
+        an answer (see outcomes.classify_answer), not a new request.
         """
         if self.post_refusal is not None:
             return PostResult(PostOutcome.NEVER_RECEIVED, None, None, self.post_refusal)
         continues = self._continues
-        if release is not None and not continues and not release():
+        if release is not None and not continues:
             # HTTPS sends its body at once (continue100 speaks plain HTTP only): the release comes first
-            return PostResult(PostOutcome.NEVER_RECEIVED, None, None, "body_withheld: its release could not be journaled")
+            if not release():
+                return PostResult(PostOutcome.NEVER_RECEIVED, None, None, "body_withheld: its release could not be journaled")
+            if left is not None:
+                left()  # the body leaves inside session.post below, on this thread: nothing to wait for
         try:
-            with release_gate(release if continues else None) as trace:
+            with release_gate(release if continues else None, left if continues else None) as trace:
                 response = self.session.post(
                     self.base_url + HOME_PATH, json=list(records), timeout=self._post_timeout, headers=EXPECT_CONTINUE,
                     allow_redirects=False,

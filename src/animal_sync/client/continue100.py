@@ -108,18 +108,19 @@ class PostTrace:
 
 
 @contextmanager
-def release_gate(gate: Callable[[], bool] | None) -> Iterator[PostTrace]:
+def release_gate(gate: Callable[[], bool] | None, left: Callable[[], None] | None = None) -> Iterator[PostTrace]:
     """Ask `gate` on this thread just before a POST's body leaves (every try that releases it): True lets it go.
+    Then tell `left` once that try's body send has returned (or failed).
 
     Yields the POST's trace. Thread-local because requests and urllib3 give a request no way to carry it down to
     the connection, while they do run the whole request (and its retries) on the caller's thread.
     """
-    previous = getattr(_gates, "gate", None), getattr(_gates, "trace", None)
-    _gates.gate, _gates.trace = gate, PostTrace()
+    previous = getattr(_gates, "gate", None), getattr(_gates, "left", None), getattr(_gates, "trace", None)
+    _gates.gate, _gates.left, _gates.trace = gate, left, PostTrace()
     try:
         yield _gates.trace
     finally:
-        _gates.gate, _gates.trace = previous
+        _gates.gate, _gates.left, _gates.trace = previous
 
 
 def _trace() -> PostTrace | None:
@@ -188,15 +189,20 @@ class ContinueConnection(HTTPConnection):
         super().__init__(*args, **kwargs)
         self.expect = expect
         self._expecting = False
-        self._headers_sent = False
+        self._headers_sent = self._gate_opened = False
         self._release: BodyRelease | None = None
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
         self._expecting = any(
             key.lower() == "expect" and str(value).lower() == "100-continue" for key, value in (headers or {}).items()
         )
-        self._release, self._headers_sent = None, False
-        super().request(method, url, body=body, headers=headers, **kwargs)
+        self._release, self._headers_sent, self._gate_opened = None, False, False
+        try:
+            super().request(method, url, body=body, headers=headers, **kwargs)
+        finally:
+            left = getattr(_gates, "left", None)
+            if self._gate_opened and left is not None:
+                left()  # the body is in the socket (or its send failed): the coordinator may go on
 
     def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
         """Send the headers, then wait for the handler's `100 Continue` before urllib3 goes on to the body.
@@ -213,8 +219,10 @@ class ContinueConnection(HTTPConnection):
         self._headers_sent = True
         if self._release is not BodyRelease.WITHHELD:  # the body is about to leave: the gate journals it first
             gate = getattr(_gates, "gate", None)
-            if gate is not None and not gate():
-                raise ReleaseRefused("the release of the body could not be journaled: body withheld, connection closed")
+            if gate is not None:
+                if not gate():
+                    raise ReleaseRefused("the release of the body could not be journaled: body withheld, connection closed")
+                self._gate_opened = True
 
     def send(self, data: Any) -> None:
         if self._release is BodyRelease.WITHHELD:

@@ -83,7 +83,8 @@ class Outbox:
         """Hand each batch, journaled `withheld`, to a POST thread; its body waits for the release desk."""
         for batch in due:
             records = self.journal.batch_records(batch)
-            self.posts[pool.submit(api.post_batch, records, self.desk.gate(batch.id))] = batch
+            gate = self.desk.gate(batch.id)
+            self.posts[pool.submit(api.post_batch, records, gate.ask, gate.left)] = batch
 
     def answered(self) -> list[tuple[BatchRow, PostResult]]:
         """The POSTs that have their answer, taken out of flight."""
@@ -137,6 +138,7 @@ class Outbox:
             raise
         self.posts.update(released)
         self.desk.answer(requests, True)
+        self.desk.await_left(requests)  # the bodies reach their sockets now, not when the GIL next comes round
 
     def take(self, batch: BatchRow, result: PostResult) -> Verdict:
         """Count what the answer was, then apply what it means (decided by `outcomes.classify`); the verdict tells
