@@ -605,6 +605,30 @@ def test_serve_prints_one_line_and_stops_cleanly_on_ctrl_c():
     assert child.returncode == 0 and err == ""
 
 
+def test_serve_stops_on_a_ctrl_c_the_kernel_hands_to_another_thread():
+    """A SIGINT to the process may land on any thread that does not block it; Python then only sets a flag for the
+    main thread. serve() used to wait on an Event for ever and never saw it (make test: a 10 s timeout, now and then).
+    Here a thread of the child sends the signal to itself: the main thread must still stop the server at once."""
+    code = (
+        "import signal, sys, threading\n"
+        "from animal_sync.simulator import SimulatorConfig, serve\n"
+        "banner = threading.Event()\n"
+        "class Out:\n"
+        "    def write(self, text): sys.__stdout__.write(text); banner.set()\n"
+        "    def flush(self): sys.__stdout__.flush()\n"
+        "sys.stdout = Out()\n"
+        "threading.Thread(target=lambda: banner.wait() and signal.pthread_kill(threading.get_ident(), signal.SIGINT)).start()\n"
+        "serve(SimulatorConfig(port=0, animals=10, chaos=0))\n"
+        "print('stopped')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == 0 and err == "" and out.endswith("stopped\n"), (out, err)
+
+
 def test_serve_writes_its_url_to_the_parents_pipe_not_only_to_the_banner():
     read_fd, write_fd = os.pipe()
     code = f"from animal_sync.simulator import SimulatorConfig, serve; serve(SimulatorConfig(port=0, animals=10, chaos=0), url_fd={write_fd})"

@@ -36,7 +36,10 @@ def serve(config: SimulatorConfig, *, url_fd: int | None = None) -> None:
                 f"chaos {config.chaos:g}%, strict {'on' if config.strict else 'off'}",
                 flush=True,
             )
-            threading.Event().wait()
+            # Not one unbounded wait: a Ctrl-C the kernel hands to another thread (the server's) only sets Python's
+            # flag, and a main thread blocked for ever never looks at it. A bounded wait does, when it returns.
+            while not threading.Event().wait(0.2):
+                pass
         except KeyboardInterrupt:
             pass
 
