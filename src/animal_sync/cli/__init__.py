@@ -148,11 +148,11 @@ def dotenv_defaults() -> Iterator[None]:
     Flags beat the environment, which beats `.env`: a variable already set is kept, and click reads the
     variables only for the flags not given. The environment is as it was once the command returns.
     """
-    from dotenv import dotenv_values
-
     path = Path(".env")
     added = []
     if path.is_file():
+        from dotenv import dotenv_values  # only where there is a file to read: a run pays nothing for it otherwise
+
         for name, value in dotenv_values(path).items():
             if name.startswith("ANIMAL_SYNC_") and value is not None and name not in os.environ:
                 os.environ[name] = value
