@@ -17,6 +17,11 @@ import pytest
 NOT_BEFORE_FIRST_REQUEST = (
     "animal_sync.reports.audit",  # reports: a finished run's resume asks them, a run does not
     "animal_sync.reports.status",
+    "animal_sync.reports.export",  # its --format and --what values live in reports.formats, which a run may load
+    "animal_sync.reports.settle",
+    "animal_sync.journal.queries",  # the reports' reads and the live page's, re-exported lazily by the journal
+    "animal_sync.journal.browse",
+    "dotenv",  # only where a .env file is (the child runs in an empty directory)
     "animal_sync.cli.render",
     "animal_sync.reports.union",
     "animal_sync.cli.watch",
@@ -51,7 +56,8 @@ main(sys.argv[1:])
 def modules_at_first_request(tmp_path: Path, *flags: str) -> set[str]:
     args = ["run", "--base-url", "http://127.0.0.1:9", "--journal", str(tmp_path / "j.db"), *flags]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stdout))
@@ -78,3 +84,15 @@ def test_importing_the_cli_loads_no_engine_report_or_simulator() -> None:
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
     heavy = ("animal_sync.engine.pipeline", "animal_sync.client.api", "requests", *NOT_BEFORE_FIRST_REQUEST)
     assert sorted(name for name in loaded if name.startswith(heavy)) == []
+
+
+def test_the_journal_still_offers_every_name_it_lists_the_lazy_ones_included() -> None:
+    """queries.py and browse.py load on first use (PEP 562), and their names are the very same objects."""
+    import animal_sync.journal as journal
+    from animal_sync.journal import browse, queries
+
+    for name in journal.__all__:
+        assert getattr(journal, name) is not None, name
+    assert journal.iter_animals is queries.iter_animals and journal.find_animals is browse.find_animals
+    with pytest.raises(AttributeError):
+        journal.no_such_name  # noqa: B018

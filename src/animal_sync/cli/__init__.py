@@ -35,7 +35,6 @@ from ..errors import (
     JournalNeedsUpgrade, NoRunToResume, PortTaken, UnfinishedRun,
 )
 from . import reports, sync, tools, web
-from ..reports.settle import NoResendHere
 from .suggest import command, invoked
 from .sync import exit_code, stop_on_signals
 
@@ -119,6 +118,8 @@ def error_words(exc: AnimalSyncError) -> str:
         return f"{exc}; start a run with {command('run', journal=exc.path, url=True)}"
     if isinstance(exc, JournalNeedsUpgrade):
         return f"{exc}; {command('resume', journal=exc.path)} applies it once"
+    from ..reports.settle import NoResendHere  # here, not above: only `settle` raises it, and a run need not load it
+
     if isinstance(exc, NoResendHere):
         return f"{exc}; settle it with --delivered, or not at all"
     if isinstance(exc, PortTaken):
