@@ -96,3 +96,39 @@ def test_the_journal_still_offers_every_name_it_lists_the_lazy_ones_included() -
     assert journal.iter_animals is queries.iter_animals and journal.find_animals is browse.find_animals
     with pytest.raises(AttributeError):
         journal.no_such_name  # noqa: B018
+
+
+# The process entry (`python -m animal_sync`, the console script) as the test above, reporting the collector instead.
+COLLECTOR_CHILD = """
+import gc, json, os, runpy, socket, sys
+def first_request(self, address):
+    sys.__stdout__.write(json.dumps({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}))
+    sys.__stdout__.flush()
+    os._exit(0)
+socket.socket.connect = first_request
+sys.argv[0] = "animal-sync"
+runpy.run_module("animal_sync", run_name="__main__")
+"""
+
+
+def test_the_cli_process_freezes_what_its_imports_made_and_collects_again_after(tmp_path: Path) -> None:
+    """Start-up's objects are frozen out of the collector's sight (gc.freeze), and the collector runs for the run."""
+    args = ["run", "--base-url", "http://127.0.0.1:9", "--journal", str(tmp_path / "j.db"), "--quiet", "--log-format", "json"]
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_CHILD, *args], capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    collector = json.loads(done.stdout)
+    assert collector["enabled"] and collector["frozen"] > 10_000, collector
+
+
+def test_importing_the_cli_leaves_the_collector_alone_and_the_console_script_starts_like_python_m() -> None:
+    """Only a process started as the CLI freezes anything: a program or a test that imports it keeps its collector."""
+    code = "import gc, json; import animal_sync.cli; print(json.dumps([gc.get_freeze_count(), gc.isenabled()]))"
+    frozen, enabled = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert (frozen, enabled) == (0, True)
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="animal-sync")
+    assert script.value == "animal_sync.__main__:main"
