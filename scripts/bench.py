@@ -34,6 +34,7 @@ Findings: docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -379,6 +380,44 @@ def first_request(command: Callable[[str, Path], list[str]], workdir: Path) -> t
     return arrived - started, cpu
 
 
+# What `run` cannot start without: the card's libraries, and a typer command parsing an option (typer coerces every
+# option through pydantic TypeAdapters; structlog loads Rich when it is installed, and typer requires Rich). This
+# much, with none of our code, is the floor under the start-up target.
+FLOOR_LIBRARIES = "requests, structlog, sqlite_utils, typer"
+
+
+def floor_code(port: int) -> str:
+    return (
+        f"import {FLOOR_LIBRARIES}\n"
+        "def main(page: int = 0) -> None:\n"
+        f"    import socket; s = socket.create_connection(('127.0.0.1', {port})); s.send(b'G'); import time; time.sleep(30)\n"
+        "typer.run(main)\n"
+    )
+
+
+def own_bytecode() -> str:
+    """How animal_sync's own modules start: from cached bytecode (a wheel install, `make bytecode`), or compiled
+    from source at every start (an editable install under PYTHONDONTWRITEBYTECODE, or after an edit)."""
+    import animal_sync
+
+    sources = sorted(Path(animal_sync.__file__).parent.rglob("*.py"))
+    fresh = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        try:
+            header = cached.read_bytes()[:16]
+        except OSError:
+            continue
+        # a timestamp pyc (PEP 552 flags 0) is used when it records the source's mtime and size
+        mtime, size = int(source.stat().st_mtime) & 0xFFFFFFFF, source.stat().st_size & 0xFFFFFFFF
+        if header[4:8] == bytes(4) and header[8:12] == mtime.to_bytes(4, "little") and header[12:16] == size.to_bytes(4, "little"):
+            fresh += 1
+    rest = "" if fresh == len(sources) else ", the rest compiled from source at every start" + (
+        " (PYTHONDONTWRITEBYTECODE is set; `make bytecode` compiles them ahead)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else ""
+    )
+    return f"animal_sync's own modules: {fresh} of {len(sources)} with fresh cached bytecode{rest}"
+
+
 def measure_startup(repeat: int, workdir: Path) -> list[Startup]:
     clients: dict[str, Callable[[str, Path], list[str]]] = {
         "animal-sync run (python -m animal_sync)": lambda url, journal: [
@@ -387,6 +426,9 @@ def measure_startup(repeat: int, workdir: Path) -> list[Startup]:
         ],
         f"naive client, {NAIVE_THREADS} threads": lambda url, journal: [
             sys.executable, __file__, "--floor-client", url, "--threads", str(NAIVE_THREADS),
+        ],
+        f"a one-option typer command, importing {FLOOR_LIBRARIES}, then a socket (the libraries alone)": lambda url, journal: [
+            sys.executable, "-c", floor_code(int(url.rsplit(":", 1)[1])), "--page", "1",
         ],
         "python -c pass, then a socket (the interpreter alone)": lambda url, journal: [
             sys.executable, "-c",
@@ -616,7 +658,8 @@ def render(info: dict[str, str], rows: list[Row], startups: list[Startup], targe
     if startups:
         lines += [
             "",
-            f"Start-up ({len(startups[0].seconds)} spawns each, interleaved; a listener on 127.0.0.1, no simulator):",
+            f"Start-up ({len(startups[0].seconds)} spawns each, interleaved; a listener on 127.0.0.1, no simulator;"
+            f" {own_bytecode()}):",
             "",
             "| client | s to first request, median | min | max | CPU s by then, median |",
             "|---|--:|--:|--:|--:|",

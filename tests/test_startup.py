@@ -17,6 +17,11 @@ import pytest
 NOT_BEFORE_FIRST_REQUEST = (
     "animal_sync.reports.audit",  # reports: a finished run's resume asks them, a run does not
     "animal_sync.reports.status",
+    "animal_sync.reports.export",  # its --format and --what values live in reports.formats, which a run may load
+    "animal_sync.reports.settle",
+    "animal_sync.journal.queries",  # the reports' reads and the live page's, re-exported lazily by the journal
+    "animal_sync.journal.browse",
+    "dotenv",  # only where a .env file is (the child runs in an empty directory)
     "animal_sync.cli.render",
     "animal_sync.reports.union",
     "animal_sync.cli.watch",
@@ -51,7 +56,8 @@ main(sys.argv[1:])
 def modules_at_first_request(tmp_path: Path, *flags: str) -> set[str]:
     args = ["run", "--base-url", "http://127.0.0.1:9", "--journal", str(tmp_path / "j.db"), *flags]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stdout))
@@ -78,3 +84,51 @@ def test_importing_the_cli_loads_no_engine_report_or_simulator() -> None:
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
     heavy = ("animal_sync.engine.pipeline", "animal_sync.client.api", "requests", *NOT_BEFORE_FIRST_REQUEST)
     assert sorted(name for name in loaded if name.startswith(heavy)) == []
+
+
+def test_the_journal_still_offers_every_name_it_lists_the_lazy_ones_included() -> None:
+    """queries.py and browse.py load on first use (PEP 562), and their names are the very same objects."""
+    import animal_sync.journal as journal
+    from animal_sync.journal import browse, queries
+
+    for name in journal.__all__:
+        assert getattr(journal, name) is not None, name
+    assert journal.iter_animals is queries.iter_animals and journal.find_animals is browse.find_animals
+    with pytest.raises(AttributeError):
+        journal.no_such_name  # noqa: B018
+
+
+# The process entry (`python -m animal_sync`, the console script) as the test above, reporting the collector instead.
+COLLECTOR_CHILD = """
+import gc, json, os, runpy, socket, sys
+def first_request(self, address):
+    sys.__stdout__.write(json.dumps({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}))
+    sys.__stdout__.flush()
+    os._exit(0)
+socket.socket.connect = first_request
+sys.argv[0] = "animal-sync"
+runpy.run_module("animal_sync", run_name="__main__")
+"""
+
+
+def test_the_cli_process_freezes_what_its_imports_made_and_collects_again_after(tmp_path: Path) -> None:
+    """Start-up's objects are frozen out of the collector's sight (gc.freeze), and the collector runs for the run."""
+    args = ["run", "--base-url", "http://127.0.0.1:9", "--journal", str(tmp_path / "j.db"), "--quiet", "--log-format", "json"]
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_CHILD, *args], capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    collector = json.loads(done.stdout)
+    assert collector["enabled"] and collector["frozen"] > 10_000, collector
+
+
+def test_importing_the_cli_leaves_the_collector_alone_and_the_console_script_starts_like_python_m() -> None:
+    """Only a process started as the CLI freezes anything: a program or a test that imports it keeps its collector."""
+    code = "import gc, json; import animal_sync.cli; print(json.dumps([gc.get_freeze_count(), gc.isenabled()]))"
+    frozen, enabled = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert (frozen, enabled) == (0, True)
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="animal-sync")
+    assert script.value == "animal_sync.__main__:main"

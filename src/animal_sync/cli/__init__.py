@@ -35,7 +35,6 @@ from ..errors import (
     JournalNeedsUpgrade, NoRunToResume, PortTaken, UnfinishedRun,
 )
 from . import reports, sync, tools, web
-from ..reports.settle import NoResendHere
 from .suggest import command, invoked
 from .sync import exit_code, stop_on_signals
 
@@ -119,6 +118,8 @@ def error_words(exc: AnimalSyncError) -> str:
         return f"{exc}; start a run with {command('run', journal=exc.path, url=True)}"
     if isinstance(exc, JournalNeedsUpgrade):
         return f"{exc}; {command('resume', journal=exc.path)} applies it once"
+    from ..reports.settle import NoResendHere  # here, not above: only `settle` raises it, and a run need not load it
+
     if isinstance(exc, NoResendHere):
         return f"{exc}; settle it with --delivered, or not at all"
     if isinstance(exc, PortTaken):
@@ -148,11 +149,11 @@ def dotenv_defaults() -> Iterator[None]:
     Flags beat the environment, which beats `.env`: a variable already set is kept, and click reads the
     variables only for the flags not given. The environment is as it was once the command returns.
     """
-    from dotenv import dotenv_values
-
     path = Path(".env")
     added = []
     if path.is_file():
+        from dotenv import dotenv_values  # only where there is a file to read: a run pays nothing for it otherwise
+
         for name, value in dotenv_values(path).items():
             if name.startswith("ANIMAL_SYNC_") and value is not None and name not in os.environ:
                 os.environ[name] = value

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import DEFAULT_JOURNAL
-from ..reports.export import ExportFormat, Payload
+from ..reports.formats import ExportFormat, Payload
 from ..journal import AnimalState, Journal
 from .options import JournalOpt, JournalsOpt, JsonOpt, RunOpt
 from .suggest import invoked

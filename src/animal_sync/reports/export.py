@@ -27,27 +27,17 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import OutputError
 from ..journal import AnimalState, Journal, iter_animals, select_run
+from .formats import ExportFormat, Payload
 
 __all__ = ["CSV_FIELDS", "ExportFormat", "Payload", "export", "export_rows", "export_to_path", "write_csv", "write_jsonl"]
 
 CSV_FIELDS = ("id", "state", "batch_id", "last_error", "name", "born_at", "friends")
 RECORD_FIELDS = ("name", "born_at", "friends")
-
-
-class ExportFormat(StrEnum):
-    JSONL = "jsonl"
-    CSV = "csv"
-
-
-class Payload(StrEnum):
-    RAW = "raw"  # the detail body exactly as the API sent it
-    TRANSFORMED = "transformed"  # the record as POSTed (or to be POSTed) to /home
 
 
 def _parse(payload: str | bytes | None) -> tuple[Any, dict[str, str]]:
