@@ -575,18 +575,23 @@ def test_an_answer_that_trickles_is_cut_at_the_deadline_and_resent(trickler, mod
     assert detail.body == DETAIL and detail.retries == ("get_deadline",) and len(trickler.seen) == 2
 
 
-def test_an_answer_that_always_trickles_fails_after_the_budget_not_never(trickler):
-    trickler.script.extend(["headers", "body"] * 3)
-    api = trickle_api(trickler.url, retries=3)
+def failed_fetch(api: AnimalsApi, expected: type[FetchFailed]) -> tuple[FetchFailed, float]:
+    """Fetch detail 7, which must raise `expected`; the exception and the seconds it took. Closes `api`."""
     started = time.monotonic()
     try:
-        with pytest.raises(FetchFailed) as exc_info:
+        with pytest.raises(expected) as exc_info:
             api.fetch_detail(7)
     finally:
         api.close()
-    assert not isinstance(exc_info.value, ApiUnreachable)
-    assert time.monotonic() - started < 4 * 0.4 + 1.5
-    assert exc_info.value.retries.count("get_deadline") == 3
+    return exc_info.value, time.monotonic() - started
+
+
+def test_an_answer_that_always_trickles_fails_after_the_budget_not_never(trickler):
+    trickler.script.extend(["headers", "body"] * 3)
+    failure, seconds = failed_fetch(trickle_api(trickler.url, retries=3), FetchFailed)
+    assert not isinstance(failure, ApiUnreachable)
+    assert seconds < 4 * 0.4 + 1.5
+    assert failure.retries.count("get_deadline") == 3
 
 
 def test_an_api_that_goes_down_under_a_get_is_unreachable_even_past_the_deadline():
@@ -604,15 +609,9 @@ def test_an_api_that_goes_down_under_a_get_is_unreachable_even_past_the_deadline
         conn.close()
 
     threading.Thread(target=go_down, daemon=True).start()
-    api = real_api(url, get_timeout=5.0, get_deadline=0.3, retries=4, backoff=0.1)
-    started = time.monotonic()
-    try:
-        with pytest.raises(ApiUnreachable) as exc_info:
-            api.fetch_detail(7)
-    finally:
-        api.close()
-    assert time.monotonic() - started > 0.3  # the refused retries did outlast the first try's deadline
-    assert exc_info.value.retries == ["connection_dropped", "connect_error", "connect_error", "connect_error"]
+    failure, seconds = failed_fetch(real_api(url, get_timeout=5.0, get_deadline=0.3, retries=4, backoff=0.1), ApiUnreachable)
+    assert seconds > 0.3  # the refused retries did outlast the first try's deadline
+    assert failure.retries == ["connection_dropped", "connect_error", "connect_error", "connect_error"]
 
 
 def test_abandoning_gets_ends_one_in_a_trickle_at_once_and_refuses_the_next(trickler):
