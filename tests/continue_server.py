@@ -27,6 +27,7 @@ class Fate:
 
     stall: float = 0.0  # seconds before the handler runs
     fail_before: int | None = None  # a chaos status answered at once, body unread
+    retry_after: str | None = None  # with fail_before: its Retry-After header (urllib3 re-sends a 429 or 413 with one)
     fail_after: bool = False  # the handler reads the body, then answers 500 (a strict API's repeat)
     hang_up: bool = False  # the connection is closed before the handler runs (an idle keep-alive timeout)
     lose_answer: bool = False  # the handler reads the body, takes nothing, and the connection closes unanswered
@@ -108,7 +109,8 @@ class _Connection(socketserver.StreamRequestHandler):
             if fate.hang_up:
                 return False
             if fate.fail_before is not None:
-                self._answer(fate.fail_before, b"Service Unavailable", "text/plain", close=True)
+                extra = {"Retry-After": fate.retry_after} if fate.retry_after is not None else {}
+                self._answer(fate.fail_before, b"Service Unavailable", "text/plain", close=True, headers=extra)
                 return False
             # The handler starts reading the body: only now is 100 Continue sent.
             if headers.get("expect", "").lower() == "100-continue" and server.speaks_continue:
@@ -154,8 +156,12 @@ class _Connection(socketserver.StreamRequestHandler):
             self._answer(200, json.dumps(detail).encode())
         return True
 
-    def _answer(self, status: int, body: bytes, content_type: str = "application/json", *, close: bool = False) -> None:
+    def _answer(
+        self, status: int, body: bytes, content_type: str = "application/json", *, close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         if close:
             head += "Connection: close\r\n"
         self.wfile.write(head.encode() + b"\r\n" + body)

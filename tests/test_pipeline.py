@@ -575,6 +575,26 @@ def test_a_proven_repeat_is_never_re_sent_by_a_later_resume(continuing, tmp_path
     assert named["reason"].endswith("a repeat, the first send was delivered")
 
 
+@pytest.mark.parametrize("status", [429, 413])
+def test_a_retry_after_answer_to_a_body_sent_without_100_continue_then_re_sent_is_never_proven(
+    continuing, tmp_path: Path, status: int
+) -> None:
+    """urllib3 re-sends a 429 or 413 that carries Retry-After, like a 5xx: exactly once only if that answer came
+    before the handler read the body. It used to be counted proven (only a 5xx was taken as an assumption)."""
+    server = continuing(ids=list(range(1, 51)))
+    server.script(Fate(stall=0.5, fail_before=status, retry_after="0"), Fate())  # the body follows the 0.2 s wait
+    journal = tmp_path / "j.db"
+
+    result = start_run(settings(server.url, journal, get_timeout=0.2, post_workers=1))
+
+    assert result.outcome is RunOutcome.CLEAN and server.ledger.delivered == Counter(range(1, 51))
+    assert server.ledger.posts == 2  # the answer was re-sent once, by urllib3's Retry-After rule
+    report = audited(journal)
+    assert report["ok"] and not report["proven"]
+    [assumed] = report["assumed"]
+    assert assumed["assumption"].startswith(f"re-sent after HTTP {status} to a body sent without 100 Continue")
+
+
 def test_a_5xx_to_a_body_sent_without_100_continue_evidence_then_re_sent_is_counted_apart_never_proven(
     continuing, tmp_path: Path
 ) -> None:

@@ -482,9 +482,9 @@ def _assumption(trace: PostTrace, retries: Sequence[str], continues: bool, answe
     """The assumption a POST's outcome rests on, if any (see PostResult.assumption); `answered`: its last try got
     the final answer (otherwise every answer in the trace was one urllib3 re-sent after)."""
     if continues:
-        status = trace.unread_5xx_resent(answered)
-    else:  # HTTPS: no 100-continue, so every 5xx urllib3 re-sent was answered to a body that had left
-        status = next((int(kind[5:]) for kind in retries if kind.startswith("http_5")), None)
+        status = trace.unread_answer_resent(answered)
+    else:  # HTTPS: no 100-continue, so every answer urllib3 re-sent (a 5xx, a 429...) was to a body that had left
+        status = next((int(kind[5:]) for kind in retries if kind.startswith("http_") and kind[5:].isdigit()), None)
     if status is None:
         return None
     return (

@@ -94,15 +94,16 @@ class PostTrace:
     body_left: bool = False
     answers: list[tuple[int, BodyRelease | None]] = field(default_factory=list)
 
-    def unread_5xx_resent(self, answered: bool = True) -> int | None:
-        """The status of a 5xx, answered to a body that left with no sign the handler read it, that was then re-sent.
+    def unread_answer_resent(self, answered: bool = True) -> int | None:
+        """The status of an answer to a body that left with no sign the handler read it, after which it was re-sent.
 
-        Such a POST is exactly once only if that 5xx came before the handler read the body (the API's chaos does):
-        an assumption, not a proof. None when no try rests on it. `answered`: the last answer is the POST's own,
-        not re-sent; when the POST ended in an error instead, every answer was followed by another try.
+        urllib3 re-sends a 5xx, and a 413, 429 or 503 with `Retry-After`. Such a POST is exactly once only if that
+        answer came before the handler read the body (the API's chaos does): an assumption, not a proof. None when
+        no try rests on it. `answered`: the last answer is the POST's own, not re-sent; when the POST ended in an
+        error instead, every answer was followed by another try.
         """
         for status, release in self.answers[:-1] if answered else self.answers:
-            if status >= 500 and release in (BodyRelease.AFTER_WAIT, BodyRelease.AT_ONCE, None):
+            if release in (BodyRelease.AFTER_WAIT, BodyRelease.AT_ONCE, None):
                 return status
         return None
 
