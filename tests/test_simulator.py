@@ -590,9 +590,18 @@ def test_stop_is_idempotent_and_frees_the_port():
         assert requests.get(again.url + "/", timeout=5).json() == "Hello!"
 
 
+def as_from_a_terminal() -> None:
+    """In the child before it starts: Ctrl-C as a terminal delivers it. A suite started in the background by a
+    non-interactive shell (`make test &`, nohup) ignores SIGINT, its children inherit that, and Python then leaves
+    it ignored: `serve` would rightly never hear the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_prints_one_line_and_stops_cleanly_on_ctrl_c():
     code = "from animal_sync.simulator import SimulatorConfig, serve; serve(SimulatorConfig(port=0, animals=30, chaos=0))"
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
     try:
         line = child.stdout.readline().rstrip("\n")
         match = re.fullmatch(r"Animals API simulator on (http://127\.0\.0\.1:\d+): 30 animals, chaos 0%, strict off", line)
@@ -621,7 +630,9 @@ def test_serve_stops_on_a_ctrl_c_the_kernel_hands_to_another_thread():
         "serve(SimulatorConfig(port=0, animals=10, chaos=0))\n"
         "print('stopped')\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
     try:
         out, err = child.communicate(timeout=20)
     finally:
