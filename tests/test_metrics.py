@@ -186,7 +186,7 @@ def test_an_interrupted_run_and_its_resume_push_too(pushgateway: str, simulator,
     gone = simulator(animals=5000, seed=5, strict=True)
     with unplugged_mid_run(gone, journal):  # it answered, then went away: the run is interrupted, not refused
         code, _, err = run_cli(
-            capsys, "run", "--journal", str(journal), "--base-url", gone.url, "--retries", "0", "--quiet",
+            capsys, "run", "--journal", str(journal), "--base-url", gone.url, "--retries", "2", "--quiet",
             "--pushgateway", pushgateway,
         )
     assert code == 1 and "interrupted" in err, err
