@@ -23,11 +23,11 @@ def test_a_request_wakes_the_coordinator_and_waits_for_its_answer() -> None:
 def test_closing_refuses_what_waits_and_all_that_comes() -> None:
     desk = ReleaseDesk()
     with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(desk.ask, 1)
+        waiting = pool.submit(desk.gate(1).ask)
         desk.wakeup.result(timeout=5)
         desk.close()  # the coordinator leaves without taking it
         assert waiting.result(timeout=5) is False
-    assert desk.ask(2) is False  # at once: nobody is left to answer
+    assert desk.gate(2).ask() is False  # at once: nobody is left to answer
 
 
 def test_the_coordinator_waits_until_a_released_body_has_left_and_no_longer() -> None:

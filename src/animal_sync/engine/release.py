@@ -68,12 +68,8 @@ class ReleaseDesk:
         """The release gate for one batch's POST (continue100.release_gate calls it on the POST's thread)."""
         return BodyGate(self, batch_id)
 
-    def ask(self, batch_id: int) -> bool:
-        """Block until the coordinator has journaled this release (True) or cannot (False: withhold the body)."""
-        return self.submit(ReleaseRequest(batch_id))
-
     def submit(self, request: ReleaseRequest) -> bool:
-        """`ask`, for a request its POST thread keeps (to say when the body has left)."""
+        """Block until the coordinator has journaled this release (True) or cannot (False: withhold the body)."""
         with self._lock:
             if self._closed:
                 return False
